@@ -1,0 +1,1 @@
+"""clipsearch: multimodal search service."""

@@ -1,0 +1,120 @@
+"""HTTP client side of the CLI: ingest with a progress bar, search as a table."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+POLL_S = 0.5
+
+
+def _client(server: str, api_key: str | None) -> httpx.Client:
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=60.0)
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            error = response.json()["error"]
+            message = f"{error['type']}: {error['message']}"
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:500]
+        typer.echo(f"error {response.status_code}: {message}", err=True)
+        raise typer.Exit(1)
+    return response.json()
+
+
+def _connect(server: str) -> typer.Exit:
+    typer.echo(f"cannot reach {server}: is `clipsearch serve` running?", err=True)
+    return typer.Exit(1)
+
+
+def ingest(server: str, path: str, api_key: str | None) -> int:
+    """Start a job and follow it; returns the number of failed items."""
+    console = Console(stderr=True)
+    try:
+        with _client(server, api_key) as http:
+            job_id = _check(http.post("/v1/ingest", json={"source": path}))["job_id"]
+            columns = (
+                TextColumn("[bold]ingest"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=console) as bar:
+                task = bar.add_task("ingest", total=None, rate="")
+                while True:
+                    job = _check(http.get(f"/v1/jobs/{job_id}"))
+                    rate = f"{job['rate_per_s']:.1f}/s" if job.get("rate_per_s") else ""
+                    bar.update(
+                        task,
+                        total=job["total"] or None,
+                        completed=job["done"] + job["failed"],
+                        rate=rate,
+                    )
+                    if job["state"] not in ("queued", "running"):
+                        break
+                    time.sleep(POLL_S)
+    except httpx.TransportError:
+        raise _connect(server) from None
+    # soft_wrap: paths stay whole on one line, so they can be copied and grepped.
+    console.print(
+        f"job {job_id}: {job['state']}, {job['done']} indexed, {job['failed']} failed",
+        soft_wrap=True,
+    )
+    for err in job["errors"]:
+        console.print(f"  [red]failed[/red] {err['item']}: {err['reason']}", soft_wrap=True)
+    if job["state"] != "completed":
+        console.print(
+            f"[red]job ended {job['state']}[/red] {job.get('error') or ''}", soft_wrap=True
+        )
+        return max(1, job["failed"])
+    return int(job["failed"])
+
+
+def search(
+    server: str,
+    *,
+    text: str | None,
+    image: Path | None,
+    mode: str,
+    limit: int,
+    api_key: str | None,
+) -> None:
+    body: dict[str, Any] = {"mode": mode, "limit": limit}
+    if image is not None:
+        try:
+            body["image"] = base64.b64encode(image.read_bytes()).decode()
+        except OSError as exc:
+            typer.echo(f"cannot read {image}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from None
+    else:
+        body["text"] = text
+    try:
+        with _client(server, api_key) as http:
+            result = _check(http.post("/v1/search", json=body))
+    except httpx.TransportError:
+        raise _connect(server) from None
+    table = Table(
+        title=f"{len(result['hits'])} hits · {result['took_ms']:.1f} ms · {result['model']}"
+    )
+    for column in ("score", "kind", "caption", "uri"):
+        table.add_column(column)
+    for hit in result["hits"]:
+        table.add_row(
+            f"{hit['score']:.4f}",
+            hit.get("kind") or "",
+            hit.get("caption") or "",
+            hit.get("uri") or "",
+        )
+    Console().print(table)

@@ -1,0 +1,53 @@
+"""Client-side interfaces used by the gateway and the indexer.
+
+``EmbeddingClient`` hides whether the encoder runs in-process or behind gRPC workers;
+``JobQueue`` hides whether ingestion jobs run on the in-process runner or on Celery. Both are
+synchronous and thread-safe so that the same pipeline functions run in a Celery worker and in
+the gateway's thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from service.core.domain import Lane
+from service.core.embeddings import EncoderInfo, TextEmbeddings
+from service.core.errors import ClipsearchError
+
+__all__ = ["EmbeddingClient", "EncoderInfo", "JobQueue", "TextEmbeddings"]
+
+
+@runtime_checkable
+class EmbeddingClient(Protocol):
+    def info(self) -> EncoderInfo: ...
+
+    def embed_texts(self, texts: Sequence[str], *, lane: Lane = "interactive") -> TextEmbeddings:
+        """Embed texts; raises ClipsearchError(invalid_input) for empty or over-long text."""
+
+    def embed_images(
+        self, images: Sequence[bytes], *, lane: Lane = "interactive"
+    ) -> list[np.ndarray | ClipsearchError]:
+        """Embed encoded images (PNG, JPEG, ...). Each item yields its L2-normalised vector or
+        its own error (corrupt, unsupported, too many pixels): one bad item fails alone."""
+
+    def ready(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    def submit(self, kind: str, params: dict[str, Any]) -> str:
+        """Start a job; returns its id at once."""
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """``{"id","kind","state","total","done","failed","errors":[{"item","reason"}],...}``;
+        raises ClipsearchError(not_found) for an unknown id."""
+
+    def ready(self) -> bool:
+        """False once the runner can no longer run jobs (its thread died, its broker is gone)."""
+
+    def close(self) -> None: ...

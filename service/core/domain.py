@@ -1,0 +1,58 @@
+"""Domain types shared by the store, the search planner, the indexer and the gateway."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+VectorName = Literal["image", "caption", "description"]
+VECTOR_NAMES: tuple[VectorName, ...] = ("image", "caption", "description")
+Lane = Literal["interactive", "bulk"]
+
+
+class Kind(StrEnum):
+    image = "image"
+    video_segment = "video_segment"
+    text = "text"
+
+
+# Payload fields a search filter may match on (equality; a list value means "any of").
+FILTERABLE_FIELDS: frozenset[str] = frozenset({"kind", "tags", "media_id", "video_id"})
+FilterValue = str | int | bool | list[str] | list[int]
+
+_ROOT_NAMESPACE = uuid.UUID("6f1c1f0e-6a59-5b8e-9d7c-3c1a1e5c2f10")
+
+
+def collection_namespace(collection: str) -> uuid.UUID:
+    return uuid.uuid5(_ROOT_NAMESPACE, f"collection:{collection}")
+
+
+def point_id(collection: str, source_key: str, segment: int = 0) -> str:
+    """UUIDv5 of (collection namespace, source id or content sha256, segment index).
+
+    Re-ingesting the same thing yields the same id, so an upsert replaces instead of duplicating.
+    """
+    return str(uuid.uuid5(collection_namespace(collection), f"{source_key}#{segment}"))
+
+
+@dataclass(frozen=True)
+class Point:
+    id: str
+    vectors: dict[str, list[float]]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] = field(default_factory=dict)

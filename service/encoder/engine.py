@@ -1,0 +1,267 @@
+"""The inference engine: a bundle's ONNX sessions, preprocessing and postprocessing.
+
+Work is split into stages so that a batcher can run the cheap, parallel parts (validation,
+decoding, tokenization) in the caller's thread and only the core ``run_*`` calls under its
+scheduling: :meth:`EncoderEngine.preprocess_images` → :meth:`EncoderEngine.run_images`, and
+:meth:`EncoderEngine.validate_texts` → :meth:`EncoderEngine.run_texts`. ``embed_*`` chain the
+stages for callers that need no scheduling. ONNX Runtime sessions are thread-safe for ``run``,
+and nothing here mutates shared state after construction except the readiness flag.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from service.core.config import Settings
+from service.core.embeddings import EncoderInfo, TextEmbeddings
+from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
+from service.core.manifest import Bundle
+from service.encoder.preprocess import preprocess_image
+from service.encoder.session import create_session
+from service.encoder.tokenize import TextTokenizer
+
+logger = logging.getLogger(__name__)
+
+ImageResult = np.ndarray | ClipsearchError
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def good_items(results: Sequence[ImageResult]) -> tuple[list[int], list[np.ndarray]]:
+    """Indices and tensors of the items that preprocessed without error."""
+    pairs = [(i, r) for i, r in enumerate(results) if isinstance(r, np.ndarray)]
+    return [i for i, _ in pairs], [r for _, r in pairs]
+
+
+def _check_io(
+    session: ort.InferenceSession, name: str, inputs: list[str], outputs: list[str]
+) -> None:
+    have_in = {i.name for i in session.get_inputs()}
+    have_out = {o.name for o in session.get_outputs()}
+    missing = [n for n in inputs if n not in have_in] + [n for n in outputs if n not in have_out]
+    if missing:
+        raise ClipsearchError(
+            ErrorType.bundle_invalid,
+            f"{name} lacks the inputs/outputs the manifest names: {', '.join(missing)}",
+            {"inputs": sorted(have_in), "outputs": sorted(have_out)},
+        )
+
+
+class EncoderEngine:
+    """Embeds texts and images with one model bundle."""
+
+    def __init__(self, bundle: Bundle, settings: Settings) -> None:
+        self.bundle = bundle
+        self.settings = settings
+        m = bundle.manifest
+        enc = settings.encoder
+        tt, it, de = m.text_tower, m.image_tower, m.description_embedder
+
+        self._image = create_session(bundle.path(it.file), enc)
+        _check_io(self._image, it.file, [it.input_name], [it.output_name])
+
+        self._text_outputs = [tt.output_name]
+        if de.source == "text_tower":
+            self._text_outputs.append(tt.sentence_output_name or "")
+        self._text = create_session(bundle.path(tt.file), enc)
+        _check_io(
+            self._text,
+            tt.file,
+            self._feed_names(tt.input_ids_name, tt.attention_mask_name),
+            self._text_outputs,
+        )
+        self._tokenizer = TextTokenizer(
+            bundle.path(tt.tokenizer), max_tokens=tt.max_tokens, pad_id=tt.pad_id
+        )
+
+        self._desc: ort.InferenceSession | None = None
+        self._desc_tokenizer: TextTokenizer | None = None
+        if de.source == "onnx" and de.file and de.tokenizer:
+            self._desc = create_session(bundle.path(de.file), enc)
+            _check_io(
+                self._desc,
+                de.file,
+                self._feed_names(de.input_ids_name, de.attention_mask_name),
+                [de.output_name],
+            )
+            self._desc_tokenizer = TextTokenizer(
+                bundle.path(de.tokenizer), max_tokens=de.max_tokens, pad_id=de.pad_id
+            )
+        self._ready = threading.Event()
+
+    @staticmethod
+    def _feed_names(ids: str, mask: str | None) -> list[str]:
+        return [ids] + ([mask] if mask else [])
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def provider(self) -> str:
+        """The execution provider the image tower runs on (all sessions share the chain)."""
+        return str(self._image.get_providers()[0])
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def info(self) -> EncoderInfo:
+        m = self.bundle.manifest
+        return EncoderInfo(
+            bundle=m.ref,
+            provider=self.provider,
+            spaces=m.spaces.model_dump(),
+            trained=m.trained,
+            max_text_tokens=m.text_tower.max_tokens,
+        )
+
+    def warmup(self) -> None:
+        """One text and one image inference end to end; readiness turns true only if both work."""
+        size = self.bundle.manifest.image_tower.image_size
+        buf = io.BytesIO()
+        Image.new("RGB", (size, size), (127, 127, 127)).save(buf, format="PNG")
+        self.embed_texts(["warm-up"])
+        [result] = self.embed_images([buf.getvalue()])
+        if isinstance(result, ClipsearchError):
+            raise result
+        self._ready.set()
+        logger.info("encoder %s warmed up on %s", self.bundle.manifest.ref, self.provider)
+
+    def close(self) -> None:
+        self._ready.clear()
+
+    # -- text ----------------------------------------------------------------------------
+
+    def validate_texts(self, texts: Sequence[str]) -> list[str]:
+        limit = self.settings.limits.max_text_chars
+        checked: list[str] = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise invalid(f"text {i} is not a string", {"index": i})
+            if not text.strip():
+                raise invalid(f"text {i} is empty", {"index": i})
+            if len(text) > limit:
+                raise invalid(
+                    f"text {i} has {len(text)} characters; the limit is {limit}",
+                    {"index": i, "length": len(text), "max_text_chars": limit},
+                )
+            checked.append(text)
+        return checked
+
+    def run_texts(self, texts: Sequence[str]) -> TextEmbeddings:
+        """One forward for already validated texts (the caller keeps batches small)."""
+        m = self.bundle.manifest
+        tt, de = m.text_tower, m.description_embedder
+        if not texts:
+            return TextEmbeddings(
+                joint=np.zeros((0, m.spaces.caption), np.float32),
+                sentence=np.zeros((0, m.spaces.description), np.float32),
+            )
+        tokens = self._tokenizer.encode(texts)
+        empty = np.flatnonzero(tokens.content_tokens == 0)
+        if empty.size:
+            i = int(empty[0])
+            raise invalid(f"text {i} contains no tokens the model can read", {"index": i})
+        feeds = {tt.input_ids_name: tokens.input_ids}
+        if tt.attention_mask_name:
+            feeds[tt.attention_mask_name] = tokens.attention_mask
+        outputs = self._run(self._text, tt.file, self._text_outputs, feeds)
+        joint = self._postprocess(outputs[0], len(texts), m.spaces.caption, tt.file)
+        if self._desc is None or self._desc_tokenizer is None:
+            sentence = outputs[1]
+        else:
+            d_tokens = self._desc_tokenizer.encode(texts)
+            d_feeds = {de.input_ids_name: d_tokens.input_ids}
+            if de.attention_mask_name:
+                d_feeds[de.attention_mask_name] = d_tokens.attention_mask
+            [sentence] = self._run(self._desc, de.file or "", [de.output_name], d_feeds)
+        sentence = self._postprocess(sentence, len(texts), m.spaces.description, "description")
+        return TextEmbeddings(joint=joint, sentence=sentence)
+
+    def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
+        texts = self.validate_texts(texts)
+        parts = [
+            self.run_texts(texts[s])
+            for s in chunks(len(texts), self.settings.encoder.max_batch_size)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return self.run_texts([])
+        return TextEmbeddings(
+            joint=np.concatenate([p.joint for p in parts]),
+            sentence=np.concatenate([p.sentence for p in parts]),
+        )
+
+    # -- images --------------------------------------------------------------------------
+
+    def preprocess_images(self, images: Sequence[bytes]) -> list[ImageResult]:
+        """Decode each image to its model input, or to its own error."""
+        tower = self.bundle.manifest.image_tower
+        limits = self.settings.limits
+        results: list[ImageResult] = []
+        for i, data in enumerate(images):
+            try:
+                if not isinstance(data, bytes | bytearray | memoryview):
+                    raise invalid(f"image {i} is not bytes")
+                if len(data) > limits.max_upload_bytes:
+                    raise too_large(
+                        f"image is {len(data)} bytes; the limit is {limits.max_upload_bytes}"
+                    )
+                results.append(preprocess_image(bytes(data), tower, limits.max_image_pixels))
+            except ClipsearchError as exc:
+                results.append(exc)
+        return results
+
+    def run_images(self, batch: np.ndarray) -> np.ndarray:
+        """[n, 3, S, S] model inputs → [n, dim] L2-normalised embeddings."""
+        it = self.bundle.manifest.image_tower
+        [out] = self._run(self._image, it.file, [it.output_name], {it.input_name: batch})
+        return self._postprocess(out, batch.shape[0], self.bundle.manifest.spaces.image, it.file)
+
+    def embed_images(self, images: Sequence[bytes]) -> list[ImageResult]:
+        results = self.preprocess_images(images)
+        idx_all, tensors = good_items(results)
+        for s in chunks(len(idx_all), self.settings.encoder.max_batch_size):
+            idx = idx_all[s]
+            vectors = self.run_images(np.stack(tensors[s]))
+            for i, vec in zip(idx, vectors, strict=True):
+                results[i] = vec
+        return results
+
+    # -- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _run(
+        session: ort.InferenceSession, name: str, outputs: list[str], feeds: dict[str, Any]
+    ) -> list[np.ndarray]:
+        try:
+            return [np.asarray(o) for o in session.run(outputs, feeds)]
+        except Exception as exc:  # onnxruntime's own exception types
+            logger.exception("inference failed in %s", name)
+            raise ClipsearchError(ErrorType.internal, f"inference failed in {name}: {exc}") from exc
+
+    @staticmethod
+    def _postprocess(out: np.ndarray, n: int, dim: int, name: str) -> np.ndarray:
+        if out.shape != (n, dim):
+            raise ClipsearchError(
+                ErrorType.bundle_invalid,
+                f"{name} returned shape {out.shape}; the manifest says ({n}, {dim})",
+            )
+        # Always normalise: a no-op for bundles whose outputs already are.
+        return l2_normalize(out.astype(np.float32, copy=False))

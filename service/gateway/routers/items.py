@@ -1,0 +1,103 @@
+"""Items: add or replace one item synchronously; read and delete it by id."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from service.clients.indexing import Item, build_points, clean_text, validate_item
+from service.core.domain import Record, point_id
+from service.core.errors import ClipsearchError, invalid, not_found
+from service.core.schemas import Hit, ItemResponse
+from service.gateway.deps import ComponentsDep, IngestScope, MetricsDep, SearchScope, SettingsDep
+from service.gateway.uploads import read_upload
+
+router = APIRouter(prefix="/v1/items", tags=["items"])
+MAX_ID_CHARS = 256
+MAX_TAGS = 64
+
+
+def _metadata(raw: str | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise invalid(f"metadata is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise invalid("metadata must be a JSON object")
+    return value
+
+
+def _tags(raw: str | None) -> list[str]:
+    tags = [t.strip() for t in (raw or "").split(",") if t.strip()]
+    if len(tags) > MAX_TAGS:
+        raise invalid(f"at most {MAX_TAGS} tags")
+    return tags
+
+
+@router.post(
+    "", operation_id="upsert_item", response_model=ItemResponse, dependencies=[IngestScope]
+)
+def upsert_item(
+    components: ComponentsDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    file: Annotated[UploadFile | None, File(description="an image")] = None,
+    caption: Annotated[str | None, Form()] = None,
+    description: Annotated[str | None, Form()] = None,
+    metadata: Annotated[str | None, Form(description="a JSON object")] = None,
+    tags: Annotated[str | None, Form(description="comma-separated")] = None,
+    id: Annotated[str | None, Form(max_length=MAX_ID_CHARS)] = None,  # noqa: A002
+) -> ItemResponse:
+    image = read_upload(file, settings.limits.max_upload_bytes) if file is not None else None
+    item = Item(
+        image=image,
+        caption=clean_text(caption),
+        description=clean_text(description),
+        source_id=clean_text(id),
+        metadata=_metadata(metadata),
+        tags=_tags(tags),
+    )
+    validate_item(item, max_text_chars=settings.limits.max_text_chars)
+    (result,) = build_points(components.embedder, components.collection, [item], lane="interactive")
+    if isinstance(result, ClipsearchError):
+        raise result
+    components.store.upsert(components.collection, [result])
+    metrics.points_upserted.inc()
+    return ItemResponse(id=result.id, media_id=item.key)
+
+
+def _find(components: ComponentsDep, item_id: str) -> Record:
+    """Look an item up by its point id or by the id (media id) it was posted with."""
+    candidates = [item_id] if _is_uuid(item_id) else []
+    candidates.append(point_id(components.collection, item_id))
+    records = components.store.retrieve(components.collection, candidates)
+    if not records:
+        raise not_found(f"no item {item_id!r}")
+    return records[0]
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@router.get("/{item_id}", operation_id="get_item", response_model=Hit, dependencies=[SearchScope])
+def get_item(item_id: str, components: ComponentsDep) -> Hit:
+    record = _find(components, item_id)
+    return Hit.from_payload(record.id, 1.0, record.payload)
+
+
+@router.delete(
+    "/{item_id}", operation_id="delete_item", status_code=204, dependencies=[IngestScope]
+)
+def delete_item(item_id: str, components: ComponentsDep) -> Response:
+    components.store.delete(components.collection, [_find(components, item_id).id])
+    return Response(status_code=204)

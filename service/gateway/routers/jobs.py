@@ -1,0 +1,23 @@
+"""Ingestion jobs: start one, follow it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.core.errors import invalid
+from service.core.schemas import IngestRequest, JobAccepted, JobStatus
+from service.gateway.deps import ComponentsDep, IngestScope
+
+router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[IngestScope])
+
+
+@router.post("/ingest", operation_id="ingest", status_code=202, response_model=JobAccepted)
+def ingest(body: IngestRequest, components: ComponentsDep) -> JobAccepted:
+    if body.collection not in (None, components.collection):
+        raise invalid(f"this gateway serves collection {components.collection!r} only")
+    return JobAccepted(job_id=components.jobs.submit("ingest_directory", {"source": body.source}))
+
+
+@router.get("/jobs/{job_id}", operation_id="get_job", response_model=JobStatus)
+def get_job(job_id: str, components: ComponentsDep) -> JobStatus:
+    return JobStatus.model_validate(components.jobs.status(job_id))

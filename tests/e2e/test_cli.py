@@ -1,0 +1,116 @@
+"""The real `clipsearch` processes: serve, then ingest and search through the CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server never became ready")
+
+
+@pytest.fixture()
+def server(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
+    port = _free_port()
+    src = tmp_path / "src"
+    src.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path.cwd())}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--bundle",
+            str(tiny_bundle_dir),
+            "--allow-root",
+            str(src),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        yield url, env, src
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_ingest_and_search_through_the_cli(server: tuple[str, dict[str, str], Path]) -> None:
+    from models.data.scenes import write_demo_dataset
+
+    url, env, src = server
+    write_demo_dataset(src / "scenes", n=12, seed=7)
+    (src / "scenes" / "broken.png").write_bytes(b"not an image at all")
+
+    result = _cli("ingest", str(src / "scenes"), "--server", url, env=env)
+    assert result.returncode == 1, result.stderr  # one item failed: non-zero, and it is listed
+    assert "12 indexed, 1 failed" in result.stderr
+    assert "broken.png" in result.stderr
+
+    found = _cli(
+        "search", "a red circle", "--mode", "description", "--limit", "3", "--server", url, env=env
+    )
+    assert found.returncode == 0, found.stderr
+    assert "3 hits" in found.stdout and "tiny-test@0.1.0" in found.stdout
+
+    outside = _cli("ingest", "/", "--server", url, env=env)
+    assert outside.returncode == 1
+    assert "outside the allowed roots" in outside.stderr
+
+    neither = _cli("search", "--server", url, env=env)
+    assert neither.returncode == 2
+
+
+def test_cli_reports_an_unreachable_server(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    result = _cli("search", "x", "--server", f"http://127.0.0.1:{_free_port()}", env=env)
+    assert result.returncode == 1
+    assert "cannot reach" in result.stderr

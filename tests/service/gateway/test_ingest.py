@@ -1,0 +1,78 @@
+"""Directory ingestion on the in-process job runner: good items land, bad ones are reported."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from service.gateway.state import Components
+from tests.service.gateway.conftest import png
+
+
+def _wait(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def _folder(root: Path) -> Path:
+    folder = root / "src" / "batch"
+    (folder / "nested").mkdir(parents=True, exist_ok=True)
+    for i, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        (folder / f"img{i}.png").write_bytes(png(colour))
+        (folder / f"img{i}.txt").write_text(f"caption number {i}\n")
+    (folder / "img0.desc.txt").write_text("a red square filling the frame")
+    (folder / "nested" / "deep.png").write_bytes(png((9, 9, 9)))
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
+    (folder / "notes.md").write_text("ignored: not an image")
+    return folder
+
+
+def test_ingest_indexes_good_items_and_reports_the_bad_one(
+    client: TestClient, components: Components, gateway_dir: Path
+) -> None:
+    folder = _folder(gateway_dir)
+    before = components.store.count(components.collection)
+    response = client.post("/v1/ingest", json={"source": str(folder)})
+    assert response.status_code == 202, response.text
+    job = _wait(client, response.json()["job_id"])
+    assert job["state"] == "completed"
+    assert (job["total"], job["done"], job["failed"]) == (5, 4, 1)
+    assert [e["item"] for e in job["errors"]] == [str(folder / "corrupt.png")]
+    assert job["errors"][0]["reason"]
+    assert components.store.count(components.collection) == before + 4
+
+    hits = client.post(
+        "/v1/search", json={"text": "red square", "mode": "description", "limit": 1}
+    ).json()["hits"]
+    assert hits[0]["uri"] == (folder / "img0.png").as_uri()
+    assert hits[0]["caption"] == "caption number 0"
+
+    # The same folder again: same ids, so the point count does not move.
+    again = _wait(client, client.post("/v1/ingest", json={"source": str(folder)}).json()["job_id"])
+    assert (again["done"], again["failed"]) == (4, 1)
+    assert components.store.count(components.collection) == before + 4
+
+
+def test_ingest_refuses_paths_outside_the_allowed_roots(
+    client: TestClient, gateway_dir: Path, tmp_path: Path
+) -> None:
+    outside = client.post("/v1/ingest", json={"source": str(tmp_path)})
+    assert outside.status_code == 403
+    assert outside.json()["error"]["type"] == "forbidden"
+    sneaky = client.post("/v1/ingest", json={"source": str(gateway_dir / "src" / ".." / "data")})
+    assert sneaky.status_code == 403
+    missing = client.post("/v1/ingest", json={"source": str(gateway_dir / "src" / "nope")})
+    assert missing.status_code == 400
+    assert "does not exist" in missing.json()["error"]["message"]
+    a_file = gateway_dir / "src" / "file.txt"
+    a_file.write_text("x")
+    assert client.post("/v1/ingest", json={"source": str(a_file)}).status_code == 400
+    assert client.post("/v1/ingest", json={"source": ""}).status_code == 422
