@@ -31,8 +31,8 @@ run: $(STAMP)
 	$(VENV)/bin/clipsearch demo --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service indexer models tests loadtests
-	$(VENV)/bin/ruff format --check service indexer models tests loadtests
+	$(VENV)/bin/ruff check service indexer models tests
+	$(VENV)/bin/ruff format --check service indexer models tests
 
 imports: $(STAMP)
 	$(VENV)/bin/lint-imports
