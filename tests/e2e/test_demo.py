@@ -8,26 +8,16 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.test_cli import _free_port, _wait_ready
+from tests.support import wait_for_job
 
 pytestmark = pytest.mark.slow
 RED_CIRCLE = re.compile(r"\bred circle\b")
-
-
-def _wait_job(url: str, job_id: str, timeout: float = 120.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, object] = httpx.get(f"{url}/v1/jobs/{job_id}").json()
-        if job["state"] not in ("queued", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError("demo ingestion did not finish")
 
 
 def test_demo_serves_indexed_scenes_and_its_curl_commands_work(tmp_path: Path) -> None:
@@ -48,7 +38,7 @@ def test_demo_serves_indexed_scenes_and_its_curl_commands_work(tmp_path: Path) -
         assert "tiny test bundle" in output  # it says which bundle it serves
         job_id = re.search(r"demo scenes: job ([0-9a-f]+)", output)
         assert job_id, output
-        job = _wait_job(url, job_id.group(1))
+        job = wait_for_job(lambda j: httpx.get(f"{url}/v1/jobs/{j}").json(), job_id.group(1))
         assert (job["state"], job["done"], job["failed"]) == ("completed", 40, 0)
 
         commands = [line.strip() for line in output.splitlines() if line.strip().startswith("curl")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +9,11 @@ from fastapi.testclient import TestClient
 
 from service.gateway.state import Components
 from tests.service.gateway.conftest import png
+from tests.support import wait_for_job
 
 
-def _wait(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
+def _wait(client: TestClient, job_id: str) -> dict[str, Any]:
+    return wait_for_job(lambda j: client.get(f"/v1/jobs/{j}").json(), job_id)
 
 
 def _folder(root: Path) -> Path:

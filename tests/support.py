@@ -1,0 +1,20 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for_job(
+    fetch: Callable[[str], dict[str, Any]], job_id: str, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Poll ``fetch(job_id)`` until the job leaves queued/running; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = fetch(job_id)
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
