@@ -24,9 +24,9 @@ from service.core.config import Settings
 from service.core.embeddings import EncoderInfo, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
 from service.core.manifest import Bundle
-from service.encoder.preprocess import preprocess_image
+from service.core.preprocess import preprocess_image
+from service.core.tokenize import TextTokenizer
 from service.encoder.session import create_session
-from service.encoder.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,9 @@ becomes a typed :class:`ClipsearchError` so one bad upload fails alone.
 
 ``image_to_tensor`` mirrors OpenCLIP's PIL path (torchvision ``Resize(S)`` + ``CenterCrop(S)`` +
 ``Normalize``), including its rounding, so embeddings match the exported model's parity checks.
+
+It lives in ``core`` because both sides must share it byte for byte: the encoder serves with it,
+and ``models/`` (which may import only ``service.core``) trains and evaluates with it.
 """
 
 from __future__ import annotations

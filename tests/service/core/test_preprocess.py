@@ -13,7 +13,7 @@ from PIL import Image
 
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.manifest import ImageTower
-from service.encoder.preprocess import decode_image, image_to_tensor
+from service.core.preprocess import decode_image, image_to_tensor
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
