@@ -1,0 +1,1 @@
+"""Export: trained towers and OpenCLIP checkpoints → ONNX bundles, with parity checks."""
