@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+STAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test check lint typecheck imports venv system-deps clean
+.PHONY: run test test-export export-venv check lint typecheck imports venv system-deps clean model
 
 # The venv needs Python 3.11: python3.11 if present, else python3 when that is 3.11.
 $(VENV)/bin/python:
@@ -18,8 +19,16 @@ $(VENV)/bin/python:
 	  $$py -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# Serving needs no torch: `make run` installs the package alone.
+$(SERVE_STAMP): $(VENV)/bin/python pyproject.toml
+	$(PY) -m pip install -q -e .
+	touch $(SERVE_STAMP)
+
+# Tests and training add the dev and train extras. torch first, pinned: the CPU build on this
+# disk; a bare range would pull a multi-GB CUDA build.
 $(STAMP): $(VENV)/bin/python pyproject.toml
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -27,7 +36,7 @@ venv: $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
-run: $(STAMP)
+run: $(SERVE_STAMP)
 	$(VENV)/bin/clipsearch demo --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
@@ -44,6 +53,20 @@ check: lint imports typecheck
 
 test: system-deps $(STAMP) check
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-export
+
+# OpenCLIP export needs torchvision, so torch 2.14.1: its own venv (.venv-export, ~5.7 GB).
+export-venv:
+	@bash scripts/export-venv.sh
+
+# The OpenCLIP export, tokenizer and TensorRT tests run inside the export venv (they use the
+# main venv too, to prove an exported bundle serves).
+test-export: $(STAMP) export-venv
+	.venv-export/bin/python -m pytest -q tests/models/export
+
+# Reproduce the shipped default bundle from its seed (<= 30 min on 2 CPU cores), then its report.
+model: $(STAMP)
+	$(PY) -m models.train --out models/zoo/default --seed 0
 
 clean:
-	rm -rf $(VENV) .clipsearch .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,6 @@
-"""`clipsearch demo` as a newcomer runs it: scenes generated, indexed, served; the printed
-curl commands work, and "a red circle" finds red circles first."""
+"""`clipsearch demo` as a newcomer runs it: scenes generated, indexed, served with the shipped
+default bundle; the printed curl commands work, and "a red circle" finds red circles first —
+through the vision-free description path and through the image tower."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_demo_serves_indexed_scenes_and_its_curl_commands_work(tmp_path: Path) -
     try:
         _wait_ready(url, proc)
         output = Path(log.name).read_text()
-        assert "tiny test bundle" in output  # it says which bundle it serves
+        assert "bundle default@" in output  # it says which bundle it serves
         job_id = re.search(r"demo scenes: job ([0-9a-f]+)", output)
         assert job_id, output
         job = wait_for_job(lambda j: httpx.get(f"{url}/v1/jobs/{j}").json(), job_id.group(1))
@@ -50,15 +51,24 @@ def test_demo_serves_indexed_scenes_and_its_curl_commands_work(tmp_path: Path) -
             hits = json.loads(result.stdout)["hits"]
             assert len(hits) == 3, result.stdout
 
-        body = {"text": "a red circle", "mode": "description", "limit": 40}
-        hits = httpx.post(f"{url}/v1/search", json=body).json()["hits"]
-        has = [bool(RED_CIRCLE.search(h["description"].lower())) for h in hits]
-        n = sum(has)
-        assert n >= 2, "the demo set should hold a few red circles"
-        # Every scene with a red circle ranks above every scene without one... nearly: allow
-        # one interloper among the first n, since the tiny bundle's embeddings are lexical.
-        assert has[0]
-        assert sum(has[:n]) >= n - 1, [h["description"] for h in hits[: n + 2]]
+        def ranks(mode: str) -> list[bool]:
+            body = {"text": "a red circle", "mode": mode, "limit": 40}
+            hits = httpx.post(f"{url}/v1/search", json=body).json()["hits"]
+            return [bool(RED_CIRCLE.search(h["description"].lower())) for h in hits]
+
+        for mode in ("description",):
+            has = ranks(mode)
+            n = sum(has)
+            assert n >= 2, "the demo set should hold a few red circles"
+            # Scenes with a red circle rank above the others, allowing one near miss (a red
+            # square and a blue circle) among the first n.
+            assert has[0], mode
+            assert sum(has[:n]) >= n - 1, (mode, has)
+        # Through the joint space (image tower, caption vectors) the default bundle is weaker on
+        # short captions (issue 3's eval: short-caption R@10 0.88 over 1,000 scenes): a red
+        # circle is in the top five of 40.
+        for mode in ("image", "caption", "auto"):
+            assert any(ranks(mode)[:5]), (mode, ranks(mode)[:10])
     finally:
         proc.terminate()
         proc.wait(timeout=30)

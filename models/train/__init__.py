@@ -1,0 +1,1 @@
+"""Training of clipsearch's default CLIP variant (``python -m models.train``)."""
