@@ -32,6 +32,8 @@ from tokenizers import (
 
 from models.data.scenes import BACKGROUNDS, COLOURS, COUNT_WORDS, POSITIONS, SHAPES, SIZES
 from service.core.manifest import (
+    CLIP_MEAN,
+    CLIP_STD,
     DescriptionEmbedder,
     ImageTower,
     Manifest,
@@ -50,8 +52,6 @@ GRID = 4
 JOINT_DIM = 64
 SENTENCE_DIM = 128
 MAX_TOKENS = 64
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] must stay id 0
 STOP_WORDS = frozenset(("a", "an", "the", "and", "of", "on", "at", "in", "with", "is", "there"))
 FILES = ("tokenizer.json", "image.onnx", "text.onnx")

@@ -35,8 +35,10 @@ from models.data.scenes import generate_split
 from models.export.parity import ParityReport, require_parity
 from models.export.quantize import compact_minilm, round_fp16_, store_fp16
 from models.train.minilm import MAX_TOKENS, PAD_ID, SENTENCE_DIM, MiniLM, tokenizer_path
-from models.train.towers import CLIP_MEAN, CLIP_STD, ImageEncoder, TextHead, TextTower
+from models.train.towers import ImageEncoder, TextHead, TextTower
 from service.core.manifest import (
+    CLIP_MEAN,
+    CLIP_STD,
     DescriptionEmbedder,
     ImageTower,
     Manifest,

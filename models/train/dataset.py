@@ -19,7 +19,7 @@ import torch
 
 from models.data.scenes import CAPTION_KINDS, NEGATIVE_KINDS, Scene
 from models.train.cache import TextIndex
-from models.train.towers import CLIP_MEAN, CLIP_STD
+from service.core.manifest import CLIP_MEAN, CLIP_STD
 
 logger = logging.getLogger(__name__)
 

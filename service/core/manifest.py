@@ -22,6 +22,9 @@ from service.core.errors import ClipsearchError, ErrorType
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION: Literal[1] = 1
+# OpenAI CLIP's normalisation constants, shared by most CLIP-family image towers.
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 ResizeMode = Literal["shortest_edge_center_crop", "squash"]
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
 
