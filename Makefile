@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-export export-venv check lint typecheck imports venv system-deps clean model
+.PHONY: run test test-export export-venv check lint typecheck imports venv system-deps clean model model-eval
 
 # The venv needs Python 3.11: python3.11 if present, else python3 when that is 3.11.
 $(VENV)/bin/python:
@@ -64,9 +64,21 @@ export-venv:
 test-export: $(STAMP) export-venv
 	.venv-export/bin/python -m pytest -q tests/models/export
 
-# Reproduce the shipped default bundle from its seed (<= 30 min on 2 CPU cores), then its report.
+# Reproduce the shipped default bundle from its seed (<= 30 min on 2 CPU cores).
 model: $(STAMP)
 	$(PY) -m models.train --out models/zoo/default --seed 0
+
+# The evaluation report of the default bundle (models/zoo/default/EVAL.md), with its baselines:
+# the same recipe without hard negatives, and the towers at initialisation (trained once, cached).
+BASELINES := .cache/clipsearch/baselines
+$(BASELINES)/no-hard-negatives/manifest.json: | $(STAMP)
+	$(PY) -m models.train --out $(BASELINES)/no-hard-negatives --seed 0 --no-hard-negatives --eval-scenes 0
+$(BASELINES)/init/manifest.json: | $(STAMP)
+	$(PY) -m models.train --out $(BASELINES)/init --seed 0 --init-only --eval-scenes 0
+
+model-eval: $(BASELINES)/no-hard-negatives/manifest.json $(BASELINES)/init/manifest.json
+	$(VENV)/bin/clipsearch models eval models/zoo/default \
+	  --baseline init=$(BASELINES)/init --baseline no-hard-negatives=$(BASELINES)/no-hard-negatives
 
 clean:
 	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache
