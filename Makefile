@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-export export-venv check lint typecheck imports venv system-deps clean model model-eval
+.PHONY: run test test-export export-venv check lint typecheck imports venv system-deps clean model model-eval bench bench-bundle
 
 # The venv needs Python 3.11: python3.11 if present, else python3 when that is 3.11.
 $(VENV)/bin/python:
@@ -40,8 +40,8 @@ run: $(SERVE_STAMP)
 	$(VENV)/bin/clipsearch demo --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service indexer models tests
-	$(VENV)/bin/ruff format --check service indexer models tests
+	$(VENV)/bin/ruff check service indexer models tests loadtests
+	$(VENV)/bin/ruff format --check service indexer models tests loadtests
 
 imports: $(STAMP)
 	$(VENV)/bin/lint-imports
@@ -79,6 +79,12 @@ $(BASELINES)/init/manifest.json: | $(STAMP)
 model-eval: $(BASELINES)/no-hard-negatives/manifest.json $(BASELINES)/init/manifest.json
 	$(VENV)/bin/clipsearch models eval models/zoo/default \
 	  --baseline init=$(BASELINES)/init --baseline no-hard-negatives=$(BASELINES)/no-hard-negatives
+
+# Tower throughput of the served bundle on this machine (bench-results/bundle.json).
+bench-bundle: $(STAMP)
+	$(PY) loadtests/bench_bundle.py
+
+bench: bench-bundle
 
 clean:
 	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache

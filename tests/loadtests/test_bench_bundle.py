@@ -1,0 +1,26 @@
+"""The bundle benchmark runs and writes its report (figures are not asserted: no timed tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_bundle_writes_a_report(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "loadtests" / "bench_bundle.py"), str(tiny_bundle_dir),
+         "--seconds", "0.05", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "bundle.json").read_text())
+    assert report["bundle"] == "tiny-test@0.1.0"
+    assert report["provider"] == "CPUExecutionProvider"
+    for key in ("image_core_per_s", "image_e2e_per_s", "text_per_s"):
+        assert report[key] > 0
+        assert report[key.replace("_per_s", "_vs_target")] == report[key] / 300.0
+    assert "short text queries" in result.stdout
