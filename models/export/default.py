@@ -35,26 +35,27 @@ from models.data.scenes import generate_split
 from models.export.parity import ParityReport, require_parity
 from models.export.quantize import compact_minilm, round_fp16_, store_fp16
 from models.train.minilm import MAX_TOKENS, PAD_ID, SENTENCE_DIM, MiniLM, tokenizer_path
-from models.train.towers import ImageEncoder, TextHead, TextTower
+from models.train.towers import ClipModel, ImageEncoder, ImageTower, TextTower
 from service.core.manifest import (
     CLIP_MEAN,
     CLIP_STD,
     DescriptionEmbedder,
-    ImageTower,
     Manifest,
     Spaces,
     hash_files,
     write_manifest,
 )
-from service.core.manifest import (
-    TextTower as TextTowerSpec,
-)
+from service.core.manifest import ImageTower as ImageTowerSpec
+from service.core.manifest import TextTower as TextTowerSpec
 from service.core.preprocess import image_to_tensor
 from service.core.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
 
 FILES = ("image.onnx", "text.onnx", "tokenizer.json")
+# 2.0.0: the conjunction channel (joint space 256 -> 312 dims); a collection indexed with 1.x
+# must be reindexed, and the payload's `model` says which bundle made each point.
+VERSION = "2.0.0"
 PARITY_QUERIES = (
     "a red circle",
     "two blue squares and a yellow star",
@@ -87,14 +88,11 @@ def _session(path: Path) -> object:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def fuse_and_round(encoder: ImageEncoder) -> nn.Module:
-    """Eval copy of the image encoder with BatchNorm folded into the convs, matrices in fp16."""
+def _fold_batchnorm(features: nn.Sequential) -> nn.Sequential:
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    model = copy.deepcopy(encoder).eval()
-    mods = list(model.features)
     fused: list[nn.Module] = []
-    for mod in mods:
+    for mod in features:
         if isinstance(mod, nn.Sequential):
             conv, bn, act = mod
             fused += [fuse_conv_bn_eval(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn)), act]
@@ -102,7 +100,14 @@ def fuse_and_round(encoder: ImageEncoder) -> nn.Module:
             fused[-1] = fuse_conv_bn_eval(cast(nn.Conv2d, fused[-1]), mod)
         else:
             fused.append(mod)
-    model.features = nn.Sequential(*fused)
+    return nn.Sequential(*fused)
+
+
+def fuse_and_round(encoder: ImageEncoder) -> ImageEncoder:
+    """Eval copy of the image encoder with BatchNorm folded into the convs, matrices in fp16."""
+    model = copy.deepcopy(encoder).eval()
+    model.low = _fold_batchnorm(model.low)
+    model.high = _fold_batchnorm(model.high)
     round_fp16_(model)
     return model
 
@@ -114,7 +119,7 @@ def _save(program: object, path: Path) -> None:
     path.write_bytes(proto.SerializeToString())
 
 
-def export_image(model: nn.Module, size: int, path: Path) -> None:
+def export_image(model: ImageTower, size: int, path: Path) -> None:
     from torch.export import Dim
 
     example = torch.zeros(2, 3, size, size)
@@ -185,7 +190,7 @@ def _text_forwards(
 
 
 def _image_forwards(
-    spec: ImageTower, models: dict[str, nn.Module], session: object
+    spec: ImageTowerSpec, models: dict[str, nn.Module], session: object
 ) -> dict[str, Forward]:
     scenes = generate_split("test", 32, offset=5000)
     pixels = np.stack([image_to_tensor(s.render(spec.image_size), spec) for s in scenes])
@@ -209,12 +214,13 @@ def _image_forwards(
 def build_manifest(
     root: Path, *, image_size: int, embed_dim: int, trained: bool, summary: str, version: str
 ) -> Manifest:
+    """Both towers end in :func:`models.train.towers.joint_embedding`: unit-length outputs."""
     return Manifest(
         name="default",
         version=version,
         summary=summary,
         trained=trained,
-        image_tower=ImageTower(
+        image_tower=ImageTowerSpec(
             file="image.onnx",
             image_size=image_size,
             resize="shortest_edge_center_crop",
@@ -222,7 +228,7 @@ def build_manifest(
             mean=CLIP_MEAN,
             std=CLIP_STD,
             output_dim=embed_dim,
-            normalized=False,
+            normalized=True,
         ),
         text_tower=TextTowerSpec(
             file="text.onnx",
@@ -230,7 +236,7 @@ def build_manifest(
             max_tokens=MAX_TOKENS,
             pad_id=PAD_ID,
             output_dim=embed_dim,
-            normalized=False,
+            normalized=True,
             sentence_output_name="sentence_embeds",
             sentence_dim=SENTENCE_DIM,
         ),
@@ -246,23 +252,24 @@ def export_default_bundle(
     out_dir: Path,
     *,
     minilm: MiniLM,
-    head: TextHead,
-    image: ImageEncoder,
-    image_size: int,
+    model: ClipModel,
     trained: bool,
     summary: str,
-    version: str = "1.0.0",
+    version: str = VERSION,
 ) -> ExportReport:
     """Export, check parity, and only then replace ``out_dir`` (raises ParityError on failure).
 
-    ``minilm`` is the original fp32 MiniLM; ``head`` and ``image`` the trained fp32 modules.
+    ``minilm`` is the original fp32 MiniLM; ``model`` the trained fp32 variant.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    exact_text = TextTower(compact_minilm(minilm), round_fp16_copy(head)).eval()
-    full_text = TextTower(minilm, head).eval()
-    exact_image = fuse_and_round(image)
-    image.eval()
+    model.eval()
+    scale = float(model.conj_scale.detach())
+    image_size = model.cfg.image_size
+    exact_text = TextTower(compact_minilm(minilm), round_fp16_copy(model.text), scale).eval()
+    full_text = TextTower(minilm, model.text, scale).eval()
+    exact_image = ImageTower(fuse_and_round(model.image), scale).eval()
+    full_image = ImageTower(model.image, scale).eval()
     with tempfile.TemporaryDirectory(prefix="export-", dir=out_dir.parent) as tmp:
         root = Path(tmp)
         write_tokenizer(root / "tokenizer.json")
@@ -271,7 +278,7 @@ def export_default_bundle(
         manifest = build_manifest(
             root,
             image_size=image_size,
-            embed_dim=head.linear.out_features,
+            embed_dim=model.cfg.joint_dim,
             trained=trained,
             summary=summary,
             version=version,
@@ -282,7 +289,7 @@ def export_default_bundle(
         )
         image_fw = _image_forwards(
             manifest.image_tower,
-            {"exact": exact_image, "full": image},
+            {"exact": exact_image, "full": full_image},
             _session(root / "image.onnx"),
         )
         parity = {

