@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-export export-venv check lint typecheck imports venv system-deps clean model model-eval bench bench-bundle
+.PHONY: run test test-export export-venv check lint typecheck imports protos protos-check venv system-deps clean model model-eval bench bench-bundle bench-encoder
 
 # The venv needs Python 3.11: python3.11 if present, else python3 when that is 3.11.
 $(VENV)/bin/python:
@@ -49,7 +49,14 @@ imports: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-check: lint imports typecheck
+# The gRPC stubs come from scripts/gen_protos.py alone: regenerate, or fail when they are stale.
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+protos-check: $(STAMP)
+	$(PY) scripts/gen_protos.py --check
+
+check: lint imports typecheck protos-check
 
 test: system-deps $(STAMP) check
 	$(PY) -m pytest -q
@@ -84,7 +91,12 @@ model-eval: $(BASELINES)/no-hard-negatives/manifest.json $(BASELINES)/init/manif
 bench-bundle: $(STAMP)
 	$(PY) loadtests/bench_bundle.py
 
-bench: bench-bundle
+# The dynamic batcher: ceiling vs served throughput (in-process and over gRPC), interactive
+# latency idle and under bulk, padding speed-up, overload (bench-results/encoder.json).
+bench-encoder: $(STAMP)
+	$(VENV)/bin/clipsearch bench encoder
+
+bench: bench-bundle bench-encoder
 
 clean:
 	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,3 +19,13 @@ def wait_for_job(
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish within {timeout} s")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """For conditions another thread brings about that have no event of their own."""
+    tick = threading.Event()
+    for _ in range(int(timeout / 0.005)):
+        if predicate():
+            return
+        tick.wait(0.005)
+    raise AssertionError("condition not reached")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from service.clients.base import EmbeddingClient
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.manifest import MANIFEST_NAME, Bundle, load_bundle
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 ZOO_DIR = Path(__file__).resolve().parents[2] / "models" / "zoo"
 DEFAULT_ZOO_BUNDLE = "default"
 TINY_BUNDLE = "tiny-test"
+# How long start-up waits for a remote encoder worker to turn ready.
+ENCODER_WAIT_S = 120.0
 
 
 def resolve_bundle(settings: Settings) -> Path:
@@ -66,27 +69,54 @@ def load_configured_bundle(settings: Settings) -> Bundle:
     return bundle
 
 
+def build_embedder(settings: Settings) -> EmbeddingClient:
+    """The in-process engine (warmed up), or a client of the configured encoder workers."""
+    if settings.in_process_encoder:
+        from service.clients.inprocess import InProcessEmbeddingClient
+        from service.encoder.engine import EncoderEngine
+
+        engine = EncoderEngine(load_configured_bundle(settings), settings)
+        engine.warmup()
+        return InProcessEmbeddingClient(engine)
+    from service.clients.grpc import GrpcEmbeddingClient
+
+    client = GrpcEmbeddingClient(
+        settings.encoder.endpoints, settings.encoder, max_message_mb=settings.worker.max_message_mb
+    )
+    try:
+        client.wait_ready(ENCODER_WAIT_S)
+    except ClipsearchError as exc:
+        # Workers may still be warming up (a TensorRT build takes minutes): go on if one answers
+        # Info at all; readiness then follows the client's health.
+        log.warning("%s", exc.message)
+    try:
+        info = client.info()
+    except BaseException:
+        client.close()
+        raise
+    log.info("encoder workers %s serve %s", ", ".join(settings.encoder.endpoints), info.bundle)
+    return client
+
+
 def build_components(settings: Settings) -> Components:
     from indexer.local import InProcessJobQueue
     from service.clients.inprocess import InProcessEmbeddingClient
-    from service.encoder.engine import EncoderEngine
     from service.store.factory import open_store
 
-    if not settings.in_process_encoder:
-        raise ClipsearchError(ErrorType.invalid_input, "remote encoder workers are not built yet")
     if not settings.in_process_jobs:
         raise ClipsearchError(ErrorType.invalid_input, "the Celery job queue is not built yet")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    bundle = load_configured_bundle(settings)
-    engine = EncoderEngine(bundle, settings)
-    engine.warmup()
-    embedder = InProcessEmbeddingClient(engine)
+    embedder = build_embedder(settings)
     store = open_store(settings)
     try:
-        spaces = bundle.manifest.spaces
+        spaces = embedder.info().spaces  # from the workers when remote: no bundle needed here
         store.ensure_collection(
             settings.collection,
-            {"image": spaces.image, "caption": spaces.caption, "description": spaces.description},
+            {
+                "image": spaces["image"],
+                "caption": spaces["caption"],
+                "description": spaces["description"],
+            },
         )
         jobs = InProcessJobQueue(settings=settings, embedder=embedder, store=store)
     except BaseException:
@@ -98,4 +128,9 @@ def build_components(settings: Settings) -> Components:
         jobs=jobs,
         search=SearchService(embedder, store, settings.collection),
         collection=settings.collection,
+        registries=(
+            [embedder.batcher.metrics.registry]
+            if isinstance(embedder, InProcessEmbeddingClient)
+            else []
+        ),
     )

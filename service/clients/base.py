@@ -14,10 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from service.core.domain import Lane
-from service.core.embeddings import EncoderInfo, TextEmbeddings
+from service.core.embeddings import EncoderHealth, EncoderInfo, TextEmbeddings
 from service.core.errors import ClipsearchError
 
-__all__ = ["EmbeddingClient", "EncoderInfo", "JobQueue", "TextEmbeddings"]
+__all__ = ["EmbeddingClient", "EncoderHealth", "EncoderInfo", "JobQueue", "TextEmbeddings"]
 
 
 @runtime_checkable
@@ -25,7 +25,8 @@ class EmbeddingClient(Protocol):
     def info(self) -> EncoderInfo: ...
 
     def embed_texts(self, texts: Sequence[str], *, lane: Lane = "interactive") -> TextEmbeddings:
-        """Embed texts; raises ClipsearchError(invalid_input) for empty or over-long text."""
+        """Embed texts; raises ClipsearchError(invalid_input) for empty or over-long text,
+        (overloaded) when the lane is full, (timeout) past the deadline."""
 
     def embed_images(
         self, images: Sequence[bytes], *, lane: Lane = "interactive"
@@ -34,6 +35,9 @@ class EmbeddingClient(Protocol):
         its own error (corrupt, unsupported, too many pixels): one bad item fails alone."""
 
     def ready(self) -> bool: ...
+
+    def health(self) -> EncoderHealth:
+        """``ready`` plus the reason when not (core stage failed or stuck, worker unreachable)."""
 
     def close(self) -> None: ...
 

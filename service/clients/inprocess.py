@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from service.clients.base import EncoderInfo, TextEmbeddings
+from service.clients.base import EncoderHealth, EncoderInfo, TextEmbeddings
 from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
 from service.encoder.batcher import Batcher
@@ -33,7 +34,7 @@ class InProcessEmbeddingClient:
         self.engine.warmup()
 
     def info(self) -> EncoderInfo:
-        return self.engine.info()
+        return replace(self.engine.info(), batching=self.batcher.batching_info())
 
     def embed_texts(self, texts: Sequence[str], *, lane: Lane = "interactive") -> TextEmbeddings:
         self._check_open()
@@ -46,7 +47,12 @@ class InProcessEmbeddingClient:
         return self.batcher.embed_images(images, lane=lane)
 
     def ready(self) -> bool:
-        return not self._closed and self.engine.ready
+        return self.health().ready
+
+    def health(self) -> EncoderHealth:
+        if self._closed:
+            return EncoderHealth(False, "the embedding client is closed")
+        return self.batcher.health()
 
     def close(self) -> None:
         if self._closed:

@@ -26,20 +26,103 @@ def _split_csv(value: object) -> object:
     return _csv(value) if isinstance(value, str) else value
 
 
+class LaneSettings(BaseModel):
+    """Scheduling limits of one lane of the dynamic batcher."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="items per inference batch")
+    # 0: a query never waits for company. Under load, batches still form from what arrived
+    # while the previous batch ran (continuous batching); waiting only adds idle latency.
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=10_000, description="longest an item waits for its batch to fill"
+    )
+    max_queue: int = Field(256, ge=1, description="items admitted and not finished; more = 429")
+
+
+class BulkLaneSettings(LaneSettings):
+    """Ingestion: bigger batches, a deep queue. Its own class so that setting one field from the
+    environment keeps the others' bulk defaults."""
+
+    max_batch_size: int = Field(64, ge=1, le=4096, description="items per inference batch")
+    max_wait_ms: float = Field(
+        10.0, ge=0, le=10_000, description="longest an item waits for its batch to fill"
+    )
+    max_queue: int = Field(2048, ge=1, description="items admitted and not finished; more = 429")
+
+
 class EncoderSettings(BaseModel):
     endpoints: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="host:port of encoder workers; empty = in-process"
     )
     provider: Provider = "auto"
     require_gpu: bool = False
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    max_wait_ms: float = Field(5.0, ge=0, le=10_000)
-    max_queue: int = Field(1024, ge=1)
+    # Search queries: small batches, no waiting for company, a short queue.
+    interactive: LaneSettings = Field(default_factory=LaneSettings)
+    # Ingestion: bigger batches and a deep queue. While search traffic is about, the batcher
+    # slices bulk work so that a query waits at most one slice behind it.
+    bulk: BulkLaneSettings = Field(default_factory=BulkLaneSettings)
+    bulk_slice_ms: float = Field(
+        0.0,
+        ge=0,
+        description="the longest one bulk batch may hold the accelerator while search traffic "
+        "is about; 0 = half the tower's learned single-item inference time",
+    )
+    interactive_quiet_s: float = Field(
+        1.0, ge=0, description="no search query for this long: bulk batches grow to their maximum"
+    )
+    bulk_priority: Literal["normal", "low", "idle"] = Field(
+        "idle",
+        description="OS priority of bulk preprocessing threads: idle = Linux SCHED_IDLE (they "
+        "use only CPU nothing else wants), low = nice 10",
+    )
+    max_batch_tokens: int = Field(
+        16_384, ge=1, description="token budget of a text batch (items x longest item)"
+    )
+    preprocess_threads: int = Field(
+        0, ge=0, description="bulk decoding threads; 0 = CPUs - 1, between 1 and 4"
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="deadline of an embed call (in-process or over gRPC)"
+    )
+    retries: int = Field(2, ge=0, description="gRPC client: retries on UNAVAILABLE only")
+    hang_timeout_s: float = Field(
+        30.0, gt=0, description="an inference running longer than this flips readiness"
+    )
+    probe_interval_s: float = Field(
+        5.0, gt=0, description="how often an unhealthy encoder re-tries a warm-up inference"
+    )
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
     inter_op_threads: int = Field(0, ge=0)
+    spin_wait: bool = Field(
+        False,
+        description="let ORT's worker threads spin between runs (lower per-op latency on a "
+        "dedicated machine; off, they yield the cores to decoding and request hand-offs)",
+    )
     engine_cache_dir: Path | None = None
+    # TensorRT optimisation profile for the batch axis, MIN:OPT:MAX.
+    trt_batch: str = Field("1:16:64", pattern=r"^\d+:\d+:\d+$")
+    io_binding: bool = Field(True, description="bind outputs on the GPU with CUDA (io-binding)")
 
     _split = field_validator("endpoints", mode="before")(_split_csv)
+
+    @field_validator("trt_batch")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        lo, opt, hi = (int(v) for v in value.split(":"))
+        if not 1 <= lo <= opt <= hi:
+            raise ValueError(f"trt_batch {value!r} must satisfy 1 <= MIN <= OPT <= MAX")
+        return value
+
+    def lane(self, name: str) -> LaneSettings:
+        return self.interactive if name == "interactive" else self.bulk
+
+
+class WorkerSettings(BaseModel):
+    """The encoder worker process (``clipsearch worker``)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(9100, ge=0, le=65535, description="0 = no metrics server")
+    max_message_mb: int = Field(64, ge=1, description="largest gRPC message accepted")
 
 
 class QdrantSettings(BaseModel):
@@ -104,6 +187,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +15,7 @@ class TextEmbeddings:
 
     joint: np.ndarray
     sentence: np.ndarray
+    tokens: np.ndarray | None = None  # int32 token count per text, where known
 
 
 @dataclass(frozen=True)
@@ -23,3 +25,14 @@ class EncoderInfo:
     spaces: dict[str, int]
     trained: bool
     max_text_tokens: int
+    # Lane limits, token budget, slice length: what the serving batcher runs with.
+    batching: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncoderHealth:
+    """Whether the encoder can serve, and if not, why (shown by ``/health/ready``)."""
+
+    ready: bool
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)

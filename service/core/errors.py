@@ -20,6 +20,7 @@ class ErrorType(StrEnum):
     unauthorized = "unauthorized"
     forbidden = "forbidden"
     overloaded = "overloaded"
+    timeout = "timeout"
     unavailable = "unavailable"
     bundle_invalid = "bundle_invalid"
     internal = "internal"

@@ -14,6 +14,7 @@ import io
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
 from service.core.manifest import Bundle
 from service.core.preprocess import preprocess_image
 from service.core.tokenize import TextTokenizer
-from service.encoder.session import create_session
+from service.encoder.session import batch_profile, create_session, on_gpu, run_bound
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,34 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """A text's token ids, unpadded; ``desc_ids`` for a bundle with its own description model."""
+
+    ids: np.ndarray
+    desc_ids: np.ndarray | None = None
+
+    @property
+    def length(self) -> int:
+        return int(self.ids.shape[0])
+
+
+def pad_batch(rows: Sequence[np.ndarray | None], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to the longest row (not to the model maximum): ids and attention mask."""
+    width = max(0 if r is None else r.shape[0] for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        if row is not None:
+            ids[i, : row.shape[0]] = row
+            mask[i, : row.shape[0]] = 1
+    return ids, mask
+
+
+def token_counts(items: Sequence[TokenizedText]) -> np.ndarray:
+    return np.asarray([it.length for it in items], dtype=np.int32)
 
 
 def good_items(results: Sequence[ImageResult]) -> tuple[list[int], list[np.ndarray]]:
@@ -73,13 +102,21 @@ class EncoderEngine:
         enc = settings.encoder
         tt, it, de = m.text_tower, m.image_tower, m.description_embedder
 
-        self._image = create_session(bundle.path(it.file), enc)
+        size = it.image_size
+        self._image = create_session(
+            bundle.path(it.file), enc, batch_profile(enc, {it.input_name: (3, size, size)})
+        )
         _check_io(self._image, it.file, [it.input_name], [it.output_name])
 
         self._text_outputs = [tt.output_name]
         if de.source == "text_tower":
             self._text_outputs.append(tt.sentence_output_name or "")
-        self._text = create_session(bundle.path(tt.file), enc)
+        text_inputs = self._feed_names(tt.input_ids_name, tt.attention_mask_name)
+        self._text = create_session(
+            bundle.path(tt.file),
+            enc,
+            batch_profile(enc, dict.fromkeys(text_inputs, (tt.max_tokens,))),
+        )
         _check_io(
             self._text,
             tt.file,
@@ -93,7 +130,12 @@ class EncoderEngine:
         self._desc: ort.InferenceSession | None = None
         self._desc_tokenizer: TextTokenizer | None = None
         if de.source == "onnx" and de.file and de.tokenizer:
-            self._desc = create_session(bundle.path(de.file), enc)
+            desc_inputs = self._feed_names(de.input_ids_name, de.attention_mask_name)
+            self._desc = create_session(
+                bundle.path(de.file),
+                enc,
+                batch_profile(enc, dict.fromkeys(desc_inputs, (de.max_tokens,))),
+            )
             _check_io(
                 self._desc,
                 de.file,
@@ -163,41 +205,68 @@ class EncoderEngine:
             checked.append(text)
         return checked
 
-    def run_texts(self, texts: Sequence[str]) -> TextEmbeddings:
-        """One forward for already validated texts (the caller keeps batches small)."""
-        m = self.bundle.manifest
-        tt, de = m.text_tower, m.description_embedder
-        if not texts:
-            return TextEmbeddings(
-                joint=np.zeros((0, m.spaces.caption), np.float32),
-                sentence=np.zeros((0, m.spaces.description), np.float32),
-            )
+    def tokenize_texts(self, texts: Sequence[str]) -> list[TokenizedText]:
+        """Validated texts → their token ids, unpadded (the batcher pads per batch)."""
         tokens = self._tokenizer.encode(texts)
+        lengths = tokens.attention_mask.sum(axis=1)
         empty = np.flatnonzero(tokens.content_tokens == 0)
         if empty.size:
             i = int(empty[0])
             raise invalid(f"text {i} contains no tokens the model can read", {"index": i})
-        feeds = {tt.input_ids_name: tokens.input_ids}
-        if tt.attention_mask_name:
-            feeds[tt.attention_mask_name] = tokens.attention_mask
-        outputs = self._run(self._text, tt.file, self._text_outputs, feeds)
-        joint = self._postprocess(outputs[0], len(texts), m.spaces.caption, tt.file)
-        if self._desc is None or self._desc_tokenizer is None:
-            sentence = outputs[1]
-        else:
+        desc: list[np.ndarray | None] = [None] * len(texts)
+        if self._desc_tokenizer is not None:
             d_tokens = self._desc_tokenizer.encode(texts)
-            d_feeds = {de.input_ids_name: d_tokens.input_ids}
-            if de.attention_mask_name:
-                d_feeds[de.attention_mask_name] = d_tokens.attention_mask
-            [sentence] = self._run(self._desc, de.file or "", [de.output_name], d_feeds)
-        sentence = self._postprocess(sentence, len(texts), m.spaces.description, "description")
-        return TextEmbeddings(joint=joint, sentence=sentence)
+            d_len = d_tokens.attention_mask.sum(axis=1)
+            desc = [d_tokens.input_ids[i, : d_len[i]] for i in range(len(texts))]
+        return [
+            TokenizedText(ids=tokens.input_ids[i, : lengths[i]].copy(), desc_ids=desc[i])
+            for i in range(len(texts))
+        ]
+
+    def forward_texts(self, items: Sequence[TokenizedText]) -> tuple[np.ndarray, np.ndarray]:
+        """The core stage: one forward, padded to the longest item → raw (joint, sentence)."""
+        m = self.bundle.manifest
+        tt, de = m.text_tower, m.description_embedder
+        ids, mask = pad_batch([it.ids for it in items], tt.pad_id)
+        feeds = {tt.input_ids_name: ids}
+        if tt.attention_mask_name:
+            feeds[tt.attention_mask_name] = mask
+        outputs = self._run(self._text, tt.file, self._text_outputs, feeds)
+        if self._desc is None:
+            return outputs[0], outputs[1]
+        d_ids, d_mask = pad_batch([it.desc_ids for it in items], de.pad_id)
+        d_feeds = {de.input_ids_name: d_ids}
+        if de.attention_mask_name:
+            d_feeds[de.attention_mask_name] = d_mask
+        [sentence] = self._run(self._desc, de.file or "", [de.output_name], d_feeds)
+        return outputs[0], sentence
+
+    def finish_texts(self, joint: np.ndarray, sentence: np.ndarray, n: int) -> TextEmbeddings:
+        """The postprocess stage: shape check and L2 normalisation."""
+        m = self.bundle.manifest
+        return TextEmbeddings(
+            joint=self._postprocess(joint, n, m.spaces.caption, m.text_tower.file),
+            sentence=self._postprocess(sentence, n, m.spaces.description, "description"),
+        )
+
+    def run_texts(self, texts: Sequence[str]) -> TextEmbeddings:
+        """All three stages for already validated texts (the caller keeps batches small)."""
+        m = self.bundle.manifest
+        if not texts:
+            return TextEmbeddings(
+                joint=np.zeros((0, m.spaces.caption), np.float32),
+                sentence=np.zeros((0, m.spaces.description), np.float32),
+                tokens=np.zeros(0, np.int32),
+            )
+        items = self.tokenize_texts(texts)
+        out = self.finish_texts(*self.forward_texts(items), len(items))
+        return TextEmbeddings(out.joint, out.sentence, token_counts(items))
 
     def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
         texts = self.validate_texts(texts)
         parts = [
             self.run_texts(texts[s])
-            for s in chunks(len(texts), self.settings.encoder.max_batch_size)
+            for s in chunks(len(texts), self.settings.encoder.bulk.max_batch_size)
         ]
         if len(parts) == 1:
             return parts[0]
@@ -206,38 +275,51 @@ class EncoderEngine:
         return TextEmbeddings(
             joint=np.concatenate([p.joint for p in parts]),
             sentence=np.concatenate([p.sentence for p in parts]),
+            tokens=np.concatenate([p.tokens for p in parts if p.tokens is not None]),
         )
 
     # -- images --------------------------------------------------------------------------
 
     def preprocess_images(self, images: Sequence[bytes]) -> list[ImageResult]:
         """Decode each image to its model input, or to its own error."""
-        tower = self.bundle.manifest.image_tower
-        limits = self.settings.limits
         results: list[ImageResult] = []
-        for i, data in enumerate(images):
+        for data in images:
             try:
-                if not isinstance(data, bytes | bytearray | memoryview):
-                    raise invalid(f"image {i} is not bytes")
-                if len(data) > limits.max_upload_bytes:
-                    raise too_large(
-                        f"image is {len(data)} bytes; the limit is {limits.max_upload_bytes}"
-                    )
-                results.append(preprocess_image(bytes(data), tower, limits.max_image_pixels))
+                results.append(self.preprocess_image(data))
             except ClipsearchError as exc:
                 results.append(exc)
         return results
 
-    def run_images(self, batch: np.ndarray) -> np.ndarray:
-        """[n, 3, S, S] model inputs → [n, dim] L2-normalised embeddings."""
+    def preprocess_image(self, data: object) -> np.ndarray:
+        """One encoded image → its model input; raises its own ClipsearchError."""
+        limits = self.settings.limits
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise invalid("image is not bytes")
+        if len(data) > limits.max_upload_bytes:
+            raise too_large(f"image is {len(data)} bytes; the limit is {limits.max_upload_bytes}")
+        return preprocess_image(
+            bytes(data), self.bundle.manifest.image_tower, limits.max_image_pixels
+        )
+
+    def forward_images(self, batch: np.ndarray) -> np.ndarray:
+        """The core stage: [n, 3, S, S] model inputs → raw [n, dim] outputs."""
         it = self.bundle.manifest.image_tower
         [out] = self._run(self._image, it.file, [it.output_name], {it.input_name: batch})
-        return self._postprocess(out, batch.shape[0], self.bundle.manifest.spaces.image, it.file)
+        return out
+
+    def finish_images(self, out: np.ndarray, n: int) -> np.ndarray:
+        """The postprocess stage: shape check and L2 normalisation."""
+        it = self.bundle.manifest.image_tower
+        return self._postprocess(out, n, self.bundle.manifest.spaces.image, it.file)
+
+    def run_images(self, batch: np.ndarray) -> np.ndarray:
+        """[n, 3, S, S] model inputs → [n, dim] L2-normalised embeddings."""
+        return self.finish_images(self.forward_images(batch), batch.shape[0])
 
     def embed_images(self, images: Sequence[bytes]) -> list[ImageResult]:
         results = self.preprocess_images(images)
         idx_all, tensors = good_items(results)
-        for s in chunks(len(idx_all), self.settings.encoder.max_batch_size):
+        for s in chunks(len(idx_all), self.settings.encoder.bulk.max_batch_size):
             idx = idx_all[s]
             vectors = self.run_images(np.stack(tensors[s]))
             for i, vec in zip(idx, vectors, strict=True):
@@ -246,11 +328,12 @@ class EncoderEngine:
 
     # -- internals -----------------------------------------------------------------------
 
-    @staticmethod
     def _run(
-        session: ort.InferenceSession, name: str, outputs: list[str], feeds: dict[str, Any]
+        self, session: ort.InferenceSession, name: str, outputs: list[str], feeds: dict[str, Any]
     ) -> list[np.ndarray]:
         try:
+            if self.settings.encoder.io_binding and on_gpu(session):
+                return run_bound(session, outputs, feeds)
             return [np.asarray(o) for o in session.run(outputs, feeds)]
         except Exception as exc:  # onnxruntime's own exception types
             logger.exception("inference failed in %s", name)

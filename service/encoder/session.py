@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from service.core.config import EncoderSettings
@@ -27,10 +28,38 @@ GPU_PROVIDERS = frozenset({TENSORRT, CUDA})
 _ORT_NAMES = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 
 ProviderSpec = tuple[str, dict[str, str]]
+# Per input: the shape at the profile's MIN, OPT and MAX batch (other axes fixed by the caller).
+Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
-def _tensorrt_options(settings: EncoderSettings) -> dict[str, str]:
+def batch_profile(settings: EncoderSettings, shapes: dict[str, tuple[int, ...]]) -> Profile:
+    """A TensorRT optimisation profile over the batch axis: ``shapes`` gives each input's shape
+    without the batch axis at its largest (an image's 3xSxS; a text's max tokens). Texts get
+    sequence 1 at MIN, the maximum at MAX and a typical query (a quarter of it) at OPT."""
+    lo, opt, hi = (int(v) for v in settings.trt_batch.split(":"))
+    profile: Profile = {}
+    for name, rest in shapes.items():
+        if len(rest) == 1:  # [batch, seq]
+            seq = rest[0]
+            profile[name] = ((lo, 1), (opt, max(1, seq // 4)), (hi, seq))
+        else:
+            profile[name] = ((lo, *rest), (opt, *rest), (hi, *rest))
+    return profile
+
+
+def _shapes(profile: Profile, which: int) -> str:
+    return ",".join(f"{n}:{'x'.join(map(str, s[which]))}" for n, s in profile.items())
+
+
+def _tensorrt_options(settings: EncoderSettings, profile: Profile | None = None) -> dict[str, str]:
     options = {"trt_fp16_enable": "True"}
+    if profile:
+        # Without an explicit profile TensorRT rebuilds an engine for every new input shape.
+        options |= {
+            "trt_profile_min_shapes": _shapes(profile, 0),
+            "trt_profile_opt_shapes": _shapes(profile, 1),
+            "trt_profile_max_shapes": _shapes(profile, 2),
+        }
     if settings.engine_cache_dir is not None:
         # Building TensorRT engines takes minutes; the cache makes restarts fast.
         cache = Path(settings.engine_cache_dir)
@@ -48,7 +77,9 @@ def _unavailable(message: str, detail: Any = None) -> ClipsearchError:
     return ClipsearchError(ErrorType.unavailable, message, detail)
 
 
-def provider_chain(settings: EncoderSettings, available: list[str]) -> list[ProviderSpec]:
+def provider_chain(
+    settings: EncoderSettings, available: list[str], profile: Profile | None = None
+) -> list[ProviderSpec]:
     """The providers to hand to ONNX Runtime, best first (CPU always last as the fallback for
     nodes a GPU provider does not support)."""
     wanted = settings.provider
@@ -68,7 +99,7 @@ def provider_chain(settings: EncoderSettings, available: list[str]) -> list[Prov
     chain: list[ProviderSpec] = []
     for name in names:
         if name in available or name == CPU:
-            chain.append((name, _tensorrt_options(settings) if name == TENSORRT else {}))
+            chain.append((name, _tensorrt_options(settings, profile) if name == TENSORRT else {}))
     if settings.require_gpu and chain[0][0] not in GPU_PROVIDERS:
         raise _unavailable(
             "require_gpu is set but no GPU execution provider is available "
@@ -85,13 +116,18 @@ def session_options(settings: EncoderSettings) -> ort.SessionOptions:
         options.intra_op_num_threads = settings.intra_op_threads
     if settings.inter_op_threads:
         options.inter_op_num_threads = settings.inter_op_threads
+    if not settings.spin_wait:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
-def create_session(path: Path, settings: EncoderSettings) -> ort.InferenceSession:
+def create_session(
+    path: Path, settings: EncoderSettings, profile: Profile | None = None
+) -> ort.InferenceSession:
     """Open ``path`` on the best provider the settings allow; log which one was chosen."""
     path = Path(path)
-    chain = provider_chain(settings, ort.get_available_providers())
+    chain = provider_chain(settings, ort.get_available_providers(), profile)
     try:
         session = ort.InferenceSession(
             str(path),
@@ -123,3 +159,21 @@ def create_session(path: Path, settings: EncoderSettings) -> ort.InferenceSessio
         [name for name, _ in chain],
     )
     return session
+
+
+def run_bound(
+    session: ort.InferenceSession, outputs: list[str], feeds: dict[str, Any]
+) -> list[np.ndarray]:
+    """``session.run`` through io-binding: inputs copied to the device once, outputs allocated
+    on it by ORT and copied back once — no per-run host staging of the outputs."""
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    for name in outputs:
+        binding.bind_output(name, "cuda")
+    session.run_with_iobinding(binding)
+    return [value.numpy() for value in binding.get_outputs()]
+
+
+def on_gpu(session: ort.InferenceSession) -> bool:
+    return session.get_providers()[0] in GPU_PROVIDERS

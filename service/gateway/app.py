@@ -17,7 +17,7 @@ from service.core.config import Settings
 from service.core.errors import too_large
 from service.gateway.errors import error_response, install_error_handlers
 from service.gateway.metrics import GatewayMetrics
-from service.gateway.routers import health, items, jobs, search
+from service.gateway.routers import embeddings, health, items, jobs, search
 from service.gateway.state import ComponentsFactory, Runtime
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def create_app(settings: Settings, factory: ComponentsFactory) -> FastAPI:
     install_error_handlers(app)
     for module in (health, search, items, jobs):
         app.include_router(module.router)
+    app.include_router(embeddings.router)
 
     max_body = settings.limits.max_upload_bytes + MULTIPART_OVERHEAD
 

@@ -26,6 +26,7 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.internal: 500,
     ErrorType.bundle_invalid: 500,
     ErrorType.unavailable: 503,
+    ErrorType.timeout: 504,
 }
 _STATUS_TYPE = {
     404: ErrorType.not_found,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
 
 from service.clients.base import EmbeddingClient, JobQueue
 from service.core.config import Settings
@@ -23,6 +25,9 @@ class Components:
     jobs: JobQueue
     search: SearchService
     collection: str
+    # Registries of components that keep their own metrics (the in-process encoder's batcher),
+    # served by the gateway's /metrics after its own.
+    registries: list[CollectorRegistry] = field(default_factory=list)
 
     def close(self) -> None:
         for closer in (self.jobs.close, self.embedder.close, self.store.close):
@@ -69,8 +74,15 @@ class Runtime:
         if comp is None:
             reason = f"start-up failed: {self._error}" if self._error else "starting"
             return False, {"reason": reason}
-        checks = {"encoder": comp.embedder.ready(), "jobs": comp.jobs.ready()}
-        return all(checks.values()), {"checks": checks, "model": comp.embedder.info().bundle}
+        encoder = comp.embedder.health()
+        checks = {"encoder": encoder.ready, "jobs": comp.jobs.ready()}
+        detail: dict[str, object] = {"checks": checks, "model": comp.embedder.info().bundle}
+        if not encoder.ready:
+            detail["reason"] = f"encoder: {encoder.reason}"
+        return all(checks.values()), detail
+
+    def extra_registries(self) -> list[CollectorRegistry]:
+        return [] if self._components is None else self._components.registries
 
     @property
     def components(self) -> Components:

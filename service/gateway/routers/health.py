@@ -26,4 +26,7 @@ def ready(runtime: RuntimeDep, metrics: MetricsDep) -> JSONResponse:
 @router.get("/metrics", operation_id="metrics", include_in_schema=False)
 def metrics_endpoint(runtime: RuntimeDep, metrics: MetricsDep) -> Response:
     metrics.ready.set(1 if runtime.readiness()[0] else 0)
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(metrics.registry)
+    for registry in runtime.extra_registries():
+        body += generate_latest(registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -21,13 +21,16 @@ def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_environment_with_nesting_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLIPSEARCH_ENCODER__MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("CLIPSEARCH_ENCODER__BULK__MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("CLIPSEARCH_ENCODER__INTERACTIVE__MAX_QUEUE", "9")
     monkeypatch.setenv("CLIPSEARCH_ENCODER__ENDPOINTS", "w1:50051, w2:50051")
     monkeypatch.setenv("CLIPSEARCH_QDRANT__URL", "http://qdrant:6333")
     monkeypatch.setenv("CLIPSEARCH_SOURCES__ALLOWED_ROOTS", "/data/a,/data/b")
     monkeypatch.setenv("CLIPSEARCH_AUTH__API_KEYS", "k1:search+ingest,k2:admin")
     settings = Settings()
-    assert settings.encoder.max_batch_size == 7
+    assert settings.encoder.bulk.max_batch_size == 7
+    assert settings.encoder.lane("interactive").max_queue == 9
+    assert settings.encoder.bulk.max_queue == 2048  # the rest of the lane keeps its defaults
     assert settings.encoder.endpoints == ["w1:50051", "w2:50051"]
     assert not settings.embedded_store and not settings.in_process_encoder
     assert settings.sources.allowed_roots == [Path("/data/a"), Path("/data/b")]
@@ -42,7 +45,7 @@ def test_bad_api_keys_are_rejected_at_start_up(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_bad_values_fail_validation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLIPSEARCH_ENCODER__MAX_BATCH_SIZE", "0")
+    monkeypatch.setenv("CLIPSEARCH_ENCODER__INTERACTIVE__MAX_BATCH_SIZE", "0")
     with pytest.raises(ValidationError):
         Settings()
     with pytest.raises(ValidationError):

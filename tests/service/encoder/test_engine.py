@@ -18,7 +18,7 @@ from service.core.config import EncoderSettings, LimitsSettings, Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.manifest import Bundle, load_bundle
 from service.encoder.engine import EncoderEngine
-from service.encoder.session import CPU, create_session, provider_chain
+from service.encoder.session import CPU, batch_profile, create_session, provider_chain
 
 HAS_GPU = bool(
     {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers())
@@ -34,7 +34,7 @@ def bundle(tiny_bundle_dir: Path) -> Bundle:
 @pytest.fixture(scope="module")
 def engine(bundle: Bundle) -> EncoderEngine:
     settings = Settings(
-        encoder=EncoderSettings(provider="cpu", max_batch_size=4),
+        encoder=EncoderSettings(provider="cpu", bulk={"max_batch_size": 4}),
         limits=LimitsSettings(max_text_chars=100, max_upload_bytes=200_000),
     )
     eng = EncoderEngine(bundle, settings)
@@ -217,6 +217,18 @@ def test_provider_chain_order_and_options(tmp_path: Path) -> None:
     assert chain[0][1]["trt_fp16_enable"] == "True"
     assert chain[0][1]["trt_engine_cache_path"] == str(tmp_path / "trt")
     assert (tmp_path / "trt").is_dir()
+    profile = batch_profile(
+        EncoderSettings(trt_batch="1:8:32"),
+        {"pixel_values": (3, 80, 80), "input_ids": (64,), "attention_mask": (64,)},
+    )
+    options = provider_chain(settings, available, profile)[0][1]
+    assert options["trt_profile_min_shapes"] == (
+        "pixel_values:1x3x80x80,input_ids:1x1,attention_mask:1x1"
+    )
+    assert options["trt_profile_opt_shapes"].startswith("pixel_values:8x3x80x80,input_ids:8x16")
+    assert options["trt_profile_max_shapes"].endswith("attention_mask:32x64")
+    with pytest.raises(ValueError, match="MIN <= OPT <= MAX"):
+        EncoderSettings(trt_batch="8:4:16")
     cuda_only = provider_chain(EncoderSettings(provider="cuda"), ["CUDAExecutionProvider", CPU])
     assert [name for name, _ in cuda_only] == ["CUDAExecutionProvider", CPU]
     assert [n for n, _ in provider_chain(EncoderSettings(), ["AzureExecutionProvider", CPU])] == [

@@ -1,0 +1,1 @@
+"""Benchmark drivers behind ``clipsearch bench`` (the CLI is the composition root)."""

@@ -1,0 +1,99 @@
+"""``clipsearch bench encoder``: the dynamic batcher's benchmark (see bench/encoder.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Benchmarks that prove the numbers in the README.", no_args_is_help=True)
+
+
+@app.command("encoder")
+def encoder(
+    bundle: Annotated[str | None, typer.Option(help="bundle folder or zoo name")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads")] = 0,
+    seconds: Annotated[float, typer.Option(min=0.5, help="seconds per measurement")] = 4.0,
+    clients: Annotated[int, typer.Option(min=1, help="concurrent single-item clients")] = 64,
+    bulk_clients: Annotated[int, typer.Option(min=1, help="clients saturating bulk")] = 2,
+    transport: Annotated[
+        list[str] | None, typer.Option(help="inprocess and/or grpc (default both)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="folder for encoder.json")] = Path("bench-results"),
+) -> None:
+    """Ceiling vs served throughput, interactive latency idle and under bulk, overload."""
+    from service.cli.bench.run import run_encoder_bench, write_report
+    from service.cli.bootstrap import resolve_bundle
+    from service.core.config import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+    if bundle is not None:
+        settings = settings.model_copy(update={"bundle": bundle})
+    if threads:
+        enc = settings.encoder.model_copy(update={"intra_op_threads": threads})
+        settings = settings.model_copy(update={"encoder": enc})
+    chosen = tuple(transport or ("inprocess", "grpc"))
+    unknown = set(chosen) - {"inprocess", "grpc"}
+    if unknown:
+        raise typer.BadParameter(f"unknown transport(s): {', '.join(sorted(unknown))}")
+    path = resolve_bundle(settings)
+    report = run_encoder_bench(
+        settings,
+        path,
+        seconds=seconds,
+        clients=clients,
+        bulk_clients=bulk_clients,
+        transports=chosen,
+    )
+    written = write_report(report, out)
+    print_report(report)
+    Console().print(f"wrote {written}")
+
+
+def print_report(report: dict) -> None:  # type: ignore[type-arg]
+    console = Console()
+    console.print(f"{report['bundle']} on {report['provider']}, {report['machine']['cpus']} CPUs")
+    table = Table(
+        "tower",
+        "transport",
+        "ceiling/s",
+        "served/s",
+        "ratio",
+        "idle p99 ms",
+        "bulk p99 ms",
+        "p99 ratio",
+        "bulk/s",
+    )
+    for tower, by in report["towers"].items():
+        for name, r in by.items():
+            table.add_row(
+                tower,
+                name,
+                f"{r['ceiling_items_per_s']:.0f}",
+                f"{r['served_items_per_s']:.0f}",
+                f"{r['ratio']:.2f}",
+                f"{r['latency_idle'].get('p99_ms', 0):.1f}",
+                f"{r['latency_under_bulk'].get('p99_ms', 0):.1f}",
+                f"{r['p99_ratio']:.2f}",
+                f"{r['bulk_items_per_s']:.0f}",
+            )
+    console.print(table)
+    p = report["padding"]
+    console.print(
+        f"text padding: batch-longest {p['batch_longest_items_per_s']:.0f}/s vs model max "
+        f"{p['model_max_items_per_s']:.0f}/s = x{p['speedup']:.1f}"
+    )
+    if "overload" in report:
+        o = report["overload"]
+        console.print(
+            f"overload: {o['clients']} clients, max_queue {o['max_queue']}: refused "
+            f"p99 {o['refused'].get('p99_ms', 0):.1f} ms (n={o['refused'].get('n', 0)}), "
+            f"accepted max {o['accepted'].get('max_ms', 0):.0f} ms, "
+            f"rss {o['rss_mb_before']} -> {o['rss_mb_after']} MB "
+            f"(second half +{o['rss_mb_growth_second_half']} MB)"
+        )

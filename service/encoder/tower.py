@@ -1,0 +1,435 @@
+"""The dynamic batcher of one tower: lanes, batch formation, the core stage, slicing of bulk work.
+
+Items of a lane wait in ``raw`` (images not decoded yet) and then ``ready``. Each lane has its
+own preprocess threads (bulk ones at a lower OS priority) that decode at most
+``2 x max_batch_size`` items ahead: the next batch is decoded while this one runs, and memory
+stays bounded. The core thread is the only one that calls ONNX Runtime: it takes interactive
+items whenever there are any, waits up to ``max_wait_ms`` for a batch to fill, and hands results
+to the postprocess thread.
+
+While search traffic is about (an interactive item within ``interactive_quiet_s``), bulk batches
+are sliced: the scheduler learns the tower's cost rate (images, or padded tokens, per second) and
+sizes a bulk batch to hold the accelerator no longer than ``bulk_slice_ms`` — by default half of a
+single query's own inference time. So a query arriving behind a saturating reindex waits at most
+one slice, which is what keeps its p99 within 2x of idle. With no search traffic, bulk batches
+grow to ``max_batch_size`` for throughput. Interactive batches are never topped up with bulk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.core.config import EncoderSettings
+from service.core.domain import Lane
+from service.core.errors import ClipsearchError, ErrorType
+from service.encoder.metrics import EncoderMetrics
+from service.encoder.requests import Request, timed_out
+
+log = logging.getLogger(__name__)
+
+LANES: tuple[Lane, ...] = ("interactive", "bulk")
+_RATE_SMOOTHING = 0.3
+
+
+@dataclass(eq=False)
+class Item:
+    request: Request
+    index: int
+    payload: Any  # encoded image bytes, or a TokenizedText
+    prepared: Any = None  # model input once preprocessed
+    length: int = 1  # tokens (text) or 1 (image)
+    prep_s: float = 0.0
+
+    @property
+    def dead(self) -> bool:
+        return self.request.finished
+
+
+@dataclass
+class _Lane:
+    raw: deque[Item] = field(default_factory=deque)
+    ready: deque[Item] = field(default_factory=deque)
+    preparing: int = 0
+    admitted: int = 0  # items in the system: queued, preparing or in a batch
+
+
+@dataclass
+class Batch:
+    tower: str
+    lane: Lane
+    items: list[Item]
+    cost: int
+    started: float = 0.0
+    ended: float = 0.0
+    outputs: Any = None
+
+
+Forward = Callable[[list[Any]], Any]
+Prepare = Callable[[Any], Any]
+
+
+class TowerScheduler:
+    def __init__(
+        self,
+        name: str,
+        settings: EncoderSettings,
+        metrics: EncoderMetrics,
+        *,
+        forward: Forward,
+        emit: Callable[[Batch], None],
+        prepare: Prepare | None = None,
+        prepare_threads: int = 0,
+        token_cost: bool = False,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.metrics = metrics
+        self._forward = forward
+        self._emit = emit
+        self._prepare = prepare
+        self._token_cost = token_cost
+        self.cond = threading.Condition(threading.RLock())
+        self.lanes = {lane: _Lane() for lane in LANES}
+        self.closed = False
+        self.running_since: float | None = None
+        self.failure: str | None = None  # last core failure, cleared by the next success
+        self.hung = False
+        self.crashed: str | None = None
+        self._rate: float | None = None  # cost units per second, learned from every batch
+        self._single_s: float | None = None  # inference time of a one-item batch, learned
+        self._last_interactive = float("-inf")
+        self._threads = [threading.Thread(target=self._core, name=f"{name}-core", daemon=True)]
+        if prepare is not None:
+            # Bulk items are decoded by these threads at a lower OS priority, so a saturating
+            # ingestion does not take CPU from a search query (decoded on its caller's thread).
+            self._threads += [
+                threading.Thread(target=self._preprocess, name=f"{name}-pre-{i}", daemon=True)
+                for i in range(max(1, prepare_threads))
+            ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- admission (caller threads) --------------------------------------------------------
+
+    def admit(self, lane: Lane, n: int) -> None:
+        limit = self.settings.lane(lane).max_queue
+        with self.cond:
+            if self.closed or self.crashed:
+                raise ClipsearchError(ErrorType.unavailable, f"the {self.name} encoder is down")
+            q = self.lanes[lane]
+            # An empty lane takes any request, so one large request is never refused forever.
+            if q.admitted and q.admitted + n > limit:
+                self.metrics.rejected.labels(self.name, lane, "full").inc(n)
+                raise ClipsearchError(
+                    ErrorType.overloaded,
+                    f"the {self.name} {lane} queue is full ({q.admitted} items waiting; limit "
+                    f"{limit}); retry later",
+                    {"tower": self.name, "lane": lane, "queued": q.admitted, "max_queue": limit},
+                    retry_after_s=1.0,
+                )
+            q.admitted += n
+
+    def release(self, lane: Lane, n: int) -> None:
+        with self.cond:
+            self.lanes[lane].admitted -= n
+
+    def enqueue(self, items: Sequence[Item], *, prepared: bool) -> None:
+        if not items:
+            return
+        lane = items[0].request.lane
+        with self.cond:
+            if self.closed:
+                self._drop(items, ClipsearchError(ErrorType.unavailable, "encoder closed"))
+                return
+            if lane == "interactive":
+                self._last_interactive = time.monotonic()
+            (self.lanes[lane].ready if prepared else self.lanes[lane].raw).extend(items)
+            self.cond.notify_all()
+
+    def depth(self, lane: str) -> int:
+        return self.lanes[lane].admitted  # type: ignore[index]
+
+    # -- preprocess threads ----------------------------------------------------------------
+
+    def _next_raw(self, lane: Lane) -> Item | None:
+        q = self.lanes[lane]
+        ahead = 2 * self.settings.lane(lane).max_batch_size
+        while q.raw and len(q.ready) + q.preparing < ahead:
+            item = q.raw.popleft()
+            if item.dead:
+                self._drop([item], None)
+                continue
+            q.preparing += 1
+            return item
+        return None
+
+    def _preprocess(self) -> None:
+        assert self._prepare is not None
+        lane: Lane = "bulk"
+        lower_priority(self.settings.bulk_priority)
+        while True:
+            with self.cond:
+                item = None
+                while not self.closed and (item := self._next_raw(lane)) is None:
+                    self.cond.wait()
+                if item is None:
+                    return
+            t0 = time.perf_counter()
+            try:
+                item.prepared = self._prepare(item.payload)
+                item.length = getattr(item.prepared, "length", 1)  # tokens, for the budget
+                error = None
+            except ClipsearchError as exc:
+                error = exc
+            except Exception as exc:  # a decoder bug must fail this item, not the thread
+                log.exception("preprocessing failed in %s", self.name)
+                error = ClipsearchError(ErrorType.internal, f"preprocessing failed: {exc}")
+            item.prep_s = time.perf_counter() - t0
+            with self.cond:
+                q = self.lanes[item.request.lane]
+                q.preparing -= 1
+                if error is not None:
+                    q.admitted -= 1
+                    item.request.set_item(item.index, error)  # fails alone
+                else:
+                    q.ready.append(item)
+                self.cond.notify_all()
+
+    # -- batch formation -------------------------------------------------------------------
+
+    def _drop(self, items: Sequence[Item], error: ClipsearchError | None) -> None:
+        """Drop items before inference; their requests end with ``error`` (cancelled: none)."""
+        for item in items:
+            request = item.request
+            self.lanes[request.lane].admitted -= 1
+            if error is not None and request.fail(error):
+                reason = "timeout" if error.type is ErrorType.timeout else "closed"
+            else:
+                reason = "cancelled" if request.cancelled else "failed"
+            self.metrics.rejected.labels(self.name, request.lane, reason).inc()
+
+    def _live_head(self, q: _Lane, now: float) -> Item | None:
+        while q.ready:
+            item = q.ready[0]
+            if item.dead:
+                self._drop([q.ready.popleft()], None)
+            elif item.request.expired(now):
+                self._drop([q.ready.popleft()], timed_out(f"{self.name} request"))
+            else:
+                return item
+        return None
+
+    def _cost_cap(self, lane: Lane, now: float) -> float:
+        s = self.settings
+        cap = float(s.max_batch_tokens if self._token_cost else s.lane(lane).max_batch_size)
+        if lane == "interactive" or now - self._last_interactive > s.interactive_quiet_s:
+            return cap  # no search traffic to protect: bulk batches as large as allowed
+        if self._rate is None or (not s.bulk_slice_ms and self._single_s is None):
+            return 1.0  # nothing learned yet: one item, and learn from it
+        slice_s = s.bulk_slice_ms / 1000.0 if s.bulk_slice_ms else self._single_s / 2  # type: ignore[operator]
+        return min(cap, self._rate * slice_s)
+
+    def _pick(self, q: _Lane, lane: Lane, now: float) -> tuple[list[Item], int, bool]:
+        """The batch the head of ``q`` would make now, its cost, and whether it is full."""
+        limit = self.settings.lane(lane).max_batch_size
+        cap = self._cost_cap(lane, now)
+        picked: list[Item] = []
+        longest = 0
+        for item in q.ready:
+            if item.dead or item.request.expired(now):
+                continue
+            widest = max(longest, item.length)
+            cost = (len(picked) + 1) * widest
+            if picked and (len(picked) >= limit or cost > cap):
+                return picked, len(picked) * longest, True
+            picked.append(item)
+            longest = widest
+        full = len(picked) >= limit or len(picked) * longest >= cap
+        return picked, len(picked) * longest, full
+
+    def _form(self) -> Batch | None:
+        while True:
+            if self.closed:
+                return None
+            now = time.monotonic()
+            lane = next((ln for ln in LANES if self._live_head(self.lanes[ln], now)), None)
+            if lane is None:
+                self.cond.wait()
+                continue
+            q = self.lanes[lane]
+            picked, cost, full = self._pick(q, lane, now)
+            waited = now - q.ready[0].request.submitted
+            left = self.settings.lane(lane).max_wait_ms / 1000.0 - waited
+            if not full and left > 0:
+                self.cond.wait(left)  # wakes early for new items, or an interactive arrival
+                continue
+            chosen = set(map(id, picked))
+            while chosen:  # picked items are in queue order; drop dead ones on the way
+                item = q.ready.popleft()
+                if id(item) in chosen:
+                    chosen.discard(id(item))
+                elif item.dead:
+                    self._drop([item], None)
+                else:
+                    self._drop([item], timed_out(f"{self.name} request"))
+            return Batch(self.name, lane, picked, cost)
+
+    # -- core ------------------------------------------------------------------------------
+
+    def _core(self) -> None:
+        batch: Batch | None = None
+        try:
+            while True:
+                with self.cond:
+                    batch = self._form()
+                    if batch is None:
+                        return
+                    batch.started = self.running_since = time.monotonic()
+                self._run(batch)
+                batch = None
+        except BaseException as exc:  # a bug in the loop: never a silent wedge
+            log.exception("the %s core stage crashed", self.name)
+            with self.cond:
+                self.crashed = f"the {self.name} core stage crashed: {exc!r}"
+                self.metrics.failures.labels(self.name, "crash").inc()
+                self.metrics.healthy.labels(self.name).set(0)
+                error = ClipsearchError(ErrorType.unavailable, self.crashed)
+                if batch is not None:
+                    self._drop(batch.items, error)
+                self._fail_all(error)
+            # Not re-raised: the crash is logged, counted and reported by health(); a thread
+            # exception would only be printed again.
+
+    def _run(self, batch: Batch) -> None:
+        inputs = [item.prepared for item in batch.items]
+        try:
+            batch.outputs = self._forward(inputs)
+        except Exception as exc:
+            self._isolate(batch, exc)
+            return
+        finally:
+            batch.ended = time.monotonic()
+            with self.cond:
+                self.running_since = None
+        self._learn(batch)
+        self._healthy()
+        self._emit(batch)
+
+    def _isolate(self, batch: Batch, exc: Exception) -> None:
+        """A failed batch: rerun its items one by one, so a bad item fails alone — and only a
+        session that fails every item counts as broken."""
+        good: list[Item] = []
+        errors: list[tuple[Item, ClipsearchError]] = []
+        for item in batch.items if len(batch.items) > 1 else []:
+            try:
+                outputs = self._forward([item.prepared])
+                self._emit(Batch(self.name, batch.lane, [item], item.length, outputs=outputs))
+                good.append(item)
+            except Exception as one:
+                errors.append((item, _as_error(one)))
+        if not good:
+            errors = [(item, _as_error(exc)) for item in batch.items]
+            with self.cond:
+                self.failure = f"inference failed in the {self.name} tower: {exc}"
+                self.metrics.failures.labels(self.name, "error").inc()
+                self.metrics.healthy.labels(self.name).set(0)
+        else:
+            self._healthy()
+        with self.cond:
+            for item, error in errors:
+                self.lanes[batch.lane].admitted -= 1
+                item.request.set_item(item.index, error)
+
+    def _learn(self, batch: Batch) -> None:
+        elapsed = batch.ended - batch.started
+        if elapsed <= 0:
+            return
+        sample = max(batch.cost, 1) / elapsed
+        self._rate = _smooth(self._rate, sample)
+        if len(batch.items) == 1:
+            self._single_s = _smooth(self._single_s, elapsed)
+
+    def _healthy(self) -> None:
+        if self.failure is None and not self.hung:
+            return
+        with self.cond:
+            if self.failure is not None:
+                log.warning("the %s tower works again after: %s", self.name, self.failure)
+            self.failure = None
+            self.hung = False
+            if self.crashed is None:
+                self.metrics.healthy.labels(self.name).set(1)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def check_hang(self, now: float) -> None:
+        with self.cond:
+            since = self.running_since
+            if since is None or self.hung or now - since <= self.settings.hang_timeout_s:
+                return
+            self.hung = True
+        log.error("the %s core stage has run one batch for %.1f s", self.name, now - since)
+        self.metrics.failures.labels(self.name, "hang").inc()
+        self.metrics.healthy.labels(self.name).set(0)
+
+    def problem(self, now: float) -> str | None:
+        if self.crashed:
+            return self.crashed
+        since = self.running_since
+        if self.hung and since is not None:
+            return (
+                f"the {self.name} core stage has been stuck in one batch for "
+                f"{now - since:.1f} s (hang_timeout_s={self.settings.hang_timeout_s})"
+            )
+        return self.failure
+
+    def idle(self) -> bool:
+        with self.cond:
+            return self.running_since is None and not any(
+                q.ready or q.raw or q.preparing for q in self.lanes.values()
+            )
+
+    def _fail_all(self, error: ClipsearchError) -> None:
+        for q in self.lanes.values():
+            self._drop([*q.raw, *q.ready], error)
+            q.raw.clear()
+            q.ready.clear()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self.cond:
+            self.closed = True
+            self._fail_all(ClipsearchError(ErrorType.unavailable, "the encoder is shutting down"))
+            self.cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+def _smooth(old: float | None, sample: float) -> float:
+    return sample if old is None else old + _RATE_SMOOTHING * (sample - old)
+
+
+def lower_priority(priority: str) -> None:
+    """Lower the calling thread's OS scheduling priority (Linux: a thread is a task with its own
+    policy and nice value). Lowering needs no privilege; raising it back would, so it is never
+    done on a thread that also serves search queries."""
+    tid = threading.get_native_id()
+    try:
+        if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        elif priority in ("idle", "low") and hasattr(os, "setpriority"):
+            os.setpriority(os.PRIO_PROCESS, tid, 10)
+    except OSError as exc:  # not permitted in some sandboxes: run at normal priority
+        log.info("cannot lower the priority of bulk threads: %s", exc)
+
+
+def _as_error(exc: BaseException) -> ClipsearchError:
+    if isinstance(exc, ClipsearchError):
+        return exc
+    return ClipsearchError(ErrorType.internal, f"inference failed: {exc}")

@@ -1,0 +1,2 @@
+"""Stubs generated from ``service/rpc/encoder.proto`` by ``scripts/gen_protos.py`` (do not edit
+them; ``make protos`` regenerates, ``make protos-check`` fails when they are stale)."""

@@ -1,0 +1,125 @@
+"""The encoder worker process: the ``Encoder`` gRPC server around one engine and its batcher.
+
+Start-up order: bind and serve first, then warm up. ``Health`` answers "not warmed up" and
+``Embed`` answers UNAVAILABLE (clients move on to another worker) until the warm-up inference
+succeeds — a TensorRT engine build can take minutes, and a closed port during that time would look
+like a dead process to a liveness probe. Stop is graceful: ``Health`` turns not-ready and new
+calls are refused at once, calls in flight get ``grace`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from prometheus_client import Gauge, start_http_server
+
+from service.core.config import Settings
+from service.encoder.batcher import Batcher
+from service.encoder.engine import EncoderEngine
+from service.rpc.proto import encoder_pb2_grpc as pb_grpc
+from service.worker.servicer import EncoderServicer, WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+MIN_THREADS = 64
+MAX_THREADS = 1024
+STOP_GRACE_S = 10.0
+
+
+def thread_budget(settings: Settings) -> int:
+    """Handler threads. Each waiting call holds one, so every caller the interactive lane can
+    admit gets its own, and as many again for bulk streams and fast refusals; the floor keeps 64
+    concurrent callers from queueing inside grpc's pool, the cap bounds memory."""
+    return max(MIN_THREADS, min(MAX_THREADS, 2 * settings.encoder.interactive.max_queue))
+
+
+def bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class WorkerServer:
+    """``start()`` serves and warms up; ``stop()`` drains; ``port`` is the bound port."""
+
+    def __init__(
+        self, settings: Settings, engine: EncoderEngine, *, batcher: Batcher | None = None
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.batcher = batcher or Batcher(engine, settings.encoder)
+        registry = self.batcher.metrics.registry
+        self.metrics = WorkerMetrics(registry)
+        self.servicer = EncoderServicer(self.batcher, settings.encoder, self.metrics)
+        ready = Gauge("clipsearch_worker_ready", "1 while Health answers ready", registry=registry)
+        ready.set_function(lambda: 1.0 if self.servicer.health().ready else 0.0)
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.Server | None = None
+        self._httpd: Any = None
+        self._stopped = threading.Event()
+
+    def start(self, *, warmup: bool = True) -> int:
+        """Bind, serve, warm up; returns the bound port (useful with port 0)."""
+        w = self.settings.worker
+        threads = thread_budget(self.settings)
+        limit = w.max_message_mb * 1024 * 1024
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encoder-rpc"),
+            options=[
+                # Two workers on one port would split calls silently; fail to bind instead.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ],
+            # Beyond the pool, refuse at once (RESOURCE_EXHAUSTED) rather than queue unbounded.
+            maximum_concurrent_rpcs=threads,
+        )
+        pb_grpc.add_EncoderServicer_to_server(self.servicer, server)
+        address = bind_address(w.host, w.port)
+        try:
+            try:
+                self.port = server.add_insecure_port(address)
+            except RuntimeError as exc:  # grpc's way of saying the port cannot be bound
+                raise OSError(f"cannot bind the encoder worker to {address}: {exc}") from exc
+            server.start()
+            self._server = server
+            log.info(
+                "encoder worker serving %s on %s (%d handler threads)",
+                self.engine.bundle.manifest.ref,
+                bind_address(w.host, self.port),
+                threads,
+            )
+            if w.metrics_port:
+                self._start_metrics(w.host, w.metrics_port)
+            if warmup:
+                self.engine.warmup()
+        except BaseException:
+            self.stop(grace=0)  # the batcher's threads and any bound port go too
+            raise
+        return self.port
+
+    def _start_metrics(self, host: str, port: int) -> None:
+        self._httpd, _ = start_http_server(port, host, registry=self.batcher.metrics.registry)
+        self.metrics_port = int(self._httpd.server_address[1])
+        log.info("worker metrics on http://%s/metrics", bind_address(host, self.metrics_port))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server stops; True if it did within ``timeout``."""
+        return self._stopped.wait(timeout)
+
+    def stop(self, grace: float | None = STOP_GRACE_S) -> None:
+        if self._stopped.is_set():
+            return
+        self.servicer.stopping = True
+        if self._server is not None:
+            self._server.stop(grace).wait()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        self.batcher.close()
+        self.engine.close()
+        self._stopped.set()
+        log.info("encoder worker stopped")

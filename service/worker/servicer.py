@@ -1,0 +1,243 @@
+"""The ``Encoder`` gRPC service around a :class:`Batcher`.
+
+Every call follows the batcher's rules: admission is refused at once when the lane is full
+(RESOURCE_EXHAUSTED with retry-after), the call's gRPC deadline becomes the request's deadline,
+and a call that ends early (client cancel, deadline) cancels its pending request so that its items
+are dropped before inference. Errors leave through :func:`service.rpc.status.abort`, the one
+mapping to status codes; errors of one image travel inside the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter
+
+from service.core.config import EncoderSettings
+from service.core.errors import ClipsearchError, ErrorType, invalid
+from service.encoder.batcher import Batcher
+from service.encoder.requests import Pending
+from service.rpc import codec
+from service.rpc.proto import encoder_pb2 as pb
+from service.rpc.proto import encoder_pb2_grpc as pb_grpc
+from service.rpc.status import GRPC_STATUS, abort
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+# Failures that belong to one streamed request's own content: that request's slot carries the
+# error and the stream goes on. Anything else (full, closing, broken) ends the whole stream.
+REQUEST_ERRORS = frozenset(
+    {ErrorType.invalid_input, ErrorType.unsupported_media, ErrorType.payload_too_large}
+)
+# grpc reports "no deadline" as a remaining time of centuries; past this we use our own default.
+_NO_DEADLINE_S = 86_400.0
+_SLOT_PAUSE_S = 0.001
+_SLOT_PAUSE_MAX_S = 0.064
+
+
+class WorkerMetrics:
+    """Per-RPC counters, on the batcher's registry so that one /metrics serves both."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rpcs = Counter(
+            "clipsearch_worker_rpcs_total",
+            "Encoder RPCs by method and final status code",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "clipsearch_worker_errors_total",
+            "Mapped failures by error type: failed calls and failed items of image requests",
+            ["type"],
+            registry=registry,
+        )
+        self.abandoned = Counter(
+            "clipsearch_worker_abandoned_total",
+            "Calls that ended (cancelled, deadline) while their items were still queued",
+            ["method"],
+            registry=registry,
+        )
+
+
+@dataclass
+class _Slot:
+    """One request of a call: waiting on the batcher, or answered."""
+
+    kind: str
+    pending: Pending[Any] | None = None
+    response: pb.EmbedResponse | None = None
+
+
+class EncoderServicer(pb_grpc.EncoderServicer):
+    def __init__(self, batcher: Batcher, settings: EncoderSettings, metrics: WorkerMetrics) -> None:
+        self.batcher = batcher
+        self.engine = batcher.engine
+        self.settings = settings
+        self.metrics = metrics
+        self.stopping = False
+        self._dim = self.engine.bundle.manifest.spaces.image
+
+    # -- RPCs ----------------------------------------------------------------------------
+
+    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
+        def embed() -> pb.EmbedResponse:
+            self._check_serving()
+            deadline, left = self._deadline(context)
+            slot = self._submit(request, deadline)
+            self._watch(context, "Embed", [slot])
+            return self._resolve(slot, left, in_stream=False)
+
+        return self._call("Embed", context, embed)
+
+    def EmbedStream(
+        self, request_iterator: Iterable[pb.EmbedRequest], context: grpc.ServicerContext
+    ) -> pb.EmbedStreamResponse:
+        def stream() -> pb.EmbedStreamResponse:
+            self._check_serving()
+            deadline, _ = self._deadline(context)
+            slots: list[_Slot] = []
+            self._watch(context, "EmbedStream", slots)
+            for request in request_iterator:
+                slots.append(self._submit_waiting(request, deadline, slots))
+            results = [self._resolve(s, deadline - time.monotonic()) for s in slots]
+            return pb.EmbedStreamResponse(results=results)
+
+        return self._call("EmbedStream", context, stream)
+
+    def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        def info() -> pb.InfoResponse:
+            full = replace(self.engine.info(), batching=self.batcher.batching_info())
+            return codec.info_to_proto(full)
+
+        return self._call("Info", context, info)
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+        return self._call("Health", context, self.health)
+
+    def health(self) -> pb.HealthResponse:
+        health = self.batcher.health()
+        if self.stopping:
+            health = replace(health, ready=False, reason="the worker is shutting down")
+        return codec.health_to_proto(health, self.engine.bundle.manifest.ref)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _call(self, method: str, context: grpc.ServicerContext, body: Callable[[], R]) -> R:
+        try:
+            response = body()
+        except ClipsearchError as exc:
+            self._fail(method, context, exc)
+        except Exception as exc:
+            if not context.is_active():  # the request stream broke because the call ended
+                self._fail(method, context, ClipsearchError(ErrorType.unavailable, str(exc)))
+            log.exception("%s failed", method)
+            self._fail(method, context, ClipsearchError(ErrorType.internal, f"{method} failed"))
+        self.metrics.rpcs.labels(method, "OK").inc()
+        return response
+
+    def _fail(self, method: str, context: grpc.ServicerContext, exc: ClipsearchError) -> NoReturn:
+        if context.is_active():
+            code = GRPC_STATUS[exc.type].name
+            self.metrics.errors.labels(exc.type.value).inc()
+        else:  # nobody waits for this answer any more
+            code = "DEADLINE_EXCEEDED" if context.time_remaining() <= 0 else "CANCELLED"
+        self.metrics.rpcs.labels(method, code).inc()
+        abort(context, exc)
+
+    def _check_serving(self) -> None:
+        if self.stopping:
+            raise ClipsearchError(ErrorType.unavailable, "the worker is shutting down")
+        if not self.engine.ready:
+            raise ClipsearchError(
+                ErrorType.unavailable, "the worker is warming up", retry_after_s=1.0
+            )
+
+    def _deadline(self, context: grpc.ServicerContext) -> tuple[float, float]:
+        """The call's deadline on the monotonic clock, and the seconds left until then."""
+        left = context.time_remaining()
+        if left is None or left > _NO_DEADLINE_S:
+            left = self.settings.request_timeout_s
+        return time.monotonic() + left, left
+
+    def _watch(self, context: grpc.ServicerContext, method: str, slots: list[_Slot]) -> None:
+        """When the call ends, cancel what is still queued (a no-op for finished requests)."""
+
+        def on_end() -> None:
+            waiting = [s.pending for s in list(slots) if s.pending and not s.pending.done()]
+            if waiting:
+                self.metrics.abandoned.labels(method).inc()
+            for pending in waiting:
+                pending.cancel()
+
+        if not context.add_callback(on_end):  # the call has already ended
+            on_end()
+
+    def _submit(self, request: pb.EmbedRequest, deadline: float) -> _Slot:
+        lane = codec.lane_from_proto(request.lane)
+        kind = request.WhichOneof("input")
+        if kind == "texts":
+            texts = list(request.texts.items)
+            if not texts:  # the batcher answers "no texts" at once; clients expect 0 rows
+                empty = codec.texts_to_proto(self.batcher.embed_texts([]))
+                return _Slot(kind, response=pb.EmbedResponse(texts=empty))
+            return _Slot(kind, self.batcher.submit_texts(texts, lane=lane, deadline=deadline))
+        if kind == "images":
+            images = list(request.images.items)
+            return _Slot(kind, self.batcher.submit_images(images, lane=lane, deadline=deadline))
+        raise invalid("an EmbedRequest needs texts or images")
+
+    def _submit_waiting(
+        self, request: pb.EmbedRequest, deadline: float, slots: list[_Slot]
+    ) -> _Slot:
+        """Submit one streamed request. A full lane is the stream's flow control: wait for this
+        stream's own oldest request, then try again; refuse only if it has nothing queued."""
+        pause = _SLOT_PAUSE_S
+        while True:
+            try:
+                return self._submit(request, deadline)
+            except ClipsearchError as exc:
+                if exc.type in REQUEST_ERRORS:
+                    error = codec.error_to_proto(exc)
+                    return _Slot("error", response=pb.EmbedResponse(error=error))
+                if exc.type is not ErrorType.overloaded:
+                    raise
+                oldest = next((s for s in slots if s.response is None), None)
+                if oldest is not None:
+                    self._resolve(oldest, deadline - time.monotonic())
+                    pause = _SLOT_PAUSE_S
+                    continue
+                # The batcher frees a request's queue slots just after completing it: give our
+                # own just-finished requests that moment (a few ms at most), then refuse.
+                if not slots or pause > _SLOT_PAUSE_MAX_S:
+                    raise
+                time.sleep(pause)
+                pause *= 2
+
+    def _resolve(self, slot: _Slot, left: float, *, in_stream: bool = True) -> pb.EmbedResponse:
+        """Wait for the slot's result and encode it; in a stream, a request's own error fills
+        its slot instead of ending the call."""
+        if slot.response is not None:
+            return slot.response
+        assert slot.pending is not None
+        try:
+            result = slot.pending.result(timeout=max(0.0, left))
+        except ClipsearchError as exc:
+            if not in_stream or exc.type not in REQUEST_ERRORS:
+                raise
+            slot.response = pb.EmbedResponse(error=codec.error_to_proto(exc))
+            return slot.response
+        if slot.kind == "texts":
+            slot.response = pb.EmbedResponse(texts=codec.texts_to_proto(result))
+        else:
+            for item in result:
+                if isinstance(item, ClipsearchError):
+                    self.metrics.errors.labels(item.type.value).inc()
+            slot.response = pb.EmbedResponse(images=codec.images_to_proto(result, self._dim))
+        slot.pending = None  # drop the batcher's request: the encoded reply is all we keep
+        return slot.response

@@ -1,0 +1,243 @@
+"""The gRPC client against real workers: congruent with the in-process client, round-robin, and
+retries on UNAVAILABLE only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.clients.base import EmbeddingClient
+from service.clients.grpc import GrpcEmbeddingClient
+from service.clients.inprocess import InProcessEmbeddingClient
+from service.core.config import BulkLaneSettings, EncoderSettings, LaneSettings
+from service.core.errors import ClipsearchError, ErrorType
+from service.core.manifest import load_bundle
+from service.encoder.engine import EncoderEngine
+from service.worker.server import WorkerServer
+from tests.service.worker.harness import (
+    png_images,
+    running_worker,
+    sample,
+    worker_settings,
+)
+from tests.support import wait_until
+
+RPCS = "clipsearch_worker_rpcs_total"
+
+
+def dead_endpoint() -> str:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def address(server: WorkerServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+def worker(tiny_bundle_dir: Path) -> Iterator[WorkerServer]:
+    with running_worker(tiny_bundle_dir) as (server, _):
+        yield server
+
+
+@pytest.fixture
+def local(tiny_bundle_dir: Path) -> Iterator[InProcessEmbeddingClient]:
+    settings = worker_settings()
+    client = InProcessEmbeddingClient(EncoderEngine(load_bundle(tiny_bundle_dir), settings))
+    client.warmup()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def remote(worker: WorkerServer) -> Iterator[GrpcEmbeddingClient]:
+    client = GrpcEmbeddingClient([address(worker)], worker.settings.encoder)
+    yield client
+    client.close()
+
+
+def raised(call: object, *args: object, **kwargs: object) -> ClipsearchError:
+    with pytest.raises(ClipsearchError) as err:
+        call(*args, **kwargs)  # type: ignore[operator]
+    return err.value
+
+
+def test_congruent_with_the_in_process_client(
+    local: InProcessEmbeddingClient, remote: GrpcEmbeddingClient
+) -> None:
+    assert isinstance(remote, EmbeddingClient)
+    assert remote.info() == local.info()
+    texts = ["a red circle", "a small blue square left of a green triangle", "two stars"]
+    # One request each, on an idle batcher: the same batch on both sides, so bit-exact.
+    want, got = local.embed_texts(texts), remote.embed_texts(texts)
+    np.testing.assert_array_equal(got.joint, want.joint)
+    np.testing.assert_array_equal(got.sentence, want.sentence)
+    assert want.tokens is not None and got.tokens is not None
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    # Bulk batches are sliced by the learned cost rate, so their composition (and the padding
+    # of a text batch) depends on timing: equal to float precision, not bit-exact.
+    bulk_want, bulk_got = (
+        local.embed_texts(texts, lane="bulk"),
+        remote.embed_texts(texts, lane="bulk"),
+    )
+    np.testing.assert_allclose(bulk_got.joint, bulk_want.joint, atol=1e-6)
+    np.testing.assert_allclose(bulk_got.sentence, bulk_want.sentence, atol=1e-6)
+
+    good = png_images(3)
+    batch = [good[0], b"corrupt", good[1], good[0][:100], good[2]]
+    for lane in ("interactive", "bulk"):
+        want_i = local.embed_images(batch, lane=lane)  # type: ignore[arg-type]
+        got_i = remote.embed_images(batch, lane=lane)  # type: ignore[arg-type]
+        assert len(got_i) == len(want_i) == 5
+        for g, w in zip(got_i, want_i, strict=True):
+            if isinstance(w, ClipsearchError):
+                assert isinstance(g, ClipsearchError)
+                assert (g.type, g.message, g.detail) == (w.type, w.message, w.detail)
+            else:
+                # The tiny image tower is row-independent, so any batching gives these bits.
+                assert isinstance(g, np.ndarray) and g.dtype == np.float32
+                np.testing.assert_array_equal(g, w)
+    assert remote.embed_images([]) == local.embed_images([]) == []
+    assert remote.embed_texts([]).joint.shape == local.embed_texts([]).joint.shape
+
+
+def test_errors_come_back_as_the_same_clipsearch_errors(
+    local: InProcessEmbeddingClient, remote: GrpcEmbeddingClient
+) -> None:
+    for texts in (["ok", " "], ["x" * 5000], ["ok", 3]):
+        want = raised(local.embed_texts, texts)
+        got = raised(remote.embed_texts, texts)
+        assert (got.type, got.message, got.detail) == (want.type, want.message, want.detail)
+    want = raised(local.embed_texts, ["ok"], lane="nope")
+    got = raised(remote.embed_texts, ["ok"], lane="nope")
+    assert got.type is want.type is ErrorType.invalid_input
+    [want_item] = local.embed_images(["not bytes"])  # type: ignore[list-item]
+    [got_item] = remote.embed_images(["not bytes"])  # type: ignore[list-item]
+    assert isinstance(got_item, ClipsearchError) and isinstance(want_item, ClipsearchError)
+    assert (got_item.type, got_item.message) == (want_item.type, want_item.message)
+
+
+def test_health_and_close(remote: GrpcEmbeddingClient) -> None:
+    health = remote.health()
+    assert health.ready and health.reason is None and remote.ready()
+    remote.close()
+    assert not remote.ready()
+    assert raised(remote.embed_texts, ["a"]).type is ErrorType.unavailable
+
+
+def test_round_robin_spreads_calls_over_workers(tiny_bundle_dir: Path) -> None:
+    with running_worker(tiny_bundle_dir) as (a, _), running_worker(tiny_bundle_dir) as (b, _):
+        client = GrpcEmbeddingClient([address(a), address(b)], a.settings.encoder)
+        for _ in range(4):
+            client.embed_texts(["a red circle"])
+        client.close()
+        assert sample(a, RPCS, method="Embed", code="OK") == 2
+        assert sample(b, RPCS, method="Embed", code="OK") == 2
+
+
+def test_unavailable_moves_on_to_the_next_worker(worker: WorkerServer) -> None:
+    dead = dead_endpoint()
+    client = GrpcEmbeddingClient([dead, address(worker)], EncoderSettings(retries=1))
+    for _ in range(4):  # both orders: the dead port first, and the live one first
+        assert client.embed_texts(["a red circle"]).joint.shape == (1, 64)
+    assert client.info().bundle == "tiny-test@0.1.0"
+    health = client.health()
+    assert health.ready and health.reason is not None and dead in health.reason
+    assert sample(worker, RPCS, method="Embed", code="OK") == 4
+    client.close()
+
+    alone = GrpcEmbeddingClient([dead], EncoderSettings(retries=2))
+    assert raised(alone.embed_texts, ["a"]).type is ErrorType.unavailable
+    assert not alone.health().ready
+    assert "no encoder worker is ready" in (alone.health().reason or "")
+    assert raised(alone.info).type is ErrorType.unavailable
+    with pytest.raises(ClipsearchError, match="within"):
+        alone.wait_ready(0.3, interval_s=0.05)
+    alone.close()
+
+
+def test_overloaded_is_never_retried(tiny_bundle_dir: Path) -> None:
+    settings = worker_settings(
+        EncoderSettings(retries=3, interactive=LaneSettings(max_batch_size=4, max_queue=1))
+    )
+    with running_worker(tiny_bundle_dir, settings) as (server, engine):
+        client = GrpcEmbeddingClient([address(server)], settings.encoder)
+        engine.hold()
+        backlog = GrpcEmbeddingClient([address(server)], settings.encoder)
+        done = threading.Event()
+        threading.Thread(target=lambda: (backlog.embed_images(png_images(1)), done.set())).start()
+        assert engine.entered.wait(30)
+        err = raised(client.embed_images, png_images(1, seed=1))
+        assert err.type is ErrorType.overloaded and err.retry_after_s == 1.0
+        assert sample(server, RPCS, method="Embed", code="RESOURCE_EXHAUSTED") == 1
+        engine.gate.set()
+        assert done.wait(30)
+        client.close()
+        backlog.close()
+
+
+def test_bulk_images_stream_in_batch_sized_requests(tiny_bundle_dir: Path) -> None:
+    settings = worker_settings(EncoderSettings(bulk=BulkLaneSettings(max_batch_size=3)))
+    images = png_images(8)
+    images[4] = b"corrupt"
+    with running_worker(tiny_bundle_dir, settings) as (server, engine):
+        client = GrpcEmbeddingClient([address(server)], settings.encoder)
+        results = client.embed_images(images, lane="bulk")
+        client.close()
+        assert sample(server, RPCS, method="EmbedStream", code="OK") == 1
+        direct = engine.embed_images(images)
+    for got, want in zip(results, direct, strict=True):
+        if isinstance(want, ClipsearchError):
+            assert isinstance(got, ClipsearchError) and got.type is want.type
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+def other_version(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of ``bundle`` that says it is another version."""
+    other = tmp_path / "other"
+    shutil.copytree(bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] = "0.2.0"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    return other
+
+
+def test_workers_serving_different_bundles_are_refused(
+    tiny_bundle_dir: Path, tmp_path: Path
+) -> None:
+    other = other_version(tiny_bundle_dir, tmp_path)
+    with running_worker(tiny_bundle_dir) as (a, _), running_worker(other) as (b, _):
+        client = GrpcEmbeddingClient([address(a), address(b)], EncoderSettings())
+        err = raised(client.info)
+        assert err.type is ErrorType.bundle_invalid
+        assert "tiny-test@0.1.0" in err.message and "tiny-test@0.2.0" in err.message
+        client.close()
+
+
+def test_a_worker_that_comes_up_later_with_another_bundle_is_not_ready(
+    tiny_bundle_dir: Path, tmp_path: Path
+) -> None:
+    other = other_version(tiny_bundle_dir, tmp_path)
+    late = dead_endpoint()
+    settings = worker_settings()
+    settings.worker.port = int(late.rsplit(":", 1)[1])
+    with running_worker(tiny_bundle_dir) as (a, _):
+        client = GrpcEmbeddingClient([address(a), late], EncoderSettings())
+        assert client.info().bundle == "tiny-test@0.1.0"  # only a answers yet
+        expected = f"{late}: serves tiny-test@0.2.0, not tiny-test@0.1.0"
+        with running_worker(other, settings):
+            # The channel reconnects after its backoff; until then the worker looks down.
+            wait_until(lambda: expected in (client.health().reason or ""))
+            health = client.health()
+        client.close()
+    assert health.ready and health.detail["endpoints"][late]["ready"] is False
