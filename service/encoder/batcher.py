@@ -40,7 +40,8 @@ from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.encoder.engine import EncoderEngine, ImageResult, TokenizedText
 from service.encoder.metrics import EncoderMetrics
 from service.encoder.requests import Pending, Request
-from service.encoder.tower import LANES, Batch, Item, TowerScheduler
+from service.encoder.tower import TowerScheduler
+from service.encoder.units import LANES, Batch, Item
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,17 @@ class Batcher:
         if lane == "bulk":  # tokenized by the bulk preprocess thread, at low priority
             tower.enqueue([Item(request, i, (i, t)) for i, t in enumerate(checked)], prepared=False)
             return pending
+        t0 = time.perf_counter()
         try:
             tokenized = self.engine.tokenize_texts(checked)
         except BaseException:
             tower.release(lane, len(checked))
             raise
-        items = [Item(request, i, t, prepared=t, length=t.length) for i, t in enumerate(tokenized)]
+        each = (time.perf_counter() - t0) / len(tokenized)
+        items = [
+            Item(request, i, t, prepared=t, length=t.length, prep_s=each)
+            for i, t in enumerate(tokenized)
+        ]
         tower.enqueue(items, prepared=True)
         return pending
 
@@ -167,9 +173,10 @@ class Batcher:
             try:
                 item.prepared = self.engine.preprocess_image(item.payload)
                 ready.append(item)
-            except ClipsearchError as exc:
+            except Exception as exc:  # its own error, never the request's slots
+                error = exc if isinstance(exc, ClipsearchError) else _decoder_bug(exc)
                 tower.release(lane, 1)
-                request.set_item(item.index, exc)  # fails alone
+                request.set_item(item.index, error)  # fails alone
             item.prep_s = time.perf_counter() - t0
         tower.enqueue(ready, prepared=True)
         return pending
@@ -298,6 +305,11 @@ class Batcher:
             tower.close()
         for thread in self._threads:
             thread.join(5.0)
+
+
+def _decoder_bug(exc: Exception) -> ClipsearchError:
+    log.error("image preprocessing raised %r", exc, exc_info=exc)
+    return ClipsearchError(ErrorType.internal, f"preprocessing failed: {exc}")
 
 
 def _after(timeout_s: float | None) -> float | None:

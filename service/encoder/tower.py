@@ -18,57 +18,28 @@ grow to ``max_batch_size`` for throughput. Interactive batches are never topped 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from service.core.config import EncoderSettings
 from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
 from service.encoder.metrics import EncoderMetrics
-from service.encoder.requests import Request, timed_out
+from service.encoder.requests import timed_out
+from service.encoder.units import (
+    LANES,
+    Batch,
+    Item,
+    LaneQueue,
+    as_error,
+    lower_priority,
+    pack,
+    smooth,
+)
 
 log = logging.getLogger(__name__)
-
-LANES: tuple[Lane, ...] = ("interactive", "bulk")
-_RATE_SMOOTHING = 0.3
-
-
-@dataclass(eq=False)
-class Item:
-    request: Request
-    index: int
-    payload: Any  # encoded image bytes, or a TokenizedText
-    prepared: Any = None  # model input once preprocessed
-    length: int = 1  # tokens (text) or 1 (image)
-    prep_s: float = 0.0
-
-    @property
-    def dead(self) -> bool:
-        return self.request.finished
-
-
-@dataclass
-class _Lane:
-    raw: deque[Item] = field(default_factory=deque)
-    ready: deque[Item] = field(default_factory=deque)
-    preparing: int = 0
-    admitted: int = 0  # items in the system: queued, preparing or in a batch
-
-
-@dataclass
-class Batch:
-    tower: str
-    lane: Lane
-    items: list[Item]
-    cost: int
-    started: float = 0.0
-    ended: float = 0.0
-    outputs: Any = None
 
 
 Forward = Callable[[list[Any]], Any]
@@ -96,7 +67,7 @@ class TowerScheduler:
         self._prepare = prepare
         self._token_cost = token_cost
         self.cond = threading.Condition(threading.RLock())
-        self.lanes = {lane: _Lane() for lane in LANES}
+        self.lanes = {lane: LaneQueue() for lane in LANES}
         self.closed = False
         self.running_since: float | None = None
         self.failure: str | None = None  # last core failure, cleared by the next success
@@ -215,7 +186,7 @@ class TowerScheduler:
                 reason = "cancelled" if request.cancelled else "failed"
             self.metrics.rejected.labels(self.name, request.lane, reason).inc()
 
-    def _live_head(self, q: _Lane, now: float) -> Item | None:
+    def _live_head(self, q: LaneQueue, now: float) -> Item | None:
         while q.ready:
             item = q.ready[0]
             if item.dead:
@@ -236,23 +207,9 @@ class TowerScheduler:
         slice_s = s.bulk_slice_ms / 1000.0 if s.bulk_slice_ms else self._single_s / 2  # type: ignore[operator]
         return min(cap, self._rate * slice_s)
 
-    def _pick(self, q: _Lane, lane: Lane, now: float) -> tuple[list[Item], int, bool]:
-        """The batch the head of ``q`` would make now, its cost, and whether it is full."""
+    def _pick(self, q: LaneQueue, lane: Lane, now: float) -> tuple[list[Item], int, bool]:
         limit = self.settings.lane(lane).max_batch_size
-        cap = self._cost_cap(lane, now)
-        picked: list[Item] = []
-        longest = 0
-        for item in q.ready:
-            if item.dead or item.request.expired(now):
-                continue
-            widest = max(longest, item.length)
-            cost = (len(picked) + 1) * widest
-            if picked and (len(picked) >= limit or cost > cap):
-                return picked, len(picked) * longest, True
-            picked.append(item)
-            longest = widest
-        full = len(picked) >= limit or len(picked) * longest >= cap
-        return picked, len(picked) * longest, full
+        return pack(q.ready, limit, self._cost_cap(lane, now), now)
 
     def _form(self) -> Batch | None:
         while True:
@@ -333,9 +290,9 @@ class TowerScheduler:
                 self._emit(Batch(self.name, batch.lane, [item], item.length, outputs=outputs))
                 good.append(item)
             except Exception as one:
-                errors.append((item, _as_error(one)))
+                errors.append((item, as_error(one)))
         if not good:
-            errors = [(item, _as_error(exc)) for item in batch.items]
+            errors = [(item, as_error(exc)) for item in batch.items]
             with self.cond:
                 self.failure = f"inference failed in the {self.name} tower: {exc}"
                 self.metrics.failures.labels(self.name, "error").inc()
@@ -352,9 +309,9 @@ class TowerScheduler:
         if elapsed <= 0:
             return
         sample = max(batch.cost, 1) / elapsed
-        self._rate = _smooth(self._rate, sample)
+        self._rate = smooth(self._rate, sample)
         if len(batch.items) == 1:
-            self._single_s = _smooth(self._single_s, elapsed)
+            self._single_s = smooth(self._single_s, elapsed)
 
     def _healthy(self) -> None:
         if self.failure is None and not self.hung:
@@ -409,27 +366,3 @@ class TowerScheduler:
             self.cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
-
-
-def _smooth(old: float | None, sample: float) -> float:
-    return sample if old is None else old + _RATE_SMOOTHING * (sample - old)
-
-
-def lower_priority(priority: str) -> None:
-    """Lower the calling thread's OS scheduling priority (Linux: a thread is a task with its own
-    policy and nice value). Lowering needs no privilege; raising it back would, so it is never
-    done on a thread that also serves search queries."""
-    tid = threading.get_native_id()
-    try:
-        if priority == "idle" and hasattr(os, "SCHED_IDLE"):
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        elif priority in ("idle", "low") and hasattr(os, "setpriority"):
-            os.setpriority(os.PRIO_PROCESS, tid, 10)
-    except OSError as exc:  # not permitted in some sandboxes: run at normal priority
-        log.info("cannot lower the priority of bulk threads: %s", exc)
-
-
-def _as_error(exc: BaseException) -> ClipsearchError:
-    if isinstance(exc, ClipsearchError):
-        return exc
-    return ClipsearchError(ErrorType.internal, f"inference failed: {exc}")

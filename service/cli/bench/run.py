@@ -69,7 +69,12 @@ def run_encoder_bench(
             if not health.ready:
                 raise RuntimeError(f"the worker did not become ready: {health.reason}")
             got = served(
-                grpc_client, inputs, clients=clients, bulk_clients=bulk_clients, seconds=seconds
+                grpc_client,
+                inputs,
+                clients=clients,
+                bulk_clients=bulk_clients,
+                seconds=seconds,
+                endpoint=f"127.0.0.1:{port}",
             )
         finally:
             grpc_client.close()
