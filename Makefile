@@ -96,7 +96,12 @@ bench-bundle: $(STAMP)
 bench-encoder: $(STAMP)
 	$(VENV)/bin/clipsearch bench encoder
 
-bench: bench-bundle bench-encoder
+# Video loading (decode, 1 fps sampling, segments) in x real time (bench-results/video.json).
+.PHONY: bench-video
+bench-video: $(STAMP)
+	$(PY) loadtests/bench_video.py
+
+bench: bench-bundle bench-encoder bench-video
 
 clean:
 	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache

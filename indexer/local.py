@@ -16,19 +16,25 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from indexer.pipeline import batched, index_sources, scan_directory
+from pydantic import ValidationError
+
+from indexer.entries import index_entries
+from indexer.fetch import Fetcher
+from indexer.pipeline import batched
+from indexer.sources import SourceEntry, SourceError, iter_source
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.source_spec import SourceSpec
 from service.core.sources import resolve_local_dir
 from service.store.base import VectorStore
 
 log = logging.getLogger(__name__)
 
-JOB_KINDS = frozenset({"ingest_directory"})
+# "ingest_directory" is the foundation's name for a directory source; both take a SourceSpec.
+JOB_KINDS = frozenset({"ingest", "ingest_directory"})
 BATCH_SIZE = 16
 MAX_ERRORS_KEPT = 1000
 
@@ -58,14 +64,22 @@ class InProcessJobQueue:
     def submit(self, kind: str, params: dict[str, Any]) -> str:
         if kind not in JOB_KINDS:
             raise invalid(f"unknown job kind {kind!r}")
-        root = resolve_local_dir(
-            str(params.get("source", "")), self._settings.sources.allowed_roots
-        )
+        try:
+            spec = SourceSpec.model_validate(params.get("source", ""))
+        except ValidationError as exc:
+            raise invalid(f"bad source: {exc.errors()[0]['msg']}") from exc
+        iter_source(spec, self._settings)  # a wrong source is refused now, before a job exists
+        if spec.directory is not None:
+            root = resolve_local_dir(spec.directory, self._settings.sources.allowed_roots)
+            spec = SourceSpec(directory=str(root))
         job_id = uuid.uuid4().hex
         record = {
             "id": job_id,
-            "kind": kind,
-            "params": {"source": str(root), "collection": self._settings.collection},
+            "kind": "ingest",
+            "params": {
+                "source": spec.model_dump(exclude_none=True),
+                "collection": self._settings.collection,
+            },
             "state": "queued",
             "total": 0,
             "done": 0,
@@ -142,26 +156,40 @@ class InProcessJobQueue:
 
     def _run_job(self, job_id: str) -> None:
         record = self.status(job_id)
-        root = Path(record["params"]["source"])
-        sources = scan_directory(root)
+        source = record["params"]["source"]
+        # Records of the foundation's jobs hold a bare directory path.
+        spec = SourceSpec.model_validate(source)
+        self._update(job_id, state="running", started_at=_now())
+        reads = list(iter_source(spec, self._settings))
+        entries = [r for r in reads if isinstance(r, SourceEntry)]
+        unreadable = [
+            {"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)
+        ]
         started = time.monotonic()
-        self._update(job_id, state="running", total=len(sources), started_at=_now())
-        done = failed = 0
-        for batch in batched(sources, BATCH_SIZE):
-            outcomes = index_sources(
-                batch,
-                embedder=self._embedder,
-                store=self._store,
-                collection=record["params"]["collection"],
-                limits=self._settings.limits,
-            )
-            errors = [{"item": o.item, "reason": o.error} for o in outcomes if o.error]
-            done += len(outcomes) - len(errors)
-            failed += len(errors)
-            with self._lock:
-                kept = self._jobs[job_id]["errors"]
-                kept.extend(errors[: max(0, MAX_ERRORS_KEPT - len(kept))])
-            elapsed = max(time.monotonic() - started, 1e-6)
-            self._update(job_id, done=done, failed=failed, rate_per_s=(done + failed) / elapsed)
+        done, failed = 0, len(unreadable)
+        self._keep_errors(job_id, unreadable)
+        self._update(job_id, total=len(reads), failed=failed)
+        with Fetcher(self._settings) as fetcher:
+            for batch in batched(entries, BATCH_SIZE):
+                outcomes = index_entries(
+                    batch,
+                    embedder=self._embedder,
+                    store=self._store,
+                    collection=record["params"]["collection"],
+                    settings=self._settings,
+                    fetcher=fetcher,
+                )
+                errors = [{"item": o.item, "reason": o.error} for o in outcomes if o.error]
+                partial = [{"item": o.item, "reason": p} for o in outcomes for p in o.partial]
+                done += len(outcomes) - len(errors)
+                failed += len(errors)
+                self._keep_errors(job_id, errors + partial)
+                elapsed = max(time.monotonic() - started, 1e-6)
+                self._update(job_id, done=done, failed=failed, rate_per_s=(done + failed) / elapsed)
         self._update(job_id, state="completed", finished_at=_now())
         log.info("job %s completed: %d indexed, %d failed", job_id, done, failed)
+
+    def _keep_errors(self, job_id: str, errors: list[dict[str, Any]]) -> None:
+        with self._lock:
+            kept = self._jobs[job_id]["errors"]
+            kept.extend(errors[: max(0, MAX_ERRORS_KEPT - len(kept))])

@@ -38,12 +38,12 @@ def _connect(server: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def ingest(server: str, path: str, api_key: str | None) -> int:
+def ingest(server: str, source: dict[str, Any], api_key: str | None) -> int:
     """Start a job and follow it; returns the number of failed items."""
     console = Console(stderr=True)
     try:
         with _client(server, api_key) as http:
-            job_id = _check(http.post("/v1/ingest", json={"source": path}))["job_id"]
+            job_id = _check(http.post("/v1/ingest", json={"source": source}))["job_id"]
             columns = (
                 TextColumn("[bold]ingest"),
                 BarColumn(),

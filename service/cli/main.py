@@ -141,13 +141,33 @@ def demo(
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="directory of images (+ .txt / .desc.txt)")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="a directory (images, videos, + .txt / .desc.txt), a .jsonl manifest, "
+            "or http(s) URLs"
+        ),
+    ],
     server: ServerOpt = DEFAULT_SERVER,
     api_key: KeyOpt = None,
 ) -> None:
-    """Ingest a directory through a running gateway, with a progress bar."""
-    failed = remote.ingest(server, str(path.expanduser().resolve()), api_key)
+    """Ingest through a running gateway, with a progress bar; exit 1 if any item failed."""
+    failed = remote.ingest(server, source_spec(sources), api_key)
     raise typer.Exit(1 if failed else 0)
+
+
+def source_spec(sources: list[str]) -> dict[str, Any]:
+    """Command-line sources → the ``source`` of ``POST /v1/ingest`` (paths made absolute: the
+    gateway resolves them against its own allowed roots)."""
+    urls = [s for s in sources if s.startswith(("http://", "https://"))]
+    if urls:
+        if len(urls) != len(sources):
+            raise typer.BadParameter("give either URLs or one path, not both")
+        return {"urls": urls}
+    if len(sources) != 1:
+        raise typer.BadParameter("give one directory or manifest (or any number of URLs)")
+    path = str(Path(sources[0]).expanduser().resolve())
+    return {"manifest": path} if path.endswith(".jsonl") else {"directory": path}
 
 
 @app.command()

@@ -7,6 +7,7 @@ encoder in-process, the store embedded under ``data_dir``, jobs on the in-proces
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -132,7 +133,33 @@ class QdrantSettings(BaseModel):
 
 
 class BrokerSettings(BaseModel):
+    """Redis: the Celery broker, the points stream from indexers to the writer, job progress."""
+
     url: str | None = None
+    # A task held by a killed indexer goes back to the queue once it has been unacknowledged for
+    # visibility_timeout_s, found by a sweep every restore_interval_s: at most ~30 s by default.
+    # A task running longer than visibility_timeout_s is delivered twice: harmless (point ids
+    # are deterministic, progress counts each item once), only wasted work.
+    visibility_timeout_s: float = Field(25.0, gt=0, description="Celery redelivery delay")
+    restore_interval_s: float = Field(5.0, gt=0, description="sweep for tasks to redeliver")
+    # One entry per task (its batch of points): ~6 KB per 512-d image point, so 1,000 entries
+    # of 32 items hold ~200 MB in Redis at worst.
+    stream_max_len: int = Field(
+        1_000, ge=1, description="points-stream entries awaiting the writer; more = tasks wait"
+    )
+    append_timeout_s: float = Field(
+        10.0, gt=0, description="longest a task waits for room in the stream, then it retries"
+    )
+    task_max_retries: int = Field(
+        360, ge=0, description="retries of a task that meets a full stream or a busy encoder"
+    )
+    claim_idle_ms: int = Field(
+        60_000, ge=1, description="unacknowledged this long, a writer's entry goes to another"
+    )
+    writer_max_entries: int = Field(256, ge=1, description="stream entries read per batch")
+    writer_max_points: int = Field(4_096, ge=1, description="points per store upsert")
+    writer_block_ms: int = Field(1_000, ge=1, description="how long one stream read waits")
+    max_errors_kept: int = Field(1_000, ge=0, description="failed items listed per job")
 
 
 class AuthSettings(BaseModel):
@@ -160,8 +187,25 @@ class AuthSettings(BaseModel):
 
 class SourcesSettings(BaseModel):
     allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # URL fetching refuses loopback, private, link-local (cloud metadata) and other non-public
+    # addresses; these CIDRs are let through anyway (tests, private deployments' own buckets).
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CIDRs that URL sources may reach even if private"
+    )
+    fetch_timeout_s: float = Field(15.0, gt=0, description="total time for one URL fetch")
+    max_redirects: int = Field(5, ge=0, le=20, description="redirects followed per URL")
 
-    _split = field_validator("allowed_roots", mode="before")(_split_csv)
+    _split = field_validator("allowed_roots", "allowed_networks", mode="before")(_split_csv)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"allowed_networks entry {cidr!r} is not a CIDR: {exc}") from exc
+        return value
 
 
 class LimitsSettings(BaseModel):
@@ -171,6 +215,16 @@ class LimitsSettings(BaseModel):
     max_text_chars: int = Field(2_000, ge=1)
     max_caption_chars: int = Field(10_000, ge=1)
     max_limit: int = Field(100, ge=1)
+
+
+class VideoSettings(BaseModel):
+    """How the indexer cuts videos into searchable segments."""
+
+    segmenting: Literal["fixed", "shots"] = "fixed"
+    segment_s: float = Field(5.0, gt=0, le=3600, description="segment length (fixed mode)")
+    sample_fps: float = Field(1.0, gt=0, le=60, description="frames embedded per second")
+    max_duration_s: float = Field(4 * 3600, gt=0, description="longer videos are refused")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest video fetched by URL")
 
 
 class Settings(BaseSettings):
@@ -193,6 +247,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    video: VideoSettings = Field(default_factory=VideoSettings)
 
     @property
     def embedded_store(self) -> bool:

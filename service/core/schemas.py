@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.core.domain import FILTERABLE_FIELDS, FilterValue
+from service.core.source_spec import SourceSpec
 
 Mode = Literal["image", "caption", "description", "hybrid", "auto"]
 
@@ -56,6 +57,11 @@ class Hit(BaseModel):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Video segments: which video, which time range, and the keyframe thumbnail's URL path.
+    video_id: str | None = None
+    t_start: float | None = None
+    t_end: float | None = None
+    thumbnail: str | None = None
 
     @classmethod
     def from_payload(cls, id: str, score: float, payload: dict[str, Any]) -> Hit:  # noqa: A002
@@ -68,6 +74,10 @@ class Hit(BaseModel):
             description=payload.get("description"),
             tags=list(payload.get("tags") or []),
             metadata=dict(payload.get("metadata") or {}),
+            video_id=payload.get("video_id"),
+            t_start=payload.get("t_start"),
+            t_end=payload.get("t_end"),
+            thumbnail=f"/v1/{payload['thumbnail']}" if payload.get("thumbnail") else None,
         )
 
 
@@ -87,7 +97,10 @@ class ItemResponse(BaseModel):
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, max_length=4096, description="a directory path")
+    source: SourceSpec = Field(
+        description='a directory path (shorthand), or {"directory"}, {"manifest"}, '
+        '{"manifest_lines": [...]} or {"urls": [...]}'
+    )
     collection: str | None = Field(None, description="reserved; the configured collection")
 
 

@@ -15,7 +15,8 @@ router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[IngestScope])
 def ingest(body: IngestRequest, components: ComponentsDep) -> JobAccepted:
     if body.collection not in (None, components.collection):
         raise invalid(f"this gateway serves collection {components.collection!r} only")
-    return JobAccepted(job_id=components.jobs.submit("ingest_directory", {"source": body.source}))
+    source = body.source.model_dump(exclude_none=True)
+    return JobAccepted(job_id=components.jobs.submit("ingest", {"source": source}))
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job", response_model=JobStatus)

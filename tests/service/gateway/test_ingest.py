@@ -39,7 +39,7 @@ def test_ingest_indexes_good_items_and_reports_the_bad_one(
     job = _wait(client, response.json()["job_id"])
     assert job["state"] == "completed"
     assert (job["total"], job["done"], job["failed"]) == (5, 4, 1)
-    assert [e["item"] for e in job["errors"]] == [str(folder / "corrupt.png")]
+    assert [e["item"] for e in job["errors"]] == [(folder / "corrupt.png").as_uri()]
     assert job["errors"][0]["reason"]
     assert components.store.count(components.collection) == before + 4
 

@@ -1,0 +1,210 @@
+"""Index source entries (``indexer.sources``): images, video segments and text-only documents.
+
+The in-process job runner calls :func:`index_entries` batch by batch; each entry ends as indexed
+or with its own reason. An image comes from a local path under the allowed roots or from a URL
+(fetched through the SSRF guard); a video becomes one point per segment — its sampled frames
+embedded on the bulk lane and mean-pooled into the segment's ``image`` vector, with ``video_id``,
+``t_start``, ``t_end`` and a keyframe thumbnail; readable segments of a damaged video are indexed
+and the unreadable ranges reported.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from indexer.fetch import Fetcher
+from indexer.sources import SourceEntry
+from indexer.video import SegmentError, VideoReader, pool_frames, save_thumbnail
+from service.clients.base import EmbeddingClient
+from service.clients.indexing import Item, build_points, validate_item
+from service.core.config import Settings
+from service.core.domain import Kind, Point, point_id
+from service.core.errors import ClipsearchError, invalid, too_large
+from service.store.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EntryOutcome:
+    """An entry's result: an error (the entry failed), and notes on parts that failed alone
+    (a video's unreadable segments) while the rest was indexed."""
+
+    item: str
+    error: str | None = None
+    partial: list[str] = field(default_factory=list)
+
+
+def local_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+
+
+def _read_local(uri: str, limit: int) -> bytes:
+    path = local_path(uri)
+    size = path.stat().st_size
+    if size > limit:
+        raise too_large(f"{size} bytes; the limit is {limit}")
+    return path.read_bytes()
+
+
+def load_image_item(entry: SourceEntry, settings: Settings, fetcher: Fetcher) -> Item:
+    limits = settings.limits
+    data = None
+    if entry.uri is not None:
+        if entry.is_url:
+            data = fetcher.fetch(entry.uri, accept=("image/*",)).data
+        else:
+            data = _read_local(entry.uri, limits.max_upload_bytes)
+    item = Item(
+        image=data,
+        caption=entry.caption,
+        description=entry.description,
+        source_id=entry.id,
+        uri=entry.uri,
+        metadata=dict(entry.metadata),
+    )
+    validate_item(item, max_text_chars=limits.max_text_chars)
+    return item
+
+
+def index_entries(
+    entries: Sequence[SourceEntry],
+    *,
+    embedder: EmbeddingClient,
+    store: VectorStore,
+    collection: str,
+    settings: Settings,
+    fetcher: Fetcher,
+) -> list[EntryOutcome]:
+    """Load, embed (bulk lane) and upsert one batch; each entry's failure is its own."""
+    outcomes: dict[int, EntryOutcome] = {}
+    loaded: list[tuple[int, Item]] = []
+    points: list[Point] = []
+    for i, entry in enumerate(entries):
+        try:
+            if entry.kind == "video":
+                video_points, partial = video_entry_points(
+                    entry, embedder, collection, settings, fetcher
+                )
+                points += video_points
+                outcomes[i] = EntryOutcome(entry.id, partial=partial)
+            else:
+                loaded.append((i, load_image_item(entry, settings, fetcher)))
+        except ClipsearchError as exc:
+            outcomes[i] = EntryOutcome(entry.id, exc.message)
+        except OSError as exc:
+            outcomes[i] = EntryOutcome(entry.id, f"cannot read: {exc.strerror or exc}")
+    results = build_points(embedder, collection, [item for _, item in loaded], lane="bulk")
+    for (i, _), result in zip(loaded, results, strict=True):
+        if isinstance(result, ClipsearchError):
+            outcomes[i] = EntryOutcome(entries[i].id, result.message)
+        else:
+            points.append(result)
+            outcomes[i] = EntryOutcome(entries[i].id)
+    if points:
+        store.upsert(collection, points)
+    return [outcomes[i] for i in range(len(entries))]
+
+
+def video_entry_points(
+    entry: SourceEntry,
+    embedder: EmbeddingClient,
+    collection: str,
+    settings: Settings,
+    fetcher: Fetcher,
+) -> tuple[list[Point], list[str]]:
+    """One point per readable segment, and a note per unreadable one."""
+    if entry.uri is None:
+        raise invalid("a video entry needs a uri")
+    limits, video = settings.limits, settings.video
+    source: bytes | Path
+    if entry.is_url:
+        source = fetcher.fetch(entry.uri, accept=("video/*",), max_bytes=video.max_bytes).data
+    else:
+        source = local_path(entry.uri)
+    caption = entry.caption
+    if caption is not None and len(caption) > limits.max_text_chars:
+        raise invalid(f"caption is {len(caption)} characters; the limit is {limits.max_text_chars}")
+    texts = _text_vectors(embedder, caption, entry.description)
+    model = embedder.info().bundle
+    now = datetime.now(UTC).isoformat()
+    thumbs = settings.data_dir / "thumbnails" / collection
+    points: list[Point] = []
+    partial: list[str] = []
+    with VideoReader(
+        source, max_duration_s=video.max_duration_s, max_pixels=limits.max_image_pixels
+    ) as reader:
+        for part in reader.segments(
+            segment_s=video.segment_s, sample_fps=video.sample_fps, mode=video.segmenting
+        ):
+            if isinstance(part, SegmentError):
+                where = "" if part.t_start is None else f" at {part.t_start:.1f} s"
+                partial.append(f"segment {part.index}{where}: {part.reason}")
+                continue
+            frames = [_bmp(frame) for frame in part.frames]
+            vectors = embedder.embed_images(frames, lane="bulk")
+            good = [v for v in vectors if isinstance(v, np.ndarray)]
+            if not good:
+                partial.append(f"segment {part.index}: no frame could be embedded")
+                continue
+            pid = point_id(collection, entry.id, part.index)
+            thumb = save_thumbnail(part.keyframe, thumbs, pid)
+            points.append(
+                Point(
+                    id=pid,
+                    vectors={"image": pool_frames(np.stack(good)).tolist(), **texts},
+                    payload={
+                        "media_id": f"{entry.id}#{part.index}",
+                        "kind": Kind.video_segment.value,
+                        "uri": entry.uri,
+                        "video_id": entry.id,
+                        "t_start": round(part.t_start, 3),
+                        "t_end": round(part.t_end, 3),
+                        "thumbnail": str(thumb.relative_to(settings.data_dir)),
+                        "caption": caption,
+                        "description": entry.description,
+                        "tags": [],
+                        "metadata": dict(entry.metadata),
+                        "created_at": now,
+                        "model": model,
+                    },
+                )
+            )
+    if not points:
+        raise invalid("no segment of the video could be read: " + "; ".join(partial[:3]))
+    return points, partial
+
+
+def _text_vectors(
+    embedder: EmbeddingClient, caption: str | None, description: str | None
+) -> dict[str, list[float]]:
+    """A video's caption and description, embedded once and shared by its segments."""
+    out: dict[str, list[float]] = {}
+    texts = [t for t in (caption, description) if t]
+    if not texts:
+        return out
+    emb = embedder.embed_texts(texts, lane="bulk")
+    row = 0
+    if caption:
+        out["caption"] = emb.joint[row].tolist()
+        row += 1
+    if description:
+        out["description"] = emb.sentence[row].tolist()
+    return out
+
+
+def _bmp(image: object) -> bytes:
+    """Frames cross the EmbeddingClient as encoded images; BMP costs a copy, not a compression
+    (measured per 320x240 frame: PNG ~3 ms to write, BMP ~0.1 ms)."""
+    buf = io.BytesIO()
+    image.save(buf, format="BMP")  # type: ignore[attr-defined]
+    return buf.getvalue()

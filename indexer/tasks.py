@@ -1,0 +1,78 @@
+"""Thin Celery tasks over ``indexer/distributed.py``: retries and give-up, nothing else.
+
+Tasks are registered on the app that :func:`indexer.celery_app.make_celery` builds, with names
+from ``service.core.tasks`` so senders need neither this module nor Celery's registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Celery, Task
+
+from indexer import distributed
+from service.core.errors import ClipsearchError, ErrorType
+from service.core.tasks import INDEX_BATCH
+
+log = logging.getLogger(__name__)
+
+# The whole batch met a condition that passes: a full points stream (the writer is behind),
+# a busy or unreachable encoder, a Redis blip.
+RETRYABLE_TYPES = frozenset({ErrorType.overloaded, ErrorType.unavailable, ErrorType.timeout})
+MAX_COUNTDOWN_S = 10.0
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ClipsearchError):
+        return exc.type in RETRYABLE_TYPES
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+
+
+def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None:
+    settings = resources.settings
+    broker = settings.broker
+    # With Redis, a task waiting for its countdown sits unacknowledged in the worker; past the
+    # visibility timeout it would be delivered a second time. Keep retries well inside it.
+    max_countdown = min(MAX_COUNTDOWN_S, broker.visibility_timeout_s / 2)
+
+    # shared=False: the task belongs to this app alone (a shared task would join every app
+    # built later in the process, with this app's settings).
+    @app.task(name=INDEX_BATCH, bind=True, shared=False, max_retries=broker.task_max_retries)
+    def index_batch(
+        self: Task, job_id: str, collection: str, entries: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        try:
+            outcome = distributed.index_batch(
+                job_id,
+                collection,
+                entries,
+                embedder=resources.embedder(),
+                stream=resources.stream(),
+                settings=settings,
+            )
+        except Exception as exc:
+            if _retryable(exc) and self.request.retries < broker.task_max_retries:
+                countdown = min(max_countdown, 0.5 * 2**self.request.retries)
+                log.info("job %s: batch retries in %.1f s: %s", job_id, countdown, exc)
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            reason = exc.message if isinstance(exc, ClipsearchError) else f"indexer error: {exc!r}"
+            log.exception("job %s: batch of %d items failed", job_id, len(entries))
+            _give_up(resources, job_id, collection, entries, reason)
+            raise
+        return {"entry": outcome.entry_id, "sent": len(outcome.sent), "failed": outcome.failed}
+
+
+def _give_up(
+    resources: distributed.IndexerResources,
+    job_id: str,
+    collection: str,
+    entries: list[dict[str, Any]],
+    reason: str,
+) -> None:
+    """Report the batch's items failed, so the job ends instead of waiting for them forever."""
+    try:
+        distributed.report_failed(job_id, collection, entries, reason, stream=resources.stream())
+    except Exception:  # Redis itself is gone: the job shows it never completed
+        log.exception("job %s: could not report %d failed items", job_id, len(entries))

@@ -1,0 +1,16 @@
+"""Celery task and queue names: the contract between who enqueues jobs and who runs them.
+
+Plain strings in core, so the gateway sends tasks by name (``send_task``) without importing
+``indexer`` or Celery's task registry.
+"""
+
+from __future__ import annotations
+
+# The queue indexer workers consume; senders must name it (it is not Celery's default queue).
+INDEX_QUEUE = "clipsearch.index"
+
+# index_batch(job_id: str, collection: str, entries: list[dict]): load, embed on the bulk lane
+# and append the points to the collection's points stream. An entry is
+# {"uri": local path or file:// URI, "id"?: stable source id, "caption"?, "description"?,
+# "metadata"?}; its item id in job progress is "id" if given, else "uri".
+INDEX_BATCH = "clipsearch.index_batch"
