@@ -26,7 +26,9 @@ from service.core.errors import invalid
 from service.core.tasks import INDEX_QUEUE
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, resources: IndexerResources | None = None) -> Celery:
+    """``resources``: the embedder and stream the tasks share (``clipsearch indexer`` passes
+    them warmed up); built lazily on the first task otherwise."""
     url = settings.broker.url
     if not url:
         raise invalid("the Celery indexer needs a broker: set CLIPSEARCH_BROKER__URL")
@@ -66,7 +68,7 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_mutex_expire": 30,
         },
     )
-    resources = IndexerResources(settings)
+    resources = resources or IndexerResources(settings)
     register_tasks(app, resources)
     return app
 

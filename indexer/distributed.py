@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from pydantic import ValidationError
+
 from indexer.pipeline import SourceItem, load_item
+from indexer.sources import SourceEntry, SourceError, iter_source
 from service.clients.base import EmbeddingClient
 from service.clients.indexing import Item, build_points, clean_text, validate_item
 from service.clients.stream import PointStream
@@ -26,6 +29,7 @@ from service.core.config import Settings
 from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.core.manifest import MANIFEST_NAME, load_bundle
+from service.core.source_spec import SourceSpec
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +225,95 @@ def report_failed(
     """A task that gave up: its items fail with ``reason``, counted by the writer like any."""
     failed = [{"item": item_id(e), "reason": reason} for e in entries]
     stream.append(collection, job_id, [], [], failed=failed)
+
+
+# Entries index_batch cannot take yet: counted failed with the reason, never dropped unseen.
+UNSUPPORTED_REASONS = {
+    "url": "URL entries are not supported on the Celery path yet",
+    "video": "video entries are not supported on the Celery path yet",
+    "text": "text-only entries are not supported on the Celery path yet",
+}
+
+
+def _unsupported(entry: SourceEntry) -> str | None:
+    if entry.uri is None:
+        return UNSUPPORTED_REASONS["text"]
+    if entry.is_url:
+        return UNSUPPORTED_REASONS["url"]
+    if entry.kind != "image":
+        return UNSUPPORTED_REASONS[entry.kind]
+    return None
+
+
+def task_entry(entry: SourceEntry) -> dict[str, Any]:
+    """A source entry as an ``index_batch`` entry (JSON): its id names it in job progress."""
+    task: dict[str, Any] = {"uri": entry.uri, "id": entry.id}
+    if entry.caption is not None:
+        task["caption"] = entry.caption
+    if entry.description is not None:
+        task["description"] = entry.description
+    if entry.metadata:
+        task["metadata"] = dict(entry.metadata)
+    return task
+
+
+def plan_job(
+    job_id: str,
+    collection: str,
+    source: Mapping[str, Any],
+    *,
+    stream: PointStream,
+    send_batch: Callable[[list[dict[str, Any]]], None],
+    settings: Settings,
+) -> PlanOutcome:
+    """Read the job's source here, in the worker (which enforces the allowed roots), set the
+    job's total, count unreadable and unsupported entries failed, and hand the rest to
+    ``send_batch`` in batches of ``broker.plan_batch_size``. Run twice, it sets the same total,
+    counts nothing twice (progress goes through sets) and sends the same batches, whose points
+    land on the same ids. A source that cannot be read at all marks the job failed."""
+    try:
+        spec = SourceSpec.model_validate(dict(source))
+        reads = list(iter_source(spec, settings))
+    except ValidationError as exc:
+        reason = f"bad source: {exc.errors()[0]['msg']}"
+        stream.jobs.mark_failed(job_id, reason)
+        return PlanOutcome(0, 0, 0, reason)
+    except ClipsearchError as exc:
+        stream.jobs.mark_failed(job_id, exc.message)
+        return PlanOutcome(0, 0, 0, exc.message)
+    except OSError as exc:
+        reason = f"cannot read the source: {exc.strerror or exc}"
+        stream.jobs.mark_failed(job_id, reason)
+        return PlanOutcome(0, 0, 0, reason)
+    failed = [{"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)]
+    entries: list[dict[str, Any]] = []
+    for read in reads:
+        if isinstance(read, SourceEntry):
+            why = _unsupported(read)
+            if why:
+                failed.append({"item": read.id, "reason": why})
+            else:
+                entries.append(task_entry(read))
+    stream.jobs.init_job(job_id, total=len(reads))
+    if failed:
+        stream.jobs.count(job_id, [], failed)
+    size = settings.broker.plan_batch_size
+    batches = [entries[i : i + size] for i in range(0, len(entries), size)]
+    for batch in batches:
+        send_batch(batch)
+    log.info(
+        "job %s planned: %d items, %d failed at once, %d batches",
+        job_id,
+        len(reads),
+        len(failed),
+        len(batches),
+    )
+    return PlanOutcome(len(reads), len(failed), len(batches))
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    total: int
+    failed: int
+    batches: int
+    error: str | None = None

@@ -14,7 +14,7 @@ from celery import Celery, Task
 
 from indexer import distributed
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.tasks import INDEX_BATCH
+from service.core.tasks import INDEX_BATCH, INDEX_QUEUE, PLAN_JOB
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,37 @@ def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None
             _give_up(resources, job_id, collection, entries, reason)
             raise
         return {"entry": outcome.entry_id, "sent": len(outcome.sent), "failed": outcome.failed}
+
+    @app.task(name=PLAN_JOB, bind=True, shared=False, max_retries=broker.task_max_retries)
+    def plan_job(
+        self: Task, job_id: str, collection: str, source: dict[str, Any]
+    ) -> dict[str, Any]:
+        def send_batch(entries: list[dict[str, Any]]) -> None:
+            app.send_task(INDEX_BATCH, args=[job_id, collection, entries], queue=INDEX_QUEUE)
+
+        try:
+            outcome = distributed.plan_job(
+                job_id,
+                collection,
+                source,
+                stream=resources.stream(),
+                send_batch=send_batch,
+                settings=settings,
+            )
+        except Exception as exc:
+            # Only Redis blips reach here (a bad source marks the job failed): planning again
+            # is harmless, it sends the same batches.
+            if _retryable(exc) and self.request.retries < broker.task_max_retries:
+                countdown = min(max_countdown, 0.5 * 2**self.request.retries)
+                log.info("job %s: planning retries in %.1f s: %s", job_id, countdown, exc)
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            log.exception("job %s: planning failed", job_id)
+            try:
+                resources.stream().jobs.mark_failed(job_id, f"planning failed: {exc!r}")
+            except Exception:
+                log.exception("job %s: could not mark the job failed", job_id)
+            raise
+        return {"total": outcome.total, "failed": outcome.failed, "batches": outcome.batches}
 
 
 def _give_up(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from service.clients.base import EmbeddingClient
+from service.clients.base import EmbeddingClient, JobQueue
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.manifest import MANIFEST_NAME, Bundle, load_bundle
 from service.gateway.state import Components
 from service.search.planner import SearchService
+from service.store.base import VectorStore
+from service.writer.loop import Writer
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,6 @@ def build_components(settings: Settings) -> Components:
     from service.clients.inprocess import InProcessEmbeddingClient
     from service.store.factory import open_store
 
-    if not settings.in_process_jobs:
-        raise ClipsearchError(ErrorType.invalid_input, "the Celery job queue is not built yet")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedder = build_embedder(settings)
     store = open_store(settings)
@@ -118,7 +118,11 @@ def build_components(settings: Settings) -> Components:
                 "description": spaces["description"],
             },
         )
-        jobs = InProcessJobQueue(settings=settings, embedder=embedder, store=store)
+        if settings.in_process_jobs:
+            jobs: JobQueue = InProcessJobQueue(settings=settings, embedder=embedder, store=store)
+            writer = None
+        else:
+            jobs, writer = _celery_jobs(settings, store)
     except BaseException:
         store.close()
         raise
@@ -133,4 +137,23 @@ def build_components(settings: Settings) -> Components:
             if isinstance(embedder, InProcessEmbeddingClient)
             else []
         ),
+        writer=writer,
     )
+
+
+def _celery_jobs(settings: Settings, store: VectorStore) -> tuple[JobQueue, Writer]:
+    """Jobs go to indexer workers by task name; this gateway writes their points to its store
+    (the collection exists already: the writer upserts into it)."""
+    from service.clients.jobs_celery import CeleryJobQueue
+    from service.clients.stream import PointStream
+
+    url = settings.broker.url
+    assert url is not None  # in_process_jobs is false
+    jobs = CeleryJobQueue(settings, PointStream(url, settings.broker))
+    try:
+        writer = Writer(url, store, settings)
+    except BaseException:
+        jobs.close()
+        raise
+    log.info("jobs go to Celery; this gateway writes collection %s", settings.collection)
+    return jobs, writer

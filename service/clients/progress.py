@@ -88,11 +88,21 @@ class JobProgress:
             return None
         return int(moved[0]), int(moved[1])
 
+    def create_job(self, job_id: str) -> None:
+        """Mark the job as submitted before its total is known: a job whose hash is gone later
+        (Redis restarted without persistence) then reads as lost, not as still queued."""
+        self.redis.hsetnx(job_key(job_id), "submitted_at", time.time())
+
+    def mark_failed(self, job_id: str, reason: str) -> None:
+        """The job as a whole could not run (its source could not be read)."""
+        self.redis.hset(job_key(job_id), "error", reason)
+
     def mark_waiting(self, job_id: str) -> None:
         self.redis.hset(job_key(job_id), "waiting_for_writer_at", time.time())
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        """``{"total", "done", "failed", "errors", "waiting_for_writer"}``, or None if unknown."""
+        """``{"total", "total_known", "done", "failed", "errors", "waiting_for_writer",
+        "error"}``, or None if unknown."""
         raw: dict[bytes, bytes] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
         if not raw:
             return None
@@ -101,12 +111,14 @@ class JobProgress:
         waiting_at = float(values.get("waiting_for_writer_at", 0))
         return {
             "total": int(values.get("total", 0)),
+            "total_known": "total" in values,
             "done": int(values.get("done", 0)),
             "failed": int(values.get("failed", 0)),
             "errors": [
                 {"item": k.decode(), "reason": v.decode()} for k, v in sorted(errors.items())
             ],
             "waiting_for_writer": time.time() - waiting_at < WAITING_FRESH_S,
+            "error": values.get("error"),
         }
 
     def delete(self, job_id: str) -> None:

@@ -160,6 +160,7 @@ class BrokerSettings(BaseModel):
     writer_max_points: int = Field(4_096, ge=1, description="points per store upsert")
     writer_block_ms: int = Field(1_000, ge=1, description="how long one stream read waits")
     max_errors_kept: int = Field(1_000, ge=0, description="failed items listed per job")
+    plan_batch_size: int = Field(32, ge=1, le=1_000, description="entries per index_batch task")
 
 
 class AuthSettings(BaseModel):

@@ -14,3 +14,8 @@ INDEX_QUEUE = "clipsearch.index"
 # {"uri": local path or file:// URI, "id"?: stable source id, "caption"?, "description"?,
 # "metadata"?}; its item id in job progress is "id" if given, else "uri".
 INDEX_BATCH = "clipsearch.index_batch"
+
+# plan_job(job_id: str, collection: str, source: dict): read the source (a SourceSpec as a dict)
+# in the worker, set the job's total, count unreadable entries failed, and send index_batch
+# tasks of broker.plan_batch_size entries. Running it twice sends the same batches (harmless).
+PLAN_JOB = "clipsearch.plan_job"

@@ -14,6 +14,7 @@ from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.search.planner import SearchService
 from service.store.base import VectorStore
+from service.writer.loop import Writer
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,14 @@ class Components:
     # Registries of components that keep their own metrics (the in-process encoder's batcher),
     # served by the gateway's /metrics after its own.
     registries: list[CollectorRegistry] = field(default_factory=list)
+    # The points writer, when indexer workers feed this gateway's store (a broker is set).
+    writer: Writer | None = None
 
     def close(self) -> None:
-        for closer in (self.jobs.close, self.embedder.close, self.store.close):
+        closers = [self.jobs.close, self.embedder.close, self.store.close]
+        if self.writer is not None:
+            closers.insert(1, self.writer.close)  # before the store it writes to
+        for closer in closers:
             try:
                 closer()
             except Exception:
@@ -79,6 +85,11 @@ class Runtime:
         detail: dict[str, object] = {"checks": checks, "model": comp.embedder.info().bundle}
         if not encoder.ready:
             detail["reason"] = f"encoder: {encoder.reason}"
+        if comp.writer is not None:
+            writer = comp.writer.health()
+            checks["writer"] = writer.ready
+            if not writer.ready:
+                detail.setdefault("reason", f"writer: {writer.reason}")
         return all(checks.values()), detail
 
     def extra_registries(self) -> list[CollectorRegistry]:

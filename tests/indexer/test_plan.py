@@ -1,0 +1,77 @@
+"""Planning a Celery job: the worker reads the source, sets the total, fans out batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer.distributed import UNSUPPORTED_REASONS, plan_job
+from service.clients.stream import PointStream
+from service.core.config import BrokerSettings, Settings, SourcesSettings
+from tests.indexer.test_distributed import write_images
+from tests.redis_server import redis_server
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> Iterator[tuple[PointStream, Settings, Path]]:
+    root = tmp_path / "src"
+    write_images(root / "photos", 5)
+    (root / "photos" / "clip.mp4").write_bytes(b"not really a video")
+    with redis_server(tmp_path / "redis") as url:
+        settings = Settings(
+            broker=BrokerSettings(url=url, plan_batch_size=2),
+            sources=SourcesSettings(allowed_roots=[root]),
+        )
+        stream = PointStream(url, settings.broker)
+        try:
+            yield stream, settings, root
+        finally:
+            stream.close()
+
+
+def run(
+    stream: PointStream, settings: Settings, source: dict[str, Any]
+) -> list[list[dict[str, Any]]]:
+    sent: list[list[dict[str, Any]]] = []
+    plan_job("job", "media", source, stream=stream, send_batch=sent.append, settings=settings)
+    return sent
+
+
+def test_plan_fans_out_batches_and_counts_unsupported(
+    setup: tuple[PointStream, Settings, Path],
+) -> None:
+    stream, settings, root = setup
+    source = {"directory": str(root / "photos")}
+    sent = run(stream, settings, source)
+    assert [len(b) for b in sent] == [2, 2, 1]
+    assert all(e["uri"].endswith(".png") and e["id"] == e["uri"] for b in sent for e in b)
+    status = stream.jobs.get("job")
+    assert status is not None
+    assert (status["total"], status["done"], status["failed"]) == (6, 0, 1)
+    assert status["errors"][0]["reason"] == UNSUPPORTED_REASONS["video"]
+    # Planning twice (a redelivered task) sends the same batches and counts nothing twice.
+    assert run(stream, settings, source) == sent
+    status = stream.jobs.get("job")
+    assert status is not None and (status["total"], status["failed"]) == (6, 1)
+
+
+def test_a_source_outside_the_roots_fails_the_job(
+    setup: tuple[PointStream, Settings, Path], tmp_path: Path
+) -> None:
+    stream, settings, _ = setup
+    assert run(stream, settings, {"directory": str(tmp_path)}) == []
+    status = stream.jobs.get("job")
+    assert status is not None and "outside the allowed roots" in status["error"]
+
+
+def test_url_entries_are_counted_failed_with_a_reason(
+    setup: tuple[PointStream, Settings, Path],
+) -> None:
+    stream, settings, _ = setup
+    assert run(stream, settings, {"urls": ["https://example.com/a.png"]}) == []
+    status = stream.jobs.get("job")
+    assert status is not None and (status["total"], status["failed"]) == (1, 1)
+    assert status["errors"][0]["reason"] == UNSUPPORTED_REASONS["url"]
