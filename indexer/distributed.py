@@ -1,11 +1,13 @@
 """What one Celery indexing task does, as plain functions (tested without Celery).
 
-Load each entry, embed the batch on the ``bulk`` lane, append the points to the collection's
-points stream; the writer upserts them. The task never touches job progress: items it could not
-load or embed travel in the stream entry's ``failed`` field, and the writer counts them together
-with the entry's done items, after the write. One counting authority means that done + failed
-reaching the total says every item's fate is final and durable, and that a task or an entry
-delivered twice counts nothing twice (point ids are deterministic, progress goes through sets).
+Load each entry and embed the batch on the ``bulk`` lane through ``indexer.entries``, as the
+in-process runner does (images from paths or URLs, video segments, text-only documents), and
+append the points to the collection's points stream; the writer upserts them. The task never
+touches job progress: items it could not load or embed travel in the stream entry's ``failed``
+field, and the writer counts them together with the entry's done items, after the write. One
+counting authority means that done + failed reaching the total says every item's fate is final
+and durable, and that a task or an entry delivered twice counts nothing twice (point ids are
+deterministic, progress goes through sets).
 """
 
 from __future__ import annotations
@@ -13,20 +15,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
-from indexer.pipeline import SourceItem, load_item
-from indexer.sources import SourceEntry, SourceError, iter_source
+from indexer.entries import entry_points
+from indexer.fetch import Fetcher, validate_url
+from indexer.sources import SourceEntry, SourceError, iter_source, kind_of, text_entry_id
 from service.clients.base import EmbeddingClient
-from service.clients.indexing import Item, build_points, clean_text, validate_item
+from service.clients.indexing import clean_text
 from service.clients.stream import PointStream
 from service.core.config import Settings
-from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.core.manifest import MANIFEST_NAME, load_bundle
 from service.core.source_spec import SourceSpec
@@ -126,8 +128,6 @@ def item_id(entry: object) -> str:
 
 def _local_path(uri: str, settings: Settings) -> Path:
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        raise ClipsearchError(ErrorType.unsupported_media, "URL sources are not supported here")
     if parsed.scheme not in ("", "file"):
         raise invalid(f"unsupported source scheme {parsed.scheme!r}")
     path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser().resolve()
@@ -143,30 +143,37 @@ def _local_path(uri: str, settings: Settings) -> Path:
     return path
 
 
-def load_entry(entry: Mapping[str, Any], settings: Settings) -> Item:
-    """Read one task entry; its ``id``, ``caption``, ``description``, ``metadata`` (when given)
-    replace the item's source id and its side-car texts."""
+def source_entry(entry: Mapping[str, Any], settings: Settings) -> SourceEntry:
+    """One task entry ``{"uri"?, "id"?, "caption"?, "description"?, "metadata"?}`` as a source
+    entry, checked again here (a task is only JSON): a local path under this worker's allowed
+    roots, an http(s) URL (its address is vetted when fetched), or no uri for a text-only entry.
+    Without an ``id`` it is named as a source read names it (the file URI, the URL, the text)."""
     if not isinstance(entry, Mapping):
-        raise invalid("an entry must be an object with a 'uri'")
-    uri = entry.get("uri")
-    if not isinstance(uri, str) or not uri or "\0" in uri:
-        raise invalid("an entry needs a 'uri' string")
-    item = load_item(SourceItem(_local_path(uri, settings)), settings.limits)
-    changes: dict[str, Any] = {}
-    if entry.get("id"):
-        changes["source_id"] = str(entry["id"])
+        raise invalid("an entry must be an object with a 'uri', a caption or a description")
+    texts: dict[str, str | None] = {}
     for name in ("caption", "description"):
-        if name in entry:
-            if entry[name] is not None and not isinstance(entry[name], str):
-                raise invalid(f"an entry's {name} must be a string")
-            changes[name] = clean_text(entry[name])
-    if isinstance(entry.get("metadata"), Mapping):
-        changes["metadata"] = dict(entry["metadata"])
-    if not changes:
-        return item
-    item = replace(item, **changes)
-    validate_item(item, max_text_chars=settings.limits.max_text_chars)
-    return item
+        if entry.get(name) is not None and not isinstance(entry[name], str):
+            raise invalid(f"an entry's {name} must be a string")
+        texts[name] = clean_text(entry.get(name))
+    caption, description = texts["caption"], texts["description"]
+    metadata = dict(entry["metadata"]) if isinstance(entry.get("metadata"), Mapping) else {}
+    given = str(entry["id"]) if entry.get("id") else None
+    uri = entry.get("uri")
+    if uri is None or uri == "":
+        if caption is None and description is None:
+            raise invalid("an entry needs a 'uri', or a caption or description (text only)")
+        entry_id = given or text_entry_id(caption, description)
+        return SourceEntry(None, entry_id, caption, description, metadata, "text")
+    if not isinstance(uri, str) or "\0" in uri:
+        raise invalid("an entry's 'uri' must be a string")
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        uri = scheme + uri[len(scheme) :]  # as SourceEntry.is_url expects it: lower case
+        kind = kind_of(validate_url(uri).path)
+    else:
+        path = _local_path(uri, settings)
+        uri, kind = path.as_uri(), kind_of(path.name)
+    return SourceEntry(uri, given or uri, caption, description, metadata, kind)
 
 
 def index_batch(
@@ -178,36 +185,44 @@ def index_batch(
     stream: PointStream,
     settings: Settings,
 ) -> BatchOutcome:
-    """Load, embed, append one entry to the points stream. A failure of the whole batch (full
-    stream, encoder overloaded or down) raises ClipsearchError for the task to retry; an item's
-    own failure goes to the writer with the entry. Running it twice yields the same point ids."""
+    """Load (local paths, URLs through the SSRF guard, videos, text-only entries), embed, append
+    one entry to the points stream. A failure of the whole batch (full stream, encoder
+    overloaded or down) raises ClipsearchError for the task to retry; an item's own failure
+    goes to the writer with the entry. Running it twice yields the same point ids.
+
+    A video's thumbnails go under this worker's ``data_dir``: the gateway serves them only when
+    it shares that folder (the segment points are written either way)."""
     # Before any work: a full stream means the writer is behind, and embedding now would only
     # have the task wait holding the result.
     stream.wait_for_room(collection, job_id)
     failed: list[dict[str, str]] = []
-    loaded: list[tuple[str, Item]] = []
+    valid: list[tuple[str, SourceEntry]] = []
     for entry in entries:
         name = item_id(entry)
         try:
-            loaded.append((name, load_entry(entry, settings)))
+            valid.append((name, source_entry(entry, settings)))
         except ClipsearchError as exc:
             failed.append({"item": name, "reason": exc.message})
         except OSError as exc:
             failed.append({"item": name, "reason": f"cannot read: {exc.strerror or exc}"})
-    results = build_points(embedder, collection, [item for _, item in loaded], lane="bulk")
+    with Fetcher(settings) as fetcher:
+        points, outcomes = entry_points(
+            [e for _, e in valid], embedder, collection, settings, fetcher
+        )
     sent: list[str] = []
-    points: list[Point] = []
-    for (name, _), result in zip(loaded, results, strict=True):
-        if isinstance(result, ClipsearchError):
-            failed.append({"item": name, "reason": result.message})
-        else:
-            sent.append(name)
-            points.append(result)
+    for (name, _), outcome in zip(valid, outcomes, strict=True):
+        if outcome.error is not None:
+            failed.append({"item": name, "reason": outcome.error})
+            continue
+        sent.append(name)
+        for note in outcome.partial:  # the item is done; its unreadable parts are only logged
+            log.warning("job %s: %s: %s", job_id, name, note)
     entry_id = stream.append(collection, job_id, sent, points, failed=failed)
     log.info(
-        "job %s: %d items to the writer, %d failed (entry %s)",
+        "job %s: %d items (%d points) to the writer, %d failed (entry %s)",
         job_id,
         len(sent),
+        len(points),
         len(failed),
         entry_id,
     )
@@ -225,24 +240,6 @@ def report_failed(
     """A task that gave up: its items fail with ``reason``, counted by the writer like any."""
     failed = [{"item": item_id(e), "reason": reason} for e in entries]
     stream.append(collection, job_id, [], [], failed=failed)
-
-
-# Entries index_batch cannot take yet: counted failed with the reason, never dropped unseen.
-UNSUPPORTED_REASONS = {
-    "url": "URL entries are not supported on the Celery path yet",
-    "video": "video entries are not supported on the Celery path yet",
-    "text": "text-only entries are not supported on the Celery path yet",
-}
-
-
-def _unsupported(entry: SourceEntry) -> str | None:
-    if entry.uri is None:
-        return UNSUPPORTED_REASONS["text"]
-    if entry.is_url:
-        return UNSUPPORTED_REASONS["url"]
-    if entry.kind != "image":
-        return UNSUPPORTED_REASONS[entry.kind]
-    return None
 
 
 def task_entry(entry: SourceEntry) -> dict[str, Any]:
@@ -267,7 +264,7 @@ def plan_job(
     settings: Settings,
 ) -> PlanOutcome:
     """Read the job's source here, in the worker (which enforces the allowed roots), set the
-    job's total, count unreadable and unsupported entries failed, and hand the rest to
+    job's total, count unreadable entries failed, and hand the rest to
     ``send_batch`` in batches of ``broker.plan_batch_size``. Run twice, it sets the same total,
     counts nothing twice (progress goes through sets) and sends the same batches, whose points
     land on the same ids. A source that cannot be read at all marks the job failed."""
@@ -286,14 +283,7 @@ def plan_job(
         stream.jobs.mark_failed(job_id, reason)
         return PlanOutcome(0, 0, 0, reason)
     failed = [{"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)]
-    entries: list[dict[str, Any]] = []
-    for read in reads:
-        if isinstance(read, SourceEntry):
-            why = _unsupported(read)
-            if why:
-                failed.append({"item": read.id, "reason": why})
-            else:
-                entries.append(task_entry(read))
+    entries = [task_entry(read) for read in reads if isinstance(read, SourceEntry)]
     stream.jobs.init_job(job_id, total=len(reads))
     if failed:
         stream.jobs.count(job_id, [], failed)

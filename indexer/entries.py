@@ -1,7 +1,8 @@
 """Index source entries (``indexer.sources``): images, video segments and text-only documents.
 
-The in-process job runner calls :func:`index_entries` batch by batch; each entry ends as indexed
-or with its own reason. An image comes from a local path under the allowed roots or from a URL
+The in-process job runner calls :func:`index_entries` batch by batch (it upserts), a Celery task
+:func:`entry_points` (it appends to the points stream); each entry ends as indexed or with its
+own reason. An image comes from a local path under the allowed roots or from a URL
 (fetched through the SSRF guard); a video becomes one point per segment — its sampled frames
 embedded on the bulk lane and mean-pooled into the segment's ``image`` vector, with ``video_id``,
 ``t_start``, ``t_end`` and a keyframe thumbnail; readable segments of a damaged video are indexed
@@ -76,16 +77,16 @@ def load_image_item(entry: SourceEntry, settings: Settings, fetcher: Fetcher) ->
     return item
 
 
-def index_entries(
+def entry_points(
     entries: Sequence[SourceEntry],
-    *,
     embedder: EmbeddingClient,
-    store: VectorStore,
     collection: str,
     settings: Settings,
     fetcher: Fetcher,
-) -> list[EntryOutcome]:
-    """Load, embed (bulk lane) and upsert one batch; each entry's failure is its own."""
+) -> tuple[list[Point], list[EntryOutcome]]:
+    """Load and embed (bulk lane) one batch without writing it: its points, and each entry's
+    outcome in entry order. Both ingestion paths build points here; each then writes its own
+    way (the in-process runner upserts, a Celery task appends to the points stream)."""
     outcomes: dict[int, EntryOutcome] = {}
     loaded: list[tuple[int, Item]] = []
     points: list[Point] = []
@@ -110,9 +111,23 @@ def index_entries(
         else:
             points.append(result)
             outcomes[i] = EntryOutcome(entries[i].id)
+    return points, [outcomes[i] for i in range(len(entries))]
+
+
+def index_entries(
+    entries: Sequence[SourceEntry],
+    *,
+    embedder: EmbeddingClient,
+    store: VectorStore,
+    collection: str,
+    settings: Settings,
+    fetcher: Fetcher,
+) -> list[EntryOutcome]:
+    """Load, embed (bulk lane) and upsert one batch; each entry's failure is its own."""
+    points, outcomes = entry_points(entries, embedder, collection, settings, fetcher)
     if points:
         store.upsert(collection, points)
-    return [outcomes[i] for i in range(len(entries))]
+    return outcomes
 
 
 def video_entry_points(
@@ -137,6 +152,8 @@ def video_entry_points(
     texts = _text_vectors(embedder, caption, entry.description)
     model = embedder.info().bundle
     now = datetime.now(UTC).isoformat()
+    # Under this process's data dir: a Celery indexer's thumbnails reach the gateway only when
+    # both share that dir (one volume); the points are indexed and searchable either way.
     thumbs = settings.data_dir / "thumbnails" / collection
     points: list[Point] = []
     partial: list[str] = []

@@ -55,6 +55,7 @@ class InProcessJobQueue:
         self._lock = threading.Lock()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._pending: queue.Queue[str | None] = queue.Queue(maxsize=1000)
+        self._cancelled: set[str] = set()
         self._crashed: BaseException | None = None
         self._load_existing()
         self._thread = threading.Thread(target=self._run, name="job-runner", daemon=True)
@@ -107,6 +108,33 @@ class InProcessJobQueue:
                 raise not_found(f"no job {job_id!r}")
             return json.loads(json.dumps(record))
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a queued or running job (between batches); what is indexed stays indexed."""
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None:
+                raise not_found(f"no job {job_id!r}")
+            if record["state"] not in ("queued", "running"):
+                raise ClipsearchError(
+                    ErrorType.conflict, f"job {job_id} is {record['state']}; nothing to cancel"
+                )
+            self._cancelled.add(job_id)
+            if record["state"] == "queued":
+                record.update(state="cancelled", updated_at=_now())
+                self._persist(record)
+        return self.status(job_id)
+
+    def retry_failed(self, job_id: str) -> str:
+        """A new job over this job's failed entries (lines that could not even be read are not
+        retried: the source itself must be fixed)."""
+        record = self.status(job_id)
+        if record["state"] in ("queued", "running"):
+            raise ClipsearchError(ErrorType.conflict, f"job {job_id} is still {record['state']}")
+        entries = record.get("failed_entries") or []
+        if not entries:
+            raise invalid(f"job {job_id} has no failed entries to retry")
+        return self.submit("ingest", {"source": {"manifest_lines": entries}})
+
     def ready(self) -> bool:
         return self._crashed is None and self._thread.is_alive()
 
@@ -156,6 +184,8 @@ class InProcessJobQueue:
 
     def _run_job(self, job_id: str) -> None:
         record = self.status(job_id)
+        if record["state"] == "cancelled":
+            return
         source = record["params"]["source"]
         # Records of the foundation's jobs hold a bare directory path.
         spec = SourceSpec.model_validate(source)
@@ -171,6 +201,10 @@ class InProcessJobQueue:
         self._update(job_id, total=len(reads), failed=failed)
         with Fetcher(self._settings) as fetcher:
             for batch in batched(entries, BATCH_SIZE):
+                if job_id in self._cancelled:
+                    self._update(job_id, state="cancelled", finished_at=_now())
+                    log.info("job %s cancelled after %d items", job_id, done + failed)
+                    return
                 outcomes = index_entries(
                     batch,
                     embedder=self._embedder,
@@ -184,12 +218,35 @@ class InProcessJobQueue:
                 done += len(outcomes) - len(errors)
                 failed += len(errors)
                 self._keep_errors(job_id, errors + partial)
-                elapsed = max(time.monotonic() - started, 1e-6)
-                self._update(job_id, done=done, failed=failed, rate_per_s=(done + failed) / elapsed)
+                retryable = [
+                    _entry_line(e) for e, o in zip(batch, outcomes, strict=True) if o.error
+                ]
+                self._keep_failed_entries(job_id, retryable)
+                rate = (done + failed) / max(time.monotonic() - started, 1e-6)
+                left = len(reads) - done - failed
+                self._update(
+                    job_id, done=done, failed=failed, rate_per_s=rate, eta_s=left / max(rate, 1e-9)
+                )
         self._update(job_id, state="completed", finished_at=_now())
         log.info("job %s completed: %d indexed, %d failed", job_id, done, failed)
+
+    def _keep_failed_entries(self, job_id: str, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            kept = self._jobs[job_id].setdefault("failed_entries", [])
+            kept.extend(entries[: max(0, MAX_ERRORS_KEPT - len(kept))])
 
     def _keep_errors(self, job_id: str, errors: list[dict[str, Any]]) -> None:
         with self._lock:
             kept = self._jobs[job_id]["errors"]
             kept.extend(errors[: max(0, MAX_ERRORS_KEPT - len(kept))])
+
+
+def _entry_line(entry: SourceEntry) -> dict[str, Any]:
+    """A failed entry as a manifest line, so ``retry-failed`` can submit it again as it was."""
+    line: dict[str, Any] = {"id": entry.id}
+    for key in ("uri", "caption", "description"):
+        if getattr(entry, key) is not None:
+            line[key] = getattr(entry, key)
+    if entry.metadata:
+        line["metadata"] = dict(entry.metadata)
+    return line

@@ -89,8 +89,15 @@ def iter_source(spec: SourceSpec, settings: Settings) -> Iterator[SourceRead]:
     return _read_urls(spec.urls)
 
 
-def _kind_of(path: str) -> EntryKind:
+def kind_of(path: str) -> EntryKind:
+    """A video by its suffix, else an image (the loader reports what is neither)."""
     return "video" if os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES else "image"
+
+
+def text_entry_id(caption: str | None, description: str | None) -> str:
+    """A text-only entry without an id is named by its content."""
+    digest = hashlib.sha256(json.dumps([caption, description]).encode()).hexdigest()
+    return f"text:{digest}"
 
 
 def _check_text(
@@ -162,7 +169,7 @@ def scan_media(root: Path, limits: LimitsSettings) -> Iterator[SourceRead]:
             except OSError as exc:
                 yield SourceError(uri, f"cannot read its caption files: {exc.strerror or exc}")
                 continue
-            yield SourceEntry(uri, uri, caption, description, {}, _kind_of(name))
+            yield SourceEntry(uri, uri, caption, description, {}, kind_of(name))
     yield from _unlisted(unlisted)
 
 
@@ -281,9 +288,7 @@ def parse_manifest_line(
     if uri is None:
         if caption is None and description is None:
             raise invalid("a line needs a uri, or a caption or description for a text-only entry")
-        if not entry_id:
-            digest = hashlib.sha256(json.dumps([caption, description]).encode()).hexdigest()
-            entry_id = f"text:{digest}"
+        entry_id = entry_id or text_entry_id(caption, description)
         return SourceEntry(None, entry_id, caption, description, metadata, "text")
     uri, kind = _entry_uri(uri, base, settings)
     return SourceEntry(uri, entry_id or uri, caption, description, metadata, kind)
@@ -296,7 +301,7 @@ def _entry_uri(uri: str, base: Path | None, settings: Settings) -> tuple[str, En
     if scheme in ("http", "https"):
         if len(uri) > MAX_URL_CHARS:
             raise invalid(f"the URL is longer than {MAX_URL_CHARS} characters")
-        return uri, _kind_of(validate_url(uri).path)
+        return uri, kind_of(validate_url(uri).path)
     if scheme == "file":
         parsed = httpx.URL(uri)
         if parsed.host not in ("", "localhost"):
@@ -315,14 +320,14 @@ def _entry_uri(uri: str, base: Path | None, settings: Settings) -> tuple[str, En
         raise ClipsearchError(ErrorType.forbidden, f"{uri!r} is outside the allowed roots")
     if not real.is_file():
         raise invalid(f"{uri!r} does not exist or is not a file")
-    return real.as_uri(), _kind_of(real.name)
+    return real.as_uri(), kind_of(real.name)
 
 
 def _read_urls(urls: list[str]) -> Iterator[SourceRead]:
     seen: set[str] = set()
     for url in urls:
         try:
-            kind = _kind_of(validate_url(url).path)
+            kind = kind_of(validate_url(url).path)
         except ClipsearchError as exc:
             yield SourceError(url, exc.message)
             continue

@@ -51,6 +51,12 @@ class JobQueue(Protocol):
         """``{"id","kind","state","total","done","failed","errors":[{"item","reason"}],...}``;
         raises ClipsearchError(not_found) for an unknown id."""
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a queued or running job; its status. (conflict) once it has ended."""
+
+    def retry_failed(self, job_id: str) -> str:
+        """A new job over the failed entries of an ended job; its id."""
+
     def ready(self) -> bool:
         """False once the runner can no longer run jobs (its thread died, its broker is gone)."""
 

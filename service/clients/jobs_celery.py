@@ -130,6 +130,14 @@ class CeleryJobQueue:
             ) from exc
         return job_state(record, progress)
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        self._record(job_id)  # not_found first
+        raise invalid("cancelling jobs is not supported with the Celery job queue yet")
+
+    def retry_failed(self, job_id: str) -> str:
+        self._record(job_id)
+        raise invalid("retry-failed is not supported with the Celery job queue yet")
+
     def ready(self) -> bool:
         try:
             return bool(self._stream.redis.ping())

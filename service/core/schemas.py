@@ -12,6 +12,7 @@ from service.core.domain import FILTERABLE_FIELDS, FilterValue
 from service.core.source_spec import SourceSpec
 
 Mode = Literal["image", "caption", "description", "hybrid", "auto"]
+GroupBy = Literal["video"]
 
 
 class SearchRequest(BaseModel):
@@ -26,6 +27,9 @@ class SearchRequest(BaseModel):
         None, description=f"payload equality on {sorted(FILTERABLE_FIELDS)}; a list = any of"
     )
     score_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    group_by: GroupBy | None = Field(
+        None, description="video: the best segment of each video (with its t_start/t_end)"
+    )
 
     @field_validator("filter")
     @classmethod
@@ -116,11 +120,12 @@ class JobError(BaseModel):
 class JobStatus(BaseModel):
     id: str
     kind: str
-    state: Literal["queued", "running", "completed", "failed", "interrupted"]
+    state: Literal["queued", "running", "completed", "failed", "interrupted", "cancelled"]
     total: int
     done: int
     failed: int
     rate_per_s: float | None = None
+    eta_s: float | None = None
     errors: list[JobError] = Field(default_factory=list)
     error: str | None = None
     created_at: str

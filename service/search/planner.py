@@ -24,7 +24,7 @@ import numpy as np
 from service.clients.base import EmbeddingClient
 from service.core.domain import FilterValue, StoredHit, VectorName
 from service.core.errors import ClipsearchError, invalid
-from service.core.schemas import Mode
+from service.core.schemas import GroupBy, Mode
 from service.store.base import VectorStore
 
 MODES: tuple[Mode, ...] = ("image", "caption", "description", "hybrid", "auto")
@@ -50,6 +50,7 @@ class SearchOptions:
     filter: Mapping[str, FilterValue] | None = None
     score_threshold: float | None = None
     weights: Mapping[VectorName, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    group_by: GroupBy | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class SearchService:
         started = time.perf_counter()
         channels = self.channels_for(query, options.mode)
         vectors = self._embed(query, channels)
-        if len(channels) == 1:
+        end = options.offset + options.limit
+        if options.group_by is None and len(channels) == 1:
             hits = self._store.search(
                 self._collection,
                 channels[0],
@@ -100,7 +102,12 @@ class SearchService:
                 score_threshold=options.score_threshold,
             )
         else:
-            hits = self._fused(channels, vectors, options)
+            # Grouping needs more candidates than the page: a video's other segments fall out.
+            depth = max(50, 3 * end) if options.group_by is None else min(1000, max(100, 10 * end))
+            ranked = self._ranked(channels, vectors, options, depth)
+            if options.group_by == "video":
+                ranked = best_per_video(ranked)
+            hits = ranked[options.offset : end]
         return SearchResult(
             hits=hits,
             mode=options.mode,
@@ -121,13 +128,23 @@ class SearchService:
         vector = np.asarray(result, dtype=np.float32).tolist()
         return {c: vector for c in channels}
 
-    def _fused(
+    def _ranked(
         self,
         channels: Sequence[VectorName],
         vectors: Mapping[VectorName, list[float]],
         options: SearchOptions,
+        depth: int,
     ) -> list[StoredHit]:
-        depth = max(50, 3 * (options.offset + options.limit))
+        """The top ``depth`` hits of one channel, or of the weighted RRF of several."""
+        if len(channels) == 1:
+            return self._store.search(
+                self._collection,
+                channels[0],
+                vectors[channels[0]],
+                limit=depth,
+                filter=options.filter,
+                score_threshold=options.score_threshold,
+            )
         scores: dict[str, float] = {}
         payloads: dict[str, StoredHit] = {}
         for channel in channels:
@@ -146,5 +163,20 @@ class SearchService:
                 scores[hit.id] = scores.get(hit.id, 0.0) + weight / (RRF_K + rank + 1)
                 payloads.setdefault(hit.id, hit)
         order = sorted(scores, key=lambda pid: (-scores[pid], pid))
-        page = order[options.offset : options.offset + options.limit]
-        return [StoredHit(id=pid, score=scores[pid], payload=payloads[pid].payload) for pid in page]
+        return [
+            StoredHit(id=pid, score=scores[pid], payload=payloads[pid].payload) for pid in order
+        ]
+
+
+def best_per_video(ranked: Sequence[StoredHit]) -> list[StoredHit]:
+    """Keep the best-ranked segment of each video (it carries its own ``t_start``/``t_end``);
+    hits that are not video segments stand for themselves."""
+    seen: set[str] = set()
+    out: list[StoredHit] = []
+    for hit in ranked:
+        key = hit.payload.get("video_id")
+        group = f"video:{key}" if key is not None else f"point:{hit.id}"
+        if group not in seen:
+            seen.add(group)
+            out.append(hit)
+    return out

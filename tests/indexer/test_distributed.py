@@ -18,7 +18,9 @@ from service.core.config import BrokerSettings, LimitsSettings, Settings, Source
 from service.core.domain import point_id
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE
+from tests.indexer.test_video import make_video
 from tests.redis_server import redis_server
+from tests.support import serve_directory
 
 COLL = "media"
 
@@ -92,7 +94,7 @@ def test_a_batch_goes_to_the_stream_with_its_failures(
         {"uri": str(root / "batch" / "broken.png")},
         {"uri": str(root / "batch" / "missing.png")},
         {"uri": str(outside)},
-        {"uri": "https://example.com/cat.jpg"},
+        {"uri": "http://169.254.169.254/cat.jpg"},
     ]
     kw = {"embedder": embedder, "stream": stream, "settings": settings}
     outcome = run(entries, **kw)
@@ -100,7 +102,7 @@ def test_a_batch_goes_to_the_stream_with_its_failures(
     reasons = {f["item"]: f["reason"] for f in outcome.failed}
     assert set(reasons) == {str(root / "batch" / p) for p in ("broken.png", "missing.png")} | {
         str(outside),
-        "https://example.com/cat.jpg",
+        "http://169.254.169.254/cat.jpg",
     }
     assert "outside the allowed roots" in reasons[str(outside)]
     assert "cannot read" in reasons[str(root / "batch" / "missing.png")]
@@ -120,6 +122,84 @@ def test_a_batch_goes_to_the_stream_with_its_failures(
     stream.complete(WRITER_GROUP, [first, second])
     status = stream.jobs.get("job")
     assert status and (status["done"], status["failed"]) == (3, 4)
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1, reached through the SSRF guard's allow-list."""
+    www = tmp_path_factory.mktemp("www")
+    write_images(www, 1, seed=3)[0].rename(www / "blue.png")
+
+    with serve_directory(www) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def open_settings(settings: Settings) -> Settings:
+    sources = settings.sources.model_copy(update={"allowed_networks": ["127.0.0.1/32"]})
+    return settings.model_copy(update={"sources": sources})
+
+
+def test_a_batch_of_every_kind_goes_to_the_stream(
+    root: Path,
+    open_settings: Settings,
+    embedder: EmbeddingClient,
+    stream: PointStream,
+    web: str,
+) -> None:
+    image = write_images(root / "kinds", 1)[0]
+    video = root / "kinds" / "clip.mkv"
+    make_video(video)  # 12 s: segments of 5 + 5 + 2 s
+    url = f"{web}/blue.png"
+    entries: list[dict[str, Any]] = [
+        {"uri": str(image), "id": "local"},
+        {"uri": url, "caption": "a blue square"},
+        {"id": "note", "caption": "a quiet harbour", "description": "boats at dawn"},
+        {"uri": video.as_uri(), "id": "clip", "metadata": {"reel": 2}},
+    ]
+    kw = {"embedder": embedder, "stream": stream, "settings": open_settings}
+    outcome = run(entries, **kw)
+    assert outcome.sent == ["local", url, "note", "clip"] and outcome.failed == []
+    run(entries, **kw)  # a redelivered task
+    stream.ensure_group(COLL)
+    first, second = stream.read([COLL], WRITER_GROUP, "w", count=10, block_ms=100)
+    assert (first.items, first.failed) == (second.items, second.failed) == (outcome.sent, [])
+    ids = [point_id(COLL, k) for k in ("local", url, "note")]
+    ids += [point_id(COLL, "clip", i) for i in range(3)]
+    assert sorted(p.id for p in first.points) == sorted(p.id for p in second.points) == sorted(ids)
+
+    by_id = {p.id: p for p in first.points}
+    assert by_id[point_id(COLL, url)].payload["uri"] == url
+    assert set(by_id[point_id(COLL, url)].vectors) == {"image", "caption"}
+    text = by_id[point_id(COLL, "note")]
+    assert (text.payload["kind"], set(text.vectors)) == ("text", {"caption", "description"})
+    segments = [by_id[point_id(COLL, "clip", i)] for i in range(3)]
+    assert [s.payload["video_id"] for s in segments] == ["clip"] * 3
+    assert [(s.payload["t_start"], s.payload["t_end"]) for s in segments] == [
+        (0.0, 5.0),
+        (5.0, 10.0),
+        (10.0, 12.0),
+    ]
+    assert all(s.payload["kind"] == "video_segment" for s in segments)
+    assert all(s.payload["metadata"] == {"reel": 2} for s in segments)
+    # Thumbnails land under this worker's data dir (the gateway sees them if it shares it).
+    assert all((open_settings.data_dir / s.payload["thumbnail"]).is_file() for s in segments)
+
+    stream.complete(WRITER_GROUP, [first, second])
+    status = stream.jobs.get("job")
+    assert status and (status["done"], status["failed"]) == (4, 0)
+
+
+def test_a_url_to_the_metadata_endpoint_fails_alone(
+    root: Path, open_settings: Settings, embedder: EmbeddingClient, stream: PointStream, web: str
+) -> None:
+    image = write_images(root / "ssrf", 1)[0]
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    entries = [{"uri": metadata}, {"uri": f"{web}/blue.png"}, {"uri": str(image)}]
+    outcome = run(entries, embedder=embedder, stream=stream, settings=open_settings)
+    assert outcome.sent == [f"{web}/blue.png", str(image)]
+    assert [f["item"] for f in outcome.failed] == [metadata]
+    assert "link-local" in outcome.failed[0]["reason"]
 
 
 class NoEmbedder:

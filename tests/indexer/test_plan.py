@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from indexer.distributed import UNSUPPORTED_REASONS, plan_job
+from indexer.distributed import plan_job
 from service.clients.stream import PointStream
 from service.core.config import BrokerSettings, Settings, SourcesSettings
 from tests.indexer.test_distributed import write_images
@@ -40,22 +40,22 @@ def run(
     return sent
 
 
-def test_plan_fans_out_batches_and_counts_unsupported(
+def test_plan_fans_out_batches_of_every_kind(
     setup: tuple[PointStream, Settings, Path],
 ) -> None:
     stream, settings, root = setup
     source = {"directory": str(root / "photos")}
     sent = run(stream, settings, source)
-    assert [len(b) for b in sent] == [2, 2, 1]
-    assert all(e["uri"].endswith(".png") and e["id"] == e["uri"] for b in sent for e in b)
+    assert [len(b) for b in sent] == [2, 2, 2]
+    assert all(e["id"] == e["uri"] for b in sent for e in b)
+    assert sorted(e["uri"].rsplit(".", 1)[1] for b in sent for e in b) == ["mp4"] + ["png"] * 5
     status = stream.jobs.get("job")
     assert status is not None
-    assert (status["total"], status["done"], status["failed"]) == (6, 0, 1)
-    assert status["errors"][0]["reason"] == UNSUPPORTED_REASONS["video"]
+    assert (status["total"], status["done"], status["failed"]) == (6, 0, 0)
     # Planning twice (a redelivered task) sends the same batches and counts nothing twice.
     assert run(stream, settings, source) == sent
     status = stream.jobs.get("job")
-    assert status is not None and (status["total"], status["failed"]) == (6, 1)
+    assert status is not None and (status["total"], status["failed"]) == (6, 0)
 
 
 def test_a_source_outside_the_roots_fails_the_job(
@@ -67,11 +67,15 @@ def test_a_source_outside_the_roots_fails_the_job(
     assert status is not None and "outside the allowed roots" in status["error"]
 
 
-def test_url_entries_are_counted_failed_with_a_reason(
+def test_url_and_text_entries_are_sent_to_the_indexers(
     setup: tuple[PointStream, Settings, Path],
 ) -> None:
     stream, settings, _ = setup
-    assert run(stream, settings, {"urls": ["https://example.com/a.png"]}) == []
+    urls = ["https://example.com/a.png", "https://example.com/b.mp4"]
+    assert run(stream, settings, {"urls": urls}) == [[{"uri": u, "id": u} for u in urls]]
+    lines = ['{"id": "note", "caption": "a harbour"}']
+    assert run(stream, settings, {"manifest_lines": lines}) == [
+        [{"uri": None, "id": "note", "caption": "a harbour"}]
+    ]
     status = stream.jobs.get("job")
-    assert status is not None and (status["total"], status["failed"]) == (1, 1)
-    assert status["errors"][0]["reason"] == UNSUPPORTED_REASONS["url"]
+    assert status is not None and (status["total"], status["failed"]) == (1, 0)

@@ -22,3 +22,18 @@ def ingest(body: IngestRequest, components: ComponentsDep) -> JobAccepted:
 @router.get("/jobs/{job_id}", operation_id="get_job", response_model=JobStatus)
 def get_job(job_id: str, components: ComponentsDep) -> JobStatus:
     return JobStatus.model_validate(components.jobs.status(job_id))
+
+
+@router.delete("/jobs/{job_id}", operation_id="cancel_job", response_model=JobStatus)
+def cancel_job(job_id: str, components: ComponentsDep) -> JobStatus:
+    return JobStatus.model_validate(components.jobs.cancel(job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/retry-failed",
+    operation_id="retry_failed_items",
+    status_code=202,
+    response_model=JobAccepted,
+)
+def retry_failed(job_id: str, components: ComponentsDep) -> JobAccepted:
+    return JobAccepted(job_id=components.jobs.retry_failed(job_id))

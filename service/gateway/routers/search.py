@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from service.core.errors import invalid
-from service.core.schemas import Hit, Mode, SearchRequest, SearchResponse
+from service.core.schemas import GroupBy, Hit, Mode, SearchRequest, SearchResponse
 from service.gateway.deps import ComponentsDep, MetricsDep, SearchScope, SettingsDep
 from service.gateway.uploads import read_upload
 from service.search.planner import Query, SearchOptions, SearchResult
@@ -45,6 +45,7 @@ def search(
         offset=body.offset,
         filter=body.filter,
         score_threshold=body.score_threshold,
+        group_by=body.group_by,
     )
     return _respond(components.search.search(query, options), metrics)
 
@@ -58,7 +59,8 @@ def search_image(
     mode: Annotated[Mode, Form()] = "auto",
     limit: Annotated[int, Form(ge=1, le=100)] = 10,
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
+    group_by: Annotated[GroupBy | None, Form()] = None,
 ) -> SearchResponse:
     image = read_upload(file, settings.limits.max_upload_bytes)
-    options = SearchOptions(mode=mode, limit=limit, offset=offset)
+    options = SearchOptions(mode=mode, limit=limit, offset=offset, group_by=group_by)
     return _respond(components.search.search(Query(image=image), options), metrics)

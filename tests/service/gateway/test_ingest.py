@@ -70,3 +70,25 @@ def test_ingest_refuses_paths_outside_the_allowed_roots(
     a_file.write_text("x")
     assert client.post("/v1/ingest", json={"source": str(a_file)}).status_code == 400
     assert client.post("/v1/ingest", json={"source": ""}).status_code == 422
+
+
+def test_retry_failed_submits_the_failed_entries_again(
+    client: TestClient, components: Components, gateway_dir: Path
+) -> None:
+    folder = gateway_dir / "src" / "retry"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "good.png").write_bytes(png((10, 200, 10)))
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    first = _wait(client, client.post("/v1/ingest", json={"source": str(folder)}).json()["job_id"])
+    assert (first["done"], first["failed"], first["eta_s"]) == (1, 1, 0)
+    assert client.delete(f"/v1/jobs/{first['id']}").status_code == 409  # it has ended
+
+    (folder / "bad.png").write_bytes(png((200, 200, 10)))  # the operator fixes the file
+    retried = client.post(f"/v1/jobs/{first['id']}/retry-failed")
+    assert retried.status_code == 202, retried.text
+    second = _wait(client, retried.json()["job_id"])
+    assert (second["total"], second["done"], second["failed"]) == (1, 1, 0)
+    nothing = client.post(f"/v1/jobs/{second['id']}/retry-failed")
+    assert nothing.status_code == 400 and "no failed entries" in nothing.text
+    assert client.delete("/v1/jobs/nope").status_code == 404
+    assert client.post("/v1/jobs/nope/retry-failed").status_code == 404

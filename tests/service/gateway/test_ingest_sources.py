@@ -7,8 +7,6 @@ allow-list.
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from service.core.config import SourcesSettings
 from service.gateway.state import Components
 from tests.indexer.test_video import make_video
 from tests.service.gateway.conftest import make_settings, png, running_client
-from tests.support import wait_for_job
+from tests.support import serve_directory, wait_for_job
 
 
 @pytest.fixture
@@ -28,17 +26,8 @@ def web(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "blue.png").write_bytes(png((0, 0, 230)))
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(tmp_path / "www"), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_directory(tmp_path / "www") as url:
+        yield url
 
 
 @pytest.fixture
@@ -84,6 +73,30 @@ def test_a_manifest_of_every_kind(client: TestClient, tmp_path: Path, web: str) 
     ).json()["hits"]
     video = [h for h in hits if h.get("video_id")]
     assert sorted((h["t_start"], h["t_end"]) for h in video) == [(0, 5), (5, 10), (10, 12)]
+    for body in (
+        {"mode": "caption"},
+        {"mode": "hybrid"},
+    ):
+        grouped = client.post(
+            "/v1/search",
+            json={
+                "text": "a video of four coloured shots",
+                "limit": 10,
+                "group_by": "video",
+                **body,
+            },
+        ).json()["hits"]
+        best = [h for h in grouped if h.get("video_id")]
+        assert len(best) == 1, grouped  # one hit per video: its best segment
+        assert (best[0]["t_start"], best[0]["t_end"]) in [(0, 5), (5, 10), (10, 12)]
+        assert len({h["id"] for h in grouped}) == len(grouped)
+    paged = client.post(
+        "/v1/search",
+        json={"text": "a video", "mode": "caption", "limit": 1, "offset": 1, "group_by": "video"},
+    ).json()["hits"]
+    assert len(paged) == 1  # the second group (red.png or the video), not a second segment
+    bad = client.post("/v1/search", json={"text": "x", "group_by": "album"})
+    assert bad.status_code == 422
     thumbs = sorted((tmp_path / "data" / "thumbnails" / components.collection).glob("*.jpg"))
     assert len(thumbs) == 3
     image = client.get(video[0]["thumbnail"])
