@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-export export-venv check lint typecheck imports protos protos-check venv system-deps clean model model-eval bench bench-bundle bench-encoder
+.PHONY: run test test-export export-venv check lint typecheck imports protos protos-check venv system-deps clean model model-eval bench bench-bundle bench-encoder bench-ingest
 
 # The venv needs Python 3.11: python3.11 if present, else python3 when that is 3.11.
 $(VENV)/bin/python:
@@ -96,12 +96,17 @@ bench-bundle: $(STAMP)
 bench-encoder: $(STAMP)
 	$(VENV)/bin/clipsearch bench encoder
 
+# Image ingestion end to end (job queue, embedded store) vs the encoder's raw throughput on the
+# same PNGs (bench-results/ingest.json).
+bench-ingest: $(STAMP)
+	$(VENV)/bin/clipsearch bench ingest
+
 # Video loading (decode, 1 fps sampling, segments) in x real time (bench-results/video.json).
 .PHONY: bench-video
 bench-video: $(STAMP)
 	$(PY) loadtests/bench_video.py
 
-bench: bench-bundle bench-encoder bench-video
+bench: bench-bundle bench-encoder bench-ingest bench-video
 
 clean:
 	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # "ingest_directory" is the foundation's name for a directory source; both take a SourceSpec.
 JOB_KINDS = frozenset({"ingest", "ingest_directory"})
-BATCH_SIZE = 16
+BATCH_SIZE = 64
 MAX_ERRORS_KEPT = 1000
 
 

@@ -97,3 +97,46 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
             f"rss {o['rss_mb_before']} -> {o['rss_mb_after']} MB "
             f"(second half +{o['rss_mb_growth_second_half']} MB)"
         )
+
+
+@app.command("ingest")
+def ingest(
+    bundle: Annotated[str | None, typer.Option(help="bundle folder or zoo name")] = None,
+    images: Annotated[int, typer.Option(min=1, help="scene PNGs to write and ingest")] = 2000,
+    out: Annotated[Path, typer.Option(help="folder for ingest.json")] = Path("bench-results"),
+) -> None:
+    """End-to-end image ingestion (read, decode, embed, upsert) vs the encoder's raw rate."""
+    from service.cli.bench.ingest import run_ingest_bench, write_report
+    from service.cli.bootstrap import resolve_bundle
+    from service.core.config import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+    if bundle is not None:
+        settings = settings.model_copy(update={"bundle": bundle})
+    report = run_ingest_bench(settings, resolve_bundle(settings), images=images)
+    written = write_report(report, out)
+    console = Console()
+    console.print(f"{report['bundle']} on {report['provider']}, {report['machine']['cpus']} CPUs")
+    ref, got = report["reference"], report["ingest"]
+    table = Table("measure", "items/s", "ingest ratio")
+    table.add_row(
+        "decode + infer (batch 64)",
+        f"{ref['decode_and_infer_items_per_s']:.0f}",
+        f"{report['ratio_to_decode_and_infer']:.2f}",
+    )
+    table.add_row(
+        "ORT only (batch 64)",
+        f"{ref['ort_only_items_per_s']:.0f}",
+        f"{report['ratio_to_ort_only']:.2f}",
+    )
+    table.add_row("ingest (submit -> completed)", f"{got['items_per_s']:.0f}", "")
+    console.print(table)
+    console.print(
+        f"job {got['state']}: {got['done']} indexed, {got['failed']} failed, "
+        f"{got['points']} points (expected {report['images']}); "
+        f"target ratio {report['target_ratio']}: {'met' if report['meets_target'] else 'NOT met'}"
+    )
+    console.print(f"wrote {written}")
+    if not report["points_ok"]:
+        raise typer.Exit(1)
