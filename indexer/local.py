@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +23,7 @@ from indexer.entries import index_entries
 from indexer.fetch import Fetcher
 from indexer.pipeline import batched
 from indexer.sources import SourceEntry, SourceError, iter_source
-from service.clients.base import EmbeddingClient
+from service.clients.base import EmbeddingClient, new_job_record, now_iso
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.core.source_spec import SourceSpec
@@ -37,10 +36,6 @@ log = logging.getLogger(__name__)
 JOB_KINDS = frozenset({"ingest", "ingest_directory"})
 BATCH_SIZE = 64
 MAX_ERRORS_KEPT = 1000
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 class InProcessJobQueue:
@@ -74,21 +69,8 @@ class InProcessJobQueue:
             root = resolve_local_dir(spec.directory, self._settings.sources.allowed_roots)
             spec = SourceSpec(directory=str(root))
         job_id = uuid.uuid4().hex
-        record = {
-            "id": job_id,
-            "kind": "ingest",
-            "params": {
-                "source": spec.model_dump(exclude_none=True),
-                "collection": self._settings.collection,
-            },
-            "state": "queued",
-            "total": 0,
-            "done": 0,
-            "failed": 0,
-            "errors": [],
-            "created_at": _now(),
-            "updated_at": _now(),
-        }
+        source = spec.model_dump(exclude_none=True)
+        record = new_job_record(job_id, source, self._settings.collection)
         with self._lock:
             self._jobs[job_id] = record
             self._persist(record)
@@ -120,7 +102,7 @@ class InProcessJobQueue:
                 )
             self._cancelled.add(job_id)
             if record["state"] == "queued":
-                record.update(state="cancelled", updated_at=_now())
+                record.update(state="cancelled", updated_at=now_iso())
                 self._persist(record)
         return self.status(job_id)
 
@@ -164,7 +146,7 @@ class InProcessJobQueue:
     def _update(self, job_id: str, *, error: str | None = None, **fields: Any) -> None:
         with self._lock:
             record = self._jobs[job_id]
-            record.update(fields, updated_at=_now())
+            record.update(fields, updated_at=now_iso())
             if error:
                 record["error"] = error
             self._persist(record)
@@ -189,7 +171,7 @@ class InProcessJobQueue:
         source = record["params"]["source"]
         # Records of the foundation's jobs hold a bare directory path.
         spec = SourceSpec.model_validate(source)
-        self._update(job_id, state="running", started_at=_now())
+        self._update(job_id, state="running", started_at=now_iso())
         reads = list(iter_source(spec, self._settings))
         entries = [r for r in reads if isinstance(r, SourceEntry)]
         unreadable = [
@@ -202,7 +184,7 @@ class InProcessJobQueue:
         with Fetcher(self._settings) as fetcher:
             for batch in batched(entries, BATCH_SIZE):
                 if job_id in self._cancelled:
-                    self._update(job_id, state="cancelled", finished_at=_now())
+                    self._update(job_id, state="cancelled", finished_at=now_iso())
                     log.info("job %s cancelled after %d items", job_id, done + failed)
                     return
                 outcomes = index_entries(
@@ -227,7 +209,7 @@ class InProcessJobQueue:
                 self._update(
                     job_id, done=done, failed=failed, rate_per_s=rate, eta_s=left / max(rate, 1e-9)
                 )
-        self._update(job_id, state="completed", finished_at=_now())
+        self._update(job_id, state="completed", finished_at=now_iso())
         log.info("job %s completed: %d indexed, %d failed", job_id, done, failed)
 
     def _keep_failed_entries(self, job_id: str, entries: list[dict[str, Any]]) -> None:

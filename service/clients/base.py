@@ -9,6 +9,7 @@ the gateway's thread pool.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -40,6 +41,27 @@ class EmbeddingClient(Protocol):
         """``ready`` plus the reason when not (core stage failed or stuck, worker unreachable)."""
 
     def close(self) -> None: ...
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def new_job_record(job_id: str, source: dict[str, Any], collection: str) -> dict[str, Any]:
+    """A job's record as both job queues persist and report it, before it has run."""
+    now = now_iso()
+    return {
+        "id": job_id,
+        "kind": "ingest",
+        "params": {"source": source, "collection": collection},
+        "state": "queued",
+        "total": 0,
+        "done": 0,
+        "failed": 0,
+        "errors": [],
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 @runtime_checkable

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import redis
 from celery import Celery
 from pydantic import ValidationError
 
+from service.clients.base import new_job_record, now_iso
 from service.clients.stream import PointStream
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 JOB_KINDS = frozenset({"ingest", "ingest_directory"})
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def job_state(record: dict[str, Any], progress: dict[str, Any] | None) -> dict[str, Any]:
@@ -94,29 +90,18 @@ class CeleryJobQueue:
         job_id = uuid.uuid4().hex
         collection = self._settings.collection
         source = spec.model_dump(exclude_none=True)
-        record: dict[str, Any] = {
-            "id": job_id,
-            "kind": "ingest",
-            "params": {"source": source, "collection": collection},
-            "state": "queued",
-            "total": 0,
-            "done": 0,
-            "failed": 0,
-            "errors": [],
-            "created_at": _now(),
-            "updated_at": _now(),
-        }
+        record = new_job_record(job_id, source, collection)
         self._persist(record)
         try:
             self._stream.jobs.create_job(job_id)
             self._app.send_task(PLAN_JOB, args=[job_id, collection, source], queue=INDEX_QUEUE)
         except Exception as exc:
-            record.update(state="failed", error=f"could not enqueue: {exc!r}", updated_at=_now())
+            record.update(state="failed", error=f"could not enqueue: {exc!r}", updated_at=now_iso())
             self._persist(record)
             raise ClipsearchError(
                 ErrorType.unavailable, "the job broker is unreachable", retry_after_s=5
             ) from exc
-        record.update(state="submitted", updated_at=_now())
+        record.update(state="submitted", updated_at=now_iso())
         self._persist(record)
         return job_id
 

@@ -26,7 +26,8 @@ def encoder(
     out: Annotated[Path, typer.Option(help="folder for encoder.json")] = Path("bench-results"),
 ) -> None:
     """Ceiling vs served throughput, interactive latency idle and under bulk, overload."""
-    from service.cli.bench.run import run_encoder_bench, write_report
+    from service.cli.bench.load import write_report
+    from service.cli.bench.run import run_encoder_bench
     from service.cli.bootstrap import resolve_bundle
     from service.core.config import Settings
 
@@ -50,7 +51,7 @@ def encoder(
         bulk_clients=bulk_clients,
         transports=chosen,
     )
-    written = write_report(report, out)
+    written = write_report(report, out, "encoder.json")
     print_report(report)
     Console().print(f"wrote {written}")
 
@@ -106,7 +107,8 @@ def ingest(
     out: Annotated[Path, typer.Option(help="folder for ingest.json")] = Path("bench-results"),
 ) -> None:
     """End-to-end image ingestion (read, decode, embed, upsert) vs the encoder's raw rate."""
-    from service.cli.bench.ingest import run_ingest_bench, write_report
+    from service.cli.bench.ingest import run_ingest_bench
+    from service.cli.bench.load import write_report
     from service.cli.bootstrap import resolve_bundle
     from service.core.config import Settings
 
@@ -115,7 +117,7 @@ def ingest(
     if bundle is not None:
         settings = settings.model_copy(update={"bundle": bundle})
     report = run_ingest_bench(settings, resolve_bundle(settings), images=images)
-    written = write_report(report, out)
+    written = write_report(report, out, "ingest.json")
     console = Console()
     console.print(f"{report['bundle']} on {report['provider']}, {report['machine']['cpus']} CPUs")
     ref, got = report["reference"], report["ingest"]

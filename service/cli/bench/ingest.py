@@ -13,9 +13,6 @@ and a check that the collection then holds exactly N points.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.cli.bench.encoder import make_inputs
+from service.cli.bench.load import machine
 from service.core.config import Settings, SourcesSettings
 from service.encoder.engine import EncoderEngine
 
@@ -63,7 +61,7 @@ def run_ingest_bench(settings: Settings, bundle: Path, *, images: int) -> dict[s
             report: dict[str, Any] = {
                 "bundle": engine.bundle.manifest.ref,
                 "provider": engine.provider,
-                "machine": {"cpus": _cpus(), "platform": platform.platform()},
+                "machine": machine(),
                 "settings": settings.encoder.model_dump(mode="json", exclude={"endpoints"}),
                 "images": images,
                 "image_px": 128,
@@ -147,14 +145,3 @@ def _wait(jobs: InProcessJobQueue, job_id: str) -> dict[str, Any]:
             raise TimeoutError(f"job {job_id} still {record['state']} after {JOB_TIMEOUT_S} s")
         time.sleep(0.005)
     return record
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def write_report(report: dict[str, Any], out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "ingest.json"
-    path.write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
-    return path

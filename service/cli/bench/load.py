@@ -7,12 +7,16 @@ dilute the figures.
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import threading
 import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,3 +130,16 @@ def rss_mb() -> float:
     except OSError:
         return 0.0
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def machine() -> dict[str, Any]:
+    """The CPUs this process may use (a container's limit, not the host's) and the platform."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpus": cpus or 1, "platform": platform.platform()}
+
+
+def write_report(report: dict[str, Any], out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    return path

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from service.cli.bench.encoder import (
     served,
     start_worker,
 )
+from service.cli.bench.load import machine
 from service.core.config import Settings
 
 
@@ -38,7 +37,7 @@ def run_encoder_bench(
     report: dict[str, Any] = {
         "bundle": engine.bundle.manifest.ref,
         "provider": engine.provider,
-        "machine": {"cpus": _cpus(), "platform": platform.platform()},
+        "machine": machine(),
         "settings": settings.encoder.model_dump(mode="json", exclude={"endpoints"}),
         "clients": clients,
         "bulk_clients": bulk_clients,
@@ -94,16 +93,3 @@ def _merge(towers: dict[str, Any], got: dict[str, Any], ceiling: dict[str, Any],
             pipeline = ceiling[tower]["decode_and_infer_items_per_s"]
             entry["ratio_to_decode_and_infer"] = figures["served_items_per_s"] / pipeline
         towers[tower][name] = entry
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def write_report(report: dict[str, Any], out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "encoder.json"
-    path.write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
-    return path
