@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from service.clients.stream import PointStream
+from service.core.config import Settings
+
 START_TIMEOUT_S = 30.0
 
 
@@ -75,3 +78,15 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> bool:
         return False
     finally:
         client.close()
+
+
+@contextmanager
+def fresh_stream(settings: Settings) -> Iterator[PointStream]:
+    """A PointStream on the settings' broker, over an emptied database."""
+    assert settings.broker.url
+    stream = PointStream(settings.broker.url, settings.broker)
+    stream.redis.flushdb()
+    try:
+        yield stream
+    finally:
+        stream.close()

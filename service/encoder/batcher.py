@@ -82,7 +82,7 @@ class Batcher:
         self.settings = settings or engine.settings.encoder
         self.metrics = metrics or EncoderMetrics()
         # One CPU is left to the core stage: bulk decoding that takes both cores of a small
-        # machine slows every search query (measured: image p99 under bulk x2.9 -> x1.5).
+        # machine slows every search query (the image p99 ratio of `make bench-encoder`).
         threads = self.settings.preprocess_threads or max(
             1, min(4, len(os.sched_getaffinity(0)) - 1)
         )
@@ -211,7 +211,7 @@ class Batcher:
     def _postprocess(self, batch: Batch) -> None:
         """Runs on the core thread right after inference: normalising and splitting a batch
         costs microseconds, far less than the two thread wake-ups a separate stage would add
-        to every request (measured: +1.6 ms per single image on 2 CPU cores)."""
+        to every request (on 2 CPU cores they showed as idle latency in `make bench-encoder`)."""
         # Free the queue slots before waking callers: one that sends its next request at
         # once must find room for it.
         self.towers[batch.tower].release(batch.lane, len(batch.items))

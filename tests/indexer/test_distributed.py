@@ -19,7 +19,7 @@ from service.core.domain import point_id
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE
 from tests.indexer.test_video import make_video
-from tests.redis_server import redis_server
+from tests.redis_server import fresh_stream, redis_server
 from tests.support import serve_directory
 
 COLL = "media"
@@ -70,11 +70,8 @@ def embedder(settings: Settings) -> Iterator[EmbeddingClient]:
 
 @pytest.fixture()
 def stream(settings: Settings) -> Iterator[PointStream]:
-    assert settings.broker.url
-    s = PointStream(settings.broker.url, settings.broker)
-    s.redis.flushdb()
-    yield s
-    s.close()
+    with fresh_stream(settings) as s:
+        yield s
 
 
 def run(entries: list[dict[str, Any]], **kw: Any) -> distributed.BatchOutcome:

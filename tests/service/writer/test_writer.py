@@ -15,7 +15,7 @@ from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType
 from service.store.edge import QdrantEdgeStore
 from service.writer import Writer, run_writer
-from tests.redis_server import redis_server
+from tests.redis_server import fresh_stream, redis_server
 from tests.service.clients.test_stream import items, points
 from tests.support import wait_until
 
@@ -40,11 +40,8 @@ def settings(redis_url: str) -> Settings:
 
 @pytest.fixture()
 def stream(settings: Settings) -> Iterator[PointStream]:
-    assert settings.broker.url
-    s = PointStream(settings.broker.url, settings.broker)
-    s.redis.flushdb()
-    yield s
-    s.close()
+    with fresh_stream(settings) as s:
+        yield s
 
 
 @pytest.fixture()
