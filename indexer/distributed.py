@@ -8,6 +8,12 @@ field, and the writer counts them together with the entry's done items, after th
 counting authority means that done + failed reaching the total says every item's fate is final
 and durable, and that a task or an entry delivered twice counts nothing twice (point ids are
 deterministic, progress goes through sets).
+
+Every task of an attempt carries its ``run`` token and first asks the job hash whether to work
+(:meth:`~service.clients.progress.JobProgress.gate`): a cancelled job, a newer attempt or a job
+Redis lost makes it a no-op, so queued tasks of a cancelled job cost nothing and what is indexed
+stays indexed. A resumed attempt's tasks ask the writer which of their items are stored with the
+same content sha256 (``service.clients.lookups``) and send those as ``skipped``, unembedded.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -27,6 +33,7 @@ from indexer.fetch import Fetcher, validate_url
 from indexer.sources import SourceEntry, SourceError, iter_source, kind_of, text_entry_id
 from service.clients.base import EmbeddingClient
 from service.clients.indexing import clean_text
+from service.clients.lookups import request_matches
 from service.clients.stream import PointStream
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid
@@ -113,9 +120,11 @@ class IndexerResources:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    entry_id: str  # the points-stream entry
+    entry_id: str  # the points-stream entry ("" when the task did nothing)
     sent: list[str]  # items whose points went to the writer
-    failed: list[dict[str, str]]  # {"item", "reason"}
+    failed: list[dict[str, Any]]  # {"item", "reason", "entry"?}
+    skipped: list[str] = field(default_factory=list)  # already indexed, same content
+    stopped: str | None = None  # why the task did nothing (cancelled, another attempt)
 
 
 def item_id(entry: object) -> str:
@@ -184,49 +193,76 @@ def index_batch(
     embedder: EmbeddingClient,
     stream: PointStream,
     settings: Settings,
+    run: str | None = None,
 ) -> BatchOutcome:
     """Load (local paths, URLs through the SSRF guard, videos, text-only entries), embed, append
     one entry to the points stream. A failure of the whole batch (full stream, encoder
-    overloaded or down) raises ClipsearchError for the task to retry; an item's own failure
-    goes to the writer with the entry. Running it twice yields the same point ids.
+    overloaded or down, no writer answering a resumed job's lookup) raises ClipsearchError for
+    the task to retry; an item's own failure goes to the writer with the entry. Running it
+    twice yields the same point ids.
 
     A video's thumbnails go under this worker's ``data_dir``: the gateway serves them only when
     it shares that folder (the segment points are written either way)."""
-    # Before any work: a full stream means the writer is behind, and embedding now would only
-    # have the task wait holding the result.
-    stream.wait_for_room(collection, job_id)
-    failed: list[dict[str, str]] = []
-    valid: list[tuple[str, SourceEntry]] = []
+    gate = stream.jobs.gate(job_id, run)
+    if gate.stop is None:
+        # Before any work: a full stream means the writer is behind, and embedding now would
+        # only have the task wait holding the result.
+        stream.wait_for_room(collection, job_id)
+        gate = stream.jobs.gate(job_id, run)  # it may have been cancelled meanwhile
+    if gate.stop is not None:
+        log.info("job %s: a batch of %d items does nothing: %s", job_id, len(entries), gate.stop)
+        return BatchOutcome("", [], [], stopped=gate.stop)
+    failed: list[dict[str, Any]] = []
+    valid: list[tuple[str, SourceEntry, Mapping[str, Any]]] = []
     for entry in entries:
         name = item_id(entry)
         try:
-            valid.append((name, source_entry(entry, settings)))
+            valid.append((name, source_entry(entry, settings), entry))
         except ClipsearchError as exc:
-            failed.append({"item": name, "reason": exc.message})
+            failed.append(_failure(name, exc.message, entry))
         except OSError as exc:
-            failed.append({"item": name, "reason": f"cannot read: {exc.strerror or exc}"})
+            failed.append(_failure(name, f"cannot read: {exc.strerror or exc}", entry))
+    skip = None
+    if gate.resume:
+        timeout = settings.broker.append_timeout_s
+
+        def skip(pairs: Sequence[tuple[str, str]]) -> set[str]:
+            return request_matches(stream.redis, collection, pairs, timeout_s=timeout)
+
     with Fetcher(settings) as fetcher:
         points, outcomes = entry_points(
-            [e for _, e in valid], embedder, collection, settings, fetcher
+            [e for _, e, _ in valid], embedder, collection, settings, fetcher, skip=skip
         )
     sent: list[str] = []
-    for (name, _), outcome in zip(valid, outcomes, strict=True):
+    skipped: list[str] = []
+    for (name, _, entry), outcome in zip(valid, outcomes, strict=True):
         if outcome.error is not None:
-            failed.append({"item": name, "reason": outcome.error})
+            failed.append(_failure(name, outcome.error, entry))
             continue
-        sent.append(name)
+        (skipped if outcome.skipped else sent).append(name)
         for note in outcome.partial:  # the item is done; its unreadable parts are only logged
             log.warning("job %s: %s: %s", job_id, name, note)
-    entry_id = stream.append(collection, job_id, sent, points, failed=failed)
+    entry_id = stream.append(
+        collection, job_id, sent, points, failed=failed, skipped=skipped, run=run
+    )
     log.info(
-        "job %s: %d items (%d points) to the writer, %d failed (entry %s)",
+        "job %s: %d items (%d points) to the writer, %d skipped, %d failed (entry %s)",
         job_id,
         len(sent),
         len(points),
+        len(skipped),
         len(failed),
         entry_id,
     )
-    return BatchOutcome(entry_id, sent, failed)
+    return BatchOutcome(entry_id, sent, failed, skipped)
+
+
+def _failure(name: str, reason: str, entry: object) -> dict[str, Any]:
+    """A failed item, with its task entry (when it is one) for ``retry-failed``."""
+    failure: dict[str, Any] = {"item": name, "reason": reason}
+    if isinstance(entry, Mapping):
+        failure["entry"] = dict(entry)
+    return failure
 
 
 def report_failed(
@@ -236,10 +272,11 @@ def report_failed(
     reason: str,
     *,
     stream: PointStream,
+    run: str | None = None,
 ) -> None:
     """A task that gave up: its items fail with ``reason``, counted by the writer like any."""
-    failed = [{"item": item_id(e), "reason": reason} for e in entries]
-    stream.append(collection, job_id, [], [], failed=failed)
+    failed = [_failure(item_id(e), reason, e) for e in entries]
+    stream.append(collection, job_id, [], [], failed=failed, run=run)
 
 
 def task_entry(entry: SourceEntry) -> dict[str, Any]:
@@ -262,12 +299,18 @@ def plan_job(
     stream: PointStream,
     send_batch: Callable[[list[dict[str, Any]]], None],
     settings: Settings,
+    run: str | None = None,
 ) -> PlanOutcome:
     """Read the job's source here, in the worker (which enforces the allowed roots), set the
     job's total, count unreadable entries failed, and hand the rest to
     ``send_batch`` in batches of ``broker.plan_batch_size``. Run twice, it sets the same total,
     counts nothing twice (progress goes through sets) and sends the same batches, whose points
-    land on the same ids. A source that cannot be read at all marks the job failed."""
+    land on the same ids. A source that cannot be read at all marks the job failed. A cancelled
+    job, or one of another attempt, is not planned."""
+    gate = stream.jobs.gate(job_id, run)
+    if gate.stop is not None:
+        log.info("job %s is not planned: %s", job_id, gate.stop)
+        return PlanOutcome(0, 0, 0, gate.stop)
     try:
         spec = SourceSpec.model_validate(dict(source))
         reads = list(iter_source(spec, settings))

@@ -11,9 +11,10 @@ and the unreadable ranges reported.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +26,9 @@ from indexer.fetch import Fetcher
 from indexer.sources import SourceEntry
 from indexer.video import SegmentError, VideoReader, pool_frames, save_thumbnail
 from service.clients.base import EmbeddingClient
-from service.clients.indexing import Item, build_points, validate_item
+from service.clients.indexing import Item, build_points, caption_multivectors, validate_item
 from service.core.config import Settings
-from service.core.domain import Kind, Point, point_id
+from service.core.domain import Kind, Point, VectorValue, point_id
 from service.core.errors import ClipsearchError, invalid, too_large
 from service.store.base import VectorStore
 
@@ -37,11 +38,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class EntryOutcome:
     """An entry's result: an error (the entry failed), and notes on parts that failed alone
-    (a video's unreadable segments) while the rest was indexed."""
+    (a video's unreadable segments) while the rest was indexed; or skipped."""
 
     item: str
     error: str | None = None
     partial: list[str] = field(default_factory=list)
+    skipped: bool = False  # already indexed with the same content (a resumed job)
 
 
 def local_path(uri: str) -> Path:
@@ -73,8 +75,13 @@ def load_image_item(entry: SourceEntry, settings: Settings, fetcher: Fetcher) ->
         uri=entry.uri,
         metadata=dict(entry.metadata),
     )
-    validate_item(item, max_text_chars=limits.max_text_chars)
+    validate_item(item, limits)
     return item
+
+
+# Given (point id, content sha256) of a batch's loaded items, the point ids already stored with
+# that same sha256 (``service.clients.lookups``): a resumed job skips them, never re-embedding.
+SkipCheck = Callable[[Sequence[tuple[str, str]]], set[str]]
 
 
 def entry_points(
@@ -83,27 +90,57 @@ def entry_points(
     collection: str,
     settings: Settings,
     fetcher: Fetcher,
+    *,
+    skip: SkipCheck | None = None,
 ) -> tuple[list[Point], list[EntryOutcome]]:
     """Load and embed (bulk lane) one batch without writing it: its points, and each entry's
     outcome in entry order. Both ingestion paths build points here; each then writes its own
-    way (the in-process runner upserts, a Celery task appends to the points stream)."""
+    way (the in-process runner upserts, a Celery task appends to the points stream).
+
+    With ``skip``, items already indexed with the same content are loaded and hashed but not
+    embedded (their outcome says ``skipped``). A video is looked up by its first segment's
+    point (a video's points are written in one upsert); one fetched by URL is not hashed
+    before it is fetched, so it is never skipped."""
     outcomes: dict[int, EntryOutcome] = {}
     loaded: list[tuple[int, Item]] = []
-    points: list[Point] = []
+    videos: list[tuple[int, str | None]] = []  # (entry index, content sha256 when local)
     for i, entry in enumerate(entries):
         try:
             if entry.kind == "video":
-                video_points, partial = video_entry_points(
-                    entry, embedder, collection, settings, fetcher
-                )
-                points += video_points
-                outcomes[i] = EntryOutcome(entry.id, partial=partial)
+                digest = None if entry.is_url or entry.uri is None else _video_sha256(entry)
+                videos.append((i, digest))
             else:
                 loaded.append((i, load_image_item(entry, settings, fetcher)))
         except ClipsearchError as exc:
             outcomes[i] = EntryOutcome(entry.id, exc.message)
         except OSError as exc:
             outcomes[i] = EntryOutcome(entry.id, f"cannot read: {exc.strerror or exc}")
+    if skip is not None:
+        keys = {i: (point_id(collection, item.key), item.sha256) for i, item in loaded}
+        keys |= {i: (point_id(collection, entries[i].id, 0), d) for i, d in videos if d}
+        found = skip(list(keys.values())) if keys else set()
+        for i, (pid, _) in keys.items():
+            if pid in found:
+                outcomes[i] = EntryOutcome(entries[i].id, skipped=True)
+        loaded = [(i, item) for i, item in loaded if i not in outcomes]
+        videos = [(i, d) for i, d in videos if i not in outcomes]
+    points: list[Point] = []
+    for i, digest in videos:
+        try:
+            video_points, partial = video_entry_points(
+                entries[i], embedder, collection, settings, fetcher
+            )
+        except ClipsearchError as exc:
+            outcomes[i] = EntryOutcome(entries[i].id, exc.message)
+            continue
+        except OSError as exc:
+            outcomes[i] = EntryOutcome(entries[i].id, f"cannot read: {exc.strerror or exc}")
+            continue
+        if digest is not None:
+            for point in video_points:
+                point.payload["sha256"] = digest
+        points += video_points
+        outcomes[i] = EntryOutcome(entries[i].id, partial=partial)
     results = build_points(embedder, collection, [item for _, item in loaded], lane="bulk")
     for (i, _), result in zip(loaded, results, strict=True):
         if isinstance(result, ClipsearchError):
@@ -114,6 +151,20 @@ def entry_points(
     return points, [outcomes[i] for i in range(len(entries))]
 
 
+def _video_sha256(entry: SourceEntry) -> str:
+    """A local video's content hash, built as ``Item.sha256`` is (media bytes, caption, NUL,
+    description), read in blocks: a video may be far larger than an image."""
+    assert entry.uri is not None
+    digest = hashlib.sha256()
+    with local_path(entry.uri).open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    digest.update((entry.caption or "").encode())
+    digest.update(b"\0")
+    digest.update((entry.description or "").encode())
+    return digest.hexdigest()
+
+
 def index_entries(
     entries: Sequence[SourceEntry],
     *,
@@ -122,9 +173,10 @@ def index_entries(
     collection: str,
     settings: Settings,
     fetcher: Fetcher,
+    skip: SkipCheck | None = None,
 ) -> list[EntryOutcome]:
     """Load, embed (bulk lane) and upsert one batch; each entry's failure is its own."""
-    points, outcomes = entry_points(entries, embedder, collection, settings, fetcher)
+    points, outcomes = entry_points(entries, embedder, collection, settings, fetcher, skip=skip)
     if points:
         store.upsert(collection, points)
     return outcomes
@@ -147,8 +199,11 @@ def video_entry_points(
     else:
         source = local_path(entry.uri)
     caption = entry.caption
-    if caption is not None and len(caption) > limits.max_text_chars:
-        raise invalid(f"caption is {len(caption)} characters; the limit is {limits.max_text_chars}")
+    if caption is not None and len(caption) > limits.max_caption_chars:
+        raise invalid(
+            f"caption is {len(caption)} characters; the limit is {limits.max_caption_chars} "
+            "(limits.max_caption_chars)"
+        )
     texts = _text_vectors(embedder, caption, entry.description)
     model = embedder.info().bundle
     now = datetime.now(UTC).isoformat()
@@ -203,19 +258,17 @@ def video_entry_points(
 
 def _text_vectors(
     embedder: EmbeddingClient, caption: str | None, description: str | None
-) -> dict[str, list[float]]:
-    """A video's caption and description, embedded once and shared by its segments."""
-    out: dict[str, list[float]] = {}
-    texts = [t for t in (caption, description) if t]
-    if not texts:
-        return out
-    emb = embedder.embed_texts(texts, lane="bulk")
-    row = 0
+) -> dict[str, VectorValue]:
+    """A video's caption (a multivector of its chunks) and description, embedded once and
+    shared by its segments."""
+    out: dict[str, VectorValue] = {}
     if caption:
-        out["caption"] = emb.joint[row].tolist()
-        row += 1
+        [rows] = caption_multivectors(embedder, [caption], lane="bulk")
+        if isinstance(rows, ClipsearchError):
+            raise rows
+        out["caption"] = rows
     if description:
-        out["description"] = emb.sentence[row].tolist()
+        out["description"] = embedder.embed_texts([description], lane="bulk").sentence[0].tolist()
     return out
 
 

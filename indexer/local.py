@@ -4,10 +4,16 @@ Jobs run one at a time on a single thread, calling the same pipeline functions a
 tasks. Each job's record is a JSON file under ``<data_dir>/jobs``, rewritten atomically as it
 progresses, so a restart still answers for old jobs; jobs that were running when the process
 died are marked ``interrupted``.
+
+``retry`` resumes an interrupted, failed or cancelled job under its own id (``attempt`` counts
+the runs): it reads the source again and skips every item whose point is already stored with
+the same content sha256 (counted ``done`` and ``skipped``), so nothing finished is embedded
+twice. ``retry-failed`` is different: a new job over the failed entries alone.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,11 +25,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from indexer.entries import index_entries
+from indexer.entries import SkipCheck, index_entries
 from indexer.fetch import Fetcher
 from indexer.pipeline import batched
 from indexer.sources import SourceEntry, SourceError, iter_source
 from service.clients.base import EmbeddingClient, new_job_record, now_iso
+from service.clients.lookups import indexed_matches
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.core.source_spec import SourceSpec
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # "ingest_directory" is the foundation's name for a directory source; both take a SourceSpec.
 JOB_KINDS = frozenset({"ingest", "ingest_directory"})
+RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
 BATCH_SIZE = 64
 MAX_ERRORS_KEPT = 1000
 
@@ -74,13 +82,7 @@ class InProcessJobQueue:
         with self._lock:
             self._jobs[job_id] = record
             self._persist(record)
-        try:
-            self._pending.put_nowait(job_id)
-        except queue.Full:
-            self._update(job_id, state="failed", error="job queue is full")
-            raise ClipsearchError(
-                ErrorType.overloaded, "too many queued jobs", retry_after_s=5
-            ) from None
+        self._enqueue(job_id)
         return job_id
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -117,6 +119,37 @@ class InProcessJobQueue:
             raise invalid(f"job {job_id} has no failed entries to retry")
         return self.submit("ingest", {"source": {"manifest_lines": entries}})
 
+    def retry(self, job_id: str) -> str:
+        """Run an interrupted, failed or cancelled job again under the same id, skipping what
+        is already indexed with the same content; returns the id."""
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None:
+                raise not_found(f"no job {job_id!r}")
+            if record["state"] not in RESUMABLE:
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"job {job_id} is {record['state']}; only {sorted(RESUMABLE)} jobs resume",
+                )
+            for stale in ("error", "rate_per_s", "eta_s", "finished_at"):
+                record.pop(stale, None)
+            record.update(
+                state="queued",
+                resume=True,
+                attempt=int(record.get("attempt", 1)) + 1,
+                done=0,
+                failed=0,
+                skipped=0,
+                errors=[],
+                failed_entries=[],
+                resumed_at=now_iso(),
+                updated_at=now_iso(),
+            )
+            self._cancelled.discard(job_id)
+            self._persist(record)
+        self._enqueue(job_id)
+        return job_id
+
     def ready(self) -> bool:
         return self._crashed is None and self._thread.is_alive()
 
@@ -125,6 +158,15 @@ class InProcessJobQueue:
         self._thread.join(timeout=30)
 
     # -- internals ---------------------------------------------------------------------------
+    def _enqueue(self, job_id: str) -> None:
+        try:
+            self._pending.put_nowait(job_id)
+        except queue.Full:
+            self._update(job_id, state="failed", error="job queue is full")
+            raise ClipsearchError(
+                ErrorType.overloaded, "too many queued jobs", retry_after_s=5
+            ) from None
+
     def _load_existing(self) -> None:
         for path in sorted(self._dir.glob("*.json")):
             try:
@@ -166,7 +208,8 @@ class InProcessJobQueue:
 
     def _run_job(self, job_id: str) -> None:
         record = self.status(job_id)
-        if record["state"] == "cancelled":
+        # Cancelled while queued, or queued twice (cancelled, then resumed): run it once.
+        if record["state"] != "queued":
             return
         source = record["params"]["source"]
         # Records of the foundation's jobs hold a bare directory path.
@@ -178,9 +221,15 @@ class InProcessJobQueue:
             {"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)
         ]
         started = time.monotonic()
-        done, failed = 0, len(unreadable)
+        done, failed, skipped = 0, len(unreadable), 0
         self._keep_errors(job_id, unreadable)
         self._update(job_id, total=len(reads), failed=failed)
+        collection = record["params"]["collection"]
+        # A resumed job skips what is stored with the same content; a new one writes all.
+        skip: SkipCheck | None = None
+        if record.get("resume"):
+            skip = functools.partial(indexed_matches, self._store, collection)
+
         with Fetcher(self._settings) as fetcher:
             for batch in batched(entries, BATCH_SIZE):
                 if job_id in self._cancelled:
@@ -191,14 +240,16 @@ class InProcessJobQueue:
                     batch,
                     embedder=self._embedder,
                     store=self._store,
-                    collection=record["params"]["collection"],
+                    collection=collection,
                     settings=self._settings,
                     fetcher=fetcher,
+                    skip=skip,
                 )
                 errors = [{"item": o.item, "reason": o.error} for o in outcomes if o.error]
                 partial = [{"item": o.item, "reason": p} for o in outcomes for p in o.partial]
                 done += len(outcomes) - len(errors)
                 failed += len(errors)
+                skipped += sum(o.skipped for o in outcomes)
                 self._keep_errors(job_id, errors + partial)
                 retryable = [
                     _entry_line(e) for e, o in zip(batch, outcomes, strict=True) if o.error
@@ -207,10 +258,21 @@ class InProcessJobQueue:
                 rate = (done + failed) / max(time.monotonic() - started, 1e-6)
                 left = len(reads) - done - failed
                 self._update(
-                    job_id, done=done, failed=failed, rate_per_s=rate, eta_s=left / max(rate, 1e-9)
+                    job_id,
+                    done=done,
+                    failed=failed,
+                    skipped=skipped,
+                    rate_per_s=rate,
+                    eta_s=left / max(rate, 1e-9),
                 )
-        self._update(job_id, state="completed", finished_at=now_iso())
-        log.info("job %s completed: %d indexed, %d failed", job_id, done, failed)
+        self._update(job_id, state="completed", eta_s=0.0, finished_at=now_iso())
+        log.info(
+            "job %s completed: %d indexed (%d already were), %d failed",
+            job_id,
+            done,
+            skipped,
+            failed,
+        )
 
     def _keep_failed_entries(self, job_id: str, entries: list[dict[str, Any]]) -> None:
         with self._lock:

@@ -57,7 +57,7 @@ def load_item(source: SourceItem, limits: LimitsSettings) -> Item:
         source_id=source.uri,
         uri=source.uri,
     )
-    validate_item(item, max_text_chars=limits.max_text_chars)
+    validate_item(item, limits)
     return item
 
 

@@ -41,7 +41,11 @@ def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None
     # built later in the process, with this app's settings).
     @app.task(name=INDEX_BATCH, bind=True, shared=False, max_retries=broker.task_max_retries)
     def index_batch(
-        self: Task, job_id: str, collection: str, entries: list[dict[str, Any]]
+        self: Task,
+        job_id: str,
+        collection: str,
+        entries: list[dict[str, Any]],
+        run: str | None = None,
     ) -> dict[str, Any]:
         try:
             outcome = distributed.index_batch(
@@ -51,6 +55,7 @@ def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None
                 embedder=resources.embedder(),
                 stream=resources.stream(),
                 settings=settings,
+                run=run,
             )
         except Exception as exc:
             if _retryable(exc) and self.request.retries < broker.task_max_retries:
@@ -59,16 +64,25 @@ def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None
                 raise self.retry(exc=exc, countdown=countdown) from exc
             reason = exc.message if isinstance(exc, ClipsearchError) else f"indexer error: {exc!r}"
             log.exception("job %s: batch of %d items failed", job_id, len(entries))
-            _give_up(resources, job_id, collection, entries, reason)
+            _give_up(resources, job_id, collection, entries, reason, run)
             raise
-        return {"entry": outcome.entry_id, "sent": len(outcome.sent), "failed": outcome.failed}
+        return {
+            "entry": outcome.entry_id,
+            "sent": len(outcome.sent),
+            "skipped": len(outcome.skipped),
+            "failed": [{"item": f["item"], "reason": f["reason"]} for f in outcome.failed],
+            "stopped": outcome.stopped,
+        }
 
     @app.task(name=PLAN_JOB, bind=True, shared=False, max_retries=broker.task_max_retries)
     def plan_job(
-        self: Task, job_id: str, collection: str, source: dict[str, Any]
+        self: Task, job_id: str, collection: str, source: dict[str, Any], run: str | None = None
     ) -> dict[str, Any]:
         def send_batch(entries: list[dict[str, Any]]) -> None:
-            app.send_task(INDEX_BATCH, args=[job_id, collection, entries], queue=INDEX_QUEUE)
+            kwargs = {"run": run} if run else {}
+            app.send_task(
+                INDEX_BATCH, args=[job_id, collection, entries], kwargs=kwargs, queue=INDEX_QUEUE
+            )
 
         try:
             outcome = distributed.plan_job(
@@ -78,6 +92,7 @@ def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None
                 stream=resources.stream(),
                 send_batch=send_batch,
                 settings=settings,
+                run=run,
             )
         except Exception as exc:
             # Only Redis blips reach here (a bad source marks the job failed): planning again
@@ -92,7 +107,12 @@ def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None
             except Exception:
                 log.exception("job %s: could not mark the job failed", job_id)
             raise
-        return {"total": outcome.total, "failed": outcome.failed, "batches": outcome.batches}
+        return {
+            "total": outcome.total,
+            "failed": outcome.failed,
+            "batches": outcome.batches,
+            "error": outcome.error,
+        }
 
 
 def _give_up(
@@ -101,9 +121,12 @@ def _give_up(
     collection: str,
     entries: list[dict[str, Any]],
     reason: str,
+    run: str | None,
 ) -> None:
     """Report the batch's items failed, so the job ends instead of waiting for them forever."""
     try:
-        distributed.report_failed(job_id, collection, entries, reason, stream=resources.stream())
+        distributed.report_failed(
+            job_id, collection, entries, reason, stream=resources.stream(), run=run
+        )
     except Exception:  # Redis itself is gone: the job shows it never completed
         log.exception("job %s: could not report %d failed items", job_id, len(entries))

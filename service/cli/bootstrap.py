@@ -16,7 +16,7 @@ from service.core.errors import ClipsearchError, ErrorType
 from service.core.manifest import MANIFEST_NAME, Bundle, load_bundle
 from service.gateway.state import Components
 from service.search.planner import SearchService
-from service.store.base import VectorStore
+from service.store.versions import VersionedStore
 from service.writer.loop import Writer
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ def build_embedder(settings: Settings) -> EmbeddingClient:
 
 def build_components(settings: Settings) -> Components:
     from indexer.local import InProcessJobQueue
+    from indexer.reindex import InProcessReindexer
     from service.clients.inprocess import InProcessEmbeddingClient
     from service.store.factory import open_store
 
@@ -109,15 +110,13 @@ def build_components(settings: Settings) -> Components:
     embedder = build_embedder(settings)
     store = open_store(settings)
     try:
-        spaces = embedder.info().spaces  # from the workers when remote: no bundle needed here
-        store.ensure_collection(
+        info = embedder.info()  # from the workers when remote: no bundle needed here
+        store.ensure(
             settings.collection,
-            {
-                "image": spaces["image"],
-                "caption": spaces["caption"],
-                "description": spaces["description"],
-            },
+            {name: info.spaces[name] for name in ("image", "caption", "description")},
+            info.bundle,
         )
+        reindexer = InProcessReindexer(settings=settings, embedder=embedder, store=store)
         if settings.in_process_jobs:
             jobs: JobQueue = InProcessJobQueue(settings=settings, embedder=embedder, store=store)
             writer = None
@@ -132,6 +131,7 @@ def build_components(settings: Settings) -> Components:
         jobs=jobs,
         search=SearchService(embedder, store, settings.collection),
         collection=settings.collection,
+        reindexer=reindexer,
         registries=(
             [embedder.batcher.metrics.registry]
             if isinstance(embedder, InProcessEmbeddingClient)
@@ -141,7 +141,7 @@ def build_components(settings: Settings) -> Components:
     )
 
 
-def _celery_jobs(settings: Settings, store: VectorStore) -> tuple[JobQueue, Writer]:
+def _celery_jobs(settings: Settings, store: VersionedStore) -> tuple[JobQueue, Writer]:
     """Jobs go to indexer workers by task name; this gateway writes their points to its store
     (the collection exists already: the writer upserts into it)."""
     from service.clients.jobs_celery import CeleryJobQueue

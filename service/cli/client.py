@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 POLL_S = 0.5
@@ -49,18 +49,21 @@ def ingest(server: str, source: dict[str, Any], api_key: str | None) -> int:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[eta]}"),
+                TextColumn("[yellow]{task.fields[note]}"),
             )
             with Progress(*columns, console=console) as bar:
-                task = bar.add_task("ingest", total=None, rate="")
+                task = bar.add_task("ingest", total=None, rate="", eta="", note="")
                 while True:
                     job = _check(http.get(f"/v1/jobs/{job_id}"))
-                    rate = f"{job['rate_per_s']:.1f}/s" if job.get("rate_per_s") else ""
+                    rate, eta, note = progress_fields(job)
                     bar.update(
                         task,
                         total=job["total"] or None,
                         completed=job["done"] + job["failed"],
                         rate=rate,
+                        eta=eta,
+                        note=note,
                     )
                     if job["state"] not in ("queued", "running"):
                         break
@@ -68,8 +71,9 @@ def ingest(server: str, source: dict[str, Any], api_key: str | None) -> int:
     except httpx.TransportError:
         raise _connect(server) from None
     # soft_wrap: paths stay whole on one line, so they can be copied and grepped.
+    skipped = f" ({job['skipped']} already indexed)" if job.get("skipped") else ""
     console.print(
-        f"job {job_id}: {job['state']}, {job['done']} indexed, {job['failed']} failed",
+        f"job {job_id}: {job['state']}, {job['done']} indexed{skipped}, {job['failed']} failed",
         soft_wrap=True,
     )
     for err in job["errors"]:
@@ -80,6 +84,24 @@ def ingest(server: str, source: dict[str, Any], api_key: str | None) -> int:
         )
         return max(1, job["failed"])
     return int(job["failed"])
+
+
+def progress_fields(job: dict[str, Any]) -> tuple[str, str, str]:
+    """The bar's rate, ETA and note, as the job reports them (the server knows the rate)."""
+    rate, eta = job.get("rate_per_s"), job.get("eta_s")
+    running = job["state"] == "running"
+    waiting = bool(job.get("waiting_for_writer"))
+    return (
+        f"{rate:.1f} items/s" if rate else "",
+        f"ETA {_duration(eta)}" if eta is not None and running else "",
+        "waiting for the writer (points stream full)" if waiting else "",
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
 
 
 def search(

@@ -79,6 +79,10 @@ class JobQueue(Protocol):
     def retry_failed(self, job_id: str) -> str:
         """A new job over the failed entries of an ended job; its id."""
 
+    def retry(self, job_id: str) -> str:
+        """Resume an interrupted, failed or cancelled job under the same id, skipping items
+        already indexed with the same content sha256; its id. (conflict) for any other state."""
+
     def ready(self) -> bool:
         """False once the runner can no longer run jobs (its thread died, its broker is gone)."""
 

@@ -15,6 +15,7 @@ import numpy as np
 from service.clients.base import EncoderHealth, EncoderInfo, TextEmbeddings
 from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
+from service.core.tokenize import TokenCounter
 from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine
 
@@ -28,6 +29,7 @@ class InProcessEmbeddingClient:
         self.engine = engine
         self.batcher = batcher or Batcher(engine)
         self._closed = False
+        self._counter: TokenCounter | None = None
 
     def warmup(self) -> None:
         """Run the engine's warm-up inference; :meth:`ready` turns true once it succeeds."""
@@ -45,6 +47,14 @@ class InProcessEmbeddingClient:
     ) -> list[np.ndarray | ClipsearchError]:
         self._check_open()
         return self.batcher.embed_images(images, lane=lane)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the text tower reads for ``text``, untruncated, with the engine's own
+        tokenizer file: long captions are chunked exactly (``service.clients.indexing``)."""
+        if self._counter is None:  # two threads may both load it: the same, harmlessly
+            bundle = self.engine.bundle
+            self._counter = TokenCounter(bundle.path(bundle.manifest.text_tower.tokenizer))
+        return self._counter(text)
 
     def ready(self) -> bool:
         return self.health().ready

@@ -6,9 +6,19 @@ same record shape as the in-process runner's) and sends ``clipsearch.plan_job`` 
 gateway never imports ``indexer``. An indexer worker reads the source and fans it out into
 ``index_batch`` tasks; the writer counts each item in Redis once its points are written.
 
-``status`` merges the record with that live progress. The progress hash is created at submit, so
-a job whose hash is gone (Redis restarted without persistence) reads ``interrupted``, never
-``completed``: its items' fate is unknown, and re-ingesting the source repairs it harmlessly.
+Each attempt of a job has a ``run`` token, in the record and in the Redis progress hash (which is
+created at submit). ``status`` merges the record with that live progress only while both name the
+same run; a job whose hash is gone (Redis restarted without persistence) reads ``interrupted``,
+never ``completed`` and never ``running`` forever. Once a job is seen ended, its final counts and
+failed entries are kept in the record, so a later Redis restart does not undo a finished job.
+
+* ``cancel``: the record notes it and the hash gets ``cancelled``: tasks not yet started do
+  nothing, what is indexed stays indexed.
+* ``retry``: an interrupted, failed or cancelled job runs again under the same id with a new run
+  (older tasks become no-ops) and skips every item already stored with the same content sha256:
+  its tasks ask the writer (``service.clients.lookups``), since the store may live in this
+  gateway, out of the workers' reach.
+* ``retry_failed``: a new job over the failed items' task entries (kept in Redis by the writer).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,31 +47,57 @@ from service.core.tasks import INDEX_QUEUE, PLAN_JOB
 log = logging.getLogger(__name__)
 
 JOB_KINDS = frozenset({"ingest", "ingest_directory"})
+RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
+ENDED = frozenset({"completed", "failed", "cancelled"})
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# Record fields that are the gateway's own bookkeeping, not the job's status.
+_PRIVATE = frozenset({"params", "run", "final", "failed_entries"})
+INTERRUPTED = (
+    "the job's progress is gone from Redis (restarted without persistence?): "
+    "POST /v1/jobs/{id}/retry resumes it, skipping what is already indexed"
+)
 
 
-def job_state(record: dict[str, Any], progress: dict[str, Any] | None) -> dict[str, Any]:
+def job_state(
+    record: dict[str, Any], progress: dict[str, Any] | None, *, now: float | None = None
+) -> dict[str, Any]:
     """The job as ``GET /v1/jobs/{id}`` shows it: the record, with the live counts and state."""
-    status = {k: v for k, v in record.items() if k != "params"}
+    status = {k: v for k, v in record.items() if k not in _PRIVATE}
     if record.get("state") != "submitted":  # never reached the broker: the record says why
         return status
-    if progress is None:
-        status["state"] = "interrupted"
-        status["error"] = (
-            "the job's progress is gone from Redis (restarted without persistence?): "
-            "ingest the source again to finish it; indexed items are not duplicated"
-        )
-        return status
+    run = record.get("run")
+    if progress is None or (run and progress.get("run") != run):
+        if record.get("final"):
+            return {**status, **record["final"]}
+        if record.get("cancelled_at"):
+            return {**status, "state": "cancelled"}
+        return {**status, "state": "interrupted", "error": INTERRUPTED}
     total, done, failed = progress["total"], progress["done"], progress["failed"]
-    status.update(total=total, done=done, failed=failed, errors=progress["errors"])
+    status.update(
+        total=total,
+        done=done,
+        failed=failed,
+        skipped=progress.get("skipped", 0),
+        errors=progress["errors"],
+        waiting_for_writer=bool(progress.get("waiting_for_writer")),
+    )
+    finished = bool(progress.get("total_known")) and done + failed >= total
     if progress.get("error"):
         status.update(state="failed", error=progress["error"])
+    elif finished:
+        status["state"] = "completed"
+    elif record.get("cancelled_at") or progress.get("cancelled"):
+        status["state"] = "cancelled"
     elif not progress.get("total_known"):
         status["state"] = "queued"
-    elif done + failed >= total:
-        status["state"] = "completed"
     else:
         status["state"] = "running"
+    started, processed = progress.get("started_at"), done + failed
+    end = (progress.get("updated_at") if finished else None) or now or time.time()
+    if status["state"] in ("running", "completed") and started and processed and end > started:
+        rate = processed / (end - started)
+        status["rate_per_s"] = rate
+        status["eta_s"] = 0.0 if finished else max(0, total - processed) / rate
     return status
 
 
@@ -88,40 +125,78 @@ class CeleryJobQueue:
             raise invalid(f"unknown job kind {kind!r}")
         spec = self._checked_source(params.get("source", ""))
         job_id = uuid.uuid4().hex
-        collection = self._settings.collection
-        source = spec.model_dump(exclude_none=True)
-        record = new_job_record(job_id, source, collection)
-        self._persist(record)
-        try:
-            self._stream.jobs.create_job(job_id)
-            self._app.send_task(PLAN_JOB, args=[job_id, collection, source], queue=INDEX_QUEUE)
-        except Exception as exc:
-            record.update(state="failed", error=f"could not enqueue: {exc!r}", updated_at=now_iso())
-            self._persist(record)
-            raise ClipsearchError(
-                ErrorType.unavailable, "the job broker is unreachable", retry_after_s=5
-            ) from exc
-        record.update(state="submitted", updated_at=now_iso())
-        self._persist(record)
+        record = new_job_record(
+            job_id, spec.model_dump(exclude_none=True), self._settings.collection
+        )
+        self._enqueue(record, resume=False)
         return job_id
 
     def status(self, job_id: str) -> dict[str, Any]:
         record = self._record(job_id)
         try:
             progress = self._stream.jobs.get(job_id) if record["state"] == "submitted" else None
+            status = job_state(record, progress)
+            if progress is not None and status["state"] in ENDED:
+                self._keep_final(record, status)
         except redis.RedisError as exc:
             raise ClipsearchError(
                 ErrorType.unavailable, f"job progress is unreachable: {exc}", retry_after_s=5
             ) from exc
-        return job_state(record, progress)
+        return status
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        self._record(job_id)  # not_found first
-        raise invalid("cancelling jobs is not supported with the Celery job queue yet")
+        """Stop a queued or running job: tasks not yet started do nothing; what is indexed
+        stays indexed."""
+        state = self.status(job_id)["state"]
+        if state not in ("queued", "running"):
+            raise ClipsearchError(ErrorType.conflict, f"job {job_id} is {state}; nothing to cancel")
+        record = self._record(job_id)
+        record.update(cancelled_at=now_iso(), updated_at=now_iso())
+        self._persist(record)
+        try:
+            self._stream.jobs.mark_cancelled(job_id)
+        except redis.RedisError as exc:  # the record holds it: the job reads cancelled anyway
+            log.warning("job %s: could not flag the cancel in Redis: %s", job_id, exc)
+        return self.status(job_id)
+
+    def retry(self, job_id: str) -> str:
+        """Run an interrupted, failed or cancelled job again under the same id, skipping what
+        is already indexed with the same content; returns the id."""
+        state = self.status(job_id)["state"]
+        if state not in RESUMABLE:
+            raise ClipsearchError(
+                ErrorType.conflict,
+                f"job {job_id} is {state}; only {sorted(RESUMABLE)} jobs resume",
+            )
+        record = self._record(job_id)
+        for stale in ("final", "failed_entries", "cancelled_at", "error"):
+            record.pop(stale, None)
+        record.update(
+            state="queued",
+            attempt=int(record.get("attempt", 1)) + 1,
+            total=0,
+            done=0,
+            failed=0,
+            skipped=0,
+            errors=[],
+            resumed_at=now_iso(),
+        )
+        self._enqueue(record, resume=True)
+        return job_id
 
     def retry_failed(self, job_id: str) -> str:
-        self._record(job_id)
-        raise invalid("retry-failed is not supported with the Celery job queue yet")
+        """A new job over this job's failed entries (lines that could not even be read are not
+        retried: the source itself must be fixed)."""
+        state = self.status(job_id)["state"]  # an ended job's entries are in its record now
+        if state in ("queued", "running"):
+            raise ClipsearchError(ErrorType.conflict, f"job {job_id} is still {state}")
+        entries = self._record(job_id).get("failed_entries") or []
+        if not entries:
+            hint = (
+                " (it was interrupted: POST /v1/jobs/{id}/retry)" if state == "interrupted" else ""
+            )
+            raise invalid(f"job {job_id} has no failed entries to retry{hint}")
+        return self.submit("ingest", {"source": {"manifest_lines": entries}})
 
     def ready(self) -> bool:
         try:
@@ -134,6 +209,43 @@ class CeleryJobQueue:
         self._stream.close()
 
     # -- internals ---------------------------------------------------------------------------
+    def _enqueue(self, record: dict[str, Any], *, resume: bool) -> None:
+        """Start an attempt: a new run in the record and in Redis, then the plan task."""
+        job_id, params = record["id"], record["params"]
+        run = uuid.uuid4().hex
+        record.update(run=run, updated_at=now_iso())
+        self._persist(record)
+        try:
+            self._stream.jobs.start(job_id, run=run, resume=resume)
+            self._app.send_task(
+                PLAN_JOB,
+                args=[job_id, params["collection"], params["source"]],
+                kwargs={"run": run},
+                queue=INDEX_QUEUE,
+            )
+        except Exception as exc:
+            record.update(state="failed", error=f"could not enqueue: {exc!r}", updated_at=now_iso())
+            self._persist(record)
+            raise ClipsearchError(
+                ErrorType.unavailable, "the job broker is unreachable", retry_after_s=5
+            ) from exc
+        record.update(state="submitted", updated_at=now_iso())
+        self._persist(record)
+
+    def _keep_final(self, record: dict[str, Any], status: dict[str, Any]) -> None:
+        """Keep an ended job's outcome in its record: a later Redis restart must not turn a
+        finished job into an interrupted one."""
+        keys = ("state", "total", "done", "failed", "skipped", "errors", "error", "rate_per_s")
+        final = {k: status[k] for k in (*keys, "eta_s") if k in status}
+        if record.get("final") == final:
+            return
+        record.update(
+            final=final,
+            failed_entries=self._stream.jobs.failed_entries(record["id"]),
+            updated_at=now_iso(),
+        )
+        self._persist(record)
+
     def _checked_source(self, source: object) -> SourceSpec:
         try:
             spec = SourceSpec.model_validate(source)

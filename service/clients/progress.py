@@ -1,16 +1,24 @@
 """Live job progress in Redis, moved only by the writer once an item's points are written.
 
-``clipsearch:job:<id>`` is a hash (``total``, ``done``, ``failed``, ``updated_at``,
-``waiting_for_writer_at``); beside it the sets of items counted done and failed and a capped
-hash of failure reasons. Counting goes through the sets, so a redelivered stream entry adds
-nothing, and an item that failed once and then succeeds (a retry) moves from failed to done.
-The sets cost about (item id length + 50) bytes an item.
+``clipsearch:job:<id>`` is a hash (``total``, ``done``, ``failed``, ``skipped``, ``run``,
+``started_at``, ``updated_at``, ``waiting_for_writer_at``, ``cancelled``, ``resume``); beside it
+the sets of items counted done and failed, a capped hash of failure reasons and a capped hash of
+the failed entries themselves (for ``retry-failed``). Counting goes through the sets, so a
+redelivered stream entry adds nothing, and an item that failed once and then succeeds (a retry)
+moves from failed to done. The sets cost about (item id length + 50) bytes an item.
+
+``run`` names one attempt of a job (a resume starts another). Tasks and stream entries carry it:
+counts and tasks of another attempt are ignored. After Redis lost a job, a task or entry still
+in flight may write a field and so bring back a stub of the hash; it has no ``run``, so the
+gateway does not take it for the job's progress and tasks of the job's attempt stop.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -18,32 +26,54 @@ import redis
 # A producer that marked the job this recently is still waiting for room in the points stream.
 WAITING_FRESH_S = 5.0
 
-# KEYS: job hash, done set, failed set, errors hash. ARGV: errors cap, now, number of done
-# items, the done item ids, then (failed item, reason) pairs. One script, so a crash never
-# leaves a set updated without its counter.
+# KEYS: job hash, done set, failed set, errors hash, failed entries hash. ARGV: errors cap, now,
+# run ('' = any), number of done items, the done item ids, number of skipped items, their ids,
+# then (failed item, reason, entry JSON or '') triples. One script, so a crash never leaves a
+# set updated without its counter. A count for another attempt of the job is left out: the
+# attempt that runs now counts its items itself.
 _COUNT = """
-local cap, n_done = tonumber(ARGV[1]), tonumber(ARGV[3])
-local done, failed = 0, 0
-for i = 4, 3 + n_done do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
-    done = done + 1
-    if redis.call('SREM', KEYS[3], ARGV[i]) == 1 then
-      failed = failed - 1
-      redis.call('HDEL', KEYS[4], ARGV[i])
-    end
-  end
+if ARGV[3] ~= '' then
+  local run = redis.call('HGET', KEYS[1], 'run')
+  if run and run ~= ARGV[3] then return {0, 0, 0} end
 end
-for i = 4 + n_done, #ARGV, 2 do
-  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 and redis.call('SADD', KEYS[3], ARGV[i]) == 1
+local cap = tonumber(ARGV[1])
+local done, failed, skipped = 0, 0, 0
+local function add_done(item)
+  if redis.call('SADD', KEYS[2], item) == 1 then
+    done = done + 1
+    if redis.call('SREM', KEYS[3], item) == 1 then
+      failed = failed - 1
+      redis.call('HDEL', KEYS[4], item)
+      redis.call('HDEL', KEYS[5], item)
+    end
+    return true
+  end
+  return false
+end
+local i = 4
+local n = tonumber(ARGV[i])
+for j = i + 1, i + n do add_done(ARGV[j]) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = i + 1, i + n do
+  if add_done(ARGV[j]) then skipped = skipped + 1 end
+end
+for j = i + n + 1, #ARGV, 3 do
+  local item = ARGV[j]
+  if redis.call('SISMEMBER', KEYS[2], item) == 0 and redis.call('SADD', KEYS[3], item) == 1
   then
     failed = failed + 1
-    if redis.call('HLEN', KEYS[4]) < cap then redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]) end
+    if redis.call('HLEN', KEYS[4]) < cap then redis.call('HSET', KEYS[4], item, ARGV[j + 1]) end
+    if ARGV[j + 2] ~= '' and redis.call('HLEN', KEYS[5]) < cap then
+      redis.call('HSET', KEYS[5], item, ARGV[j + 2])
+    end
   end
 end
 redis.call('HINCRBY', KEYS[1], 'done', done)
 redis.call('HINCRBY', KEYS[1], 'failed', failed)
+redis.call('HINCRBY', KEYS[1], 'skipped', skipped)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-return {done, failed}
+return {done, failed, skipped}
 """
 
 
@@ -53,7 +83,15 @@ def job_key(job_id: str) -> str:
 
 def _keys(job_id: str) -> list[str]:
     base = job_key(job_id)
-    return [base, f"{base}:done", f"{base}:failed", f"{base}:errors"]
+    return [base, f"{base}:done", f"{base}:failed", f"{base}:errors", f"{base}:entries"]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a task of one attempt learns from the job hash before it works."""
+
+    stop: str | None  # why the task must do nothing (cancelled, another attempt, job lost)
+    resume: bool = False  # skip items already indexed with the same content hash
 
 
 class JobProgress:
@@ -62,64 +100,112 @@ class JobProgress:
         self.max_errors_kept = max_errors_kept
         self._count = client.register_script(_COUNT)
 
+    def start(self, job_id: str, *, run: str | None = None, resume: bool = False) -> None:
+        """Begin an attempt before its total is known: the hash marks the job submitted, so a
+        hash that is gone later (Redis restarted without persistence) reads as lost, not as
+        still queued. A resumed attempt starts from nothing (its skips count what is done)."""
+        pipe = self.redis.pipeline(transaction=True)
+        if run is not None:
+            pipe.delete(*_keys(job_id))
+        pipe.hset(job_key(job_id), "submitted_at", time.time())
+        if run is not None:
+            pipe.hset(job_key(job_id), "run", run)
+        if resume:
+            pipe.hset(job_key(job_id), "resume", 1)
+        pipe.execute()
+
     def init_job(self, job_id: str, total: int) -> None:
         """Set the job's total; done and failed are kept, so calling it again is harmless."""
+        now = time.time()
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(job_key(job_id), mapping={"total": total, "updated_at": time.time()})
-        pipe.hsetnx(job_key(job_id), "done", 0)
-        pipe.hsetnx(job_key(job_id), "failed", 0)
+        pipe.hset(job_key(job_id), mapping={"total": total, "updated_at": now})
+        for name, value in (("started_at", now), ("done", 0), ("failed", 0), ("skipped", 0)):
+            pipe.hsetnx(job_key(job_id), name, value)
         pipe.execute()
+
+    def gate(self, job_id: str, run: str | None) -> Gate:
+        """Whether a task of attempt ``run`` should work now (None: a task of old, no run)."""
+        found: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
+            job_key(job_id), ["submitted_at", "run", "cancelled", "resume", "total"]
+        )
+        submitted, current, cancelled, resume, total = found
+        if cancelled:
+            return Gate("the job was cancelled")
+        if run is None:
+            return Gate(None, bool(resume))
+        if submitted is None and total is None:
+            return Gate("the job's progress is gone from Redis: it is interrupted")
+        if current is not None and current.decode() != run:
+            return Gate("a newer attempt of the job runs")
+        return Gate(None, bool(resume))
 
     def count(
         self,
         job_id: str,
         done: Sequence[str],
-        failed: Sequence[Mapping[str, str]] = (),
+        failed: Sequence[Mapping[str, Any]] = (),
         *,
+        skipped: Sequence[str] = (),
+        run: str | None = None,
         client: Any = None,
     ) -> tuple[int, int] | None:
-        """Count items once each; returns how far done and failed moved. With a pipeline as
-        ``client`` the count joins its transaction and the pipeline's result holds it."""
-        args: list[Any] = [self.max_errors_kept, time.time(), len(done), *done]
+        """Count items once each; returns how far done and failed moved. ``skipped`` items
+        (already indexed) count done and skipped. A failure may carry its ``entry`` (the task
+        entry, for ``retry-failed``). With a pipeline as ``client`` the count joins its
+        transaction and the pipeline's result holds it."""
+        args: list[Any] = [self.max_errors_kept, time.time(), run or "", len(done), *done]
+        args += [len(skipped), *skipped]
         for f in failed:
-            args += [f["item"], f["reason"]]
+            entry = f.get("entry")
+            args += [f["item"], f["reason"], json.dumps(entry) if entry is not None else ""]
         moved = self._count(keys=_keys(job_id), args=args, client=client or self.redis)
         if client is not None:
             return None
         return int(moved[0]), int(moved[1])
 
-    def create_job(self, job_id: str) -> None:
-        """Mark the job as submitted before its total is known: a job whose hash is gone later
-        (Redis restarted without persistence) then reads as lost, not as still queued."""
-        self.redis.hsetnx(job_key(job_id), "submitted_at", time.time())
-
     def mark_failed(self, job_id: str, reason: str) -> None:
         """The job as a whole could not run (its source could not be read)."""
         self.redis.hset(job_key(job_id), "error", reason)
+
+    def mark_cancelled(self, job_id: str) -> None:
+        """Tasks not yet started do nothing; what is indexed stays indexed."""
+        self.redis.hset(job_key(job_id), "cancelled", 1)
 
     def mark_waiting(self, job_id: str) -> None:
         self.redis.hset(job_key(job_id), "waiting_for_writer_at", time.time())
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        """``{"total", "total_known", "done", "failed", "errors", "waiting_for_writer",
-        "error"}``, or None if unknown."""
+        """``{"total", "total_known", "done", "failed", "skipped", "errors",
+        "waiting_for_writer", "error", "run", "cancelled", "started_at", "updated_at"}``, or
+        None if unknown."""
         raw: dict[bytes, bytes] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
         if not raw:
             return None
         values = {k.decode(): v.decode() for k, v in raw.items()}
         errors: dict[bytes, bytes] = self.redis.hgetall(_keys(job_id)[3])  # type: ignore[assignment]
         waiting_at = float(values.get("waiting_for_writer_at", 0))
+        started = values.get("started_at")
         return {
             "total": int(values.get("total", 0)),
             "total_known": "total" in values,
             "done": int(values.get("done", 0)),
             "failed": int(values.get("failed", 0)),
+            "skipped": int(values.get("skipped", 0)),
             "errors": [
                 {"item": k.decode(), "reason": v.decode()} for k, v in sorted(errors.items())
             ],
             "waiting_for_writer": time.time() - waiting_at < WAITING_FRESH_S,
             "error": values.get("error"),
+            "run": values.get("run"),
+            "cancelled": bool(values.get("cancelled")),
+            "started_at": float(started) if started else None,
+            "updated_at": float(values.get("updated_at", 0)) or None,
         }
+
+    def failed_entries(self, job_id: str) -> list[dict[str, Any]]:
+        """The task entries of the failed items (up to the errors cap), in item order."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(_keys(job_id)[4])  # type: ignore[assignment]
+        return [json.loads(v) for _, v in sorted(raw.items())]
 
     def delete(self, job_id: str) -> None:
         self.redis.delete(*_keys(job_id))

@@ -5,7 +5,10 @@ One Redis stream per collection, ``clipsearch:points:<collection>``, read by one
 
 * ``v``: format version (``1``); ``job``: the job id;
 * ``items``: JSON list of the item ids whose points are in the entry: done once it is written;
-* ``failed``: JSON list of ``{"item", "reason"}``: items the task could not load or embed;
+* ``failed``: JSON list of ``{"item", "reason", "entry"?}``: items the task could not load or
+  embed (``entry``: the task entry, so ``retry-failed`` can send it again);
+* ``skipped`` (optional): JSON list of item ids already indexed with the same content hash (a
+  resumed job): done without points; ``run`` (optional): the job attempt that sent the entry;
 * ``points``: JSON list of ``{"id", "payload", "vectors": {name: shape}}``;
 * ``vectors``: float32 little-endian, every point's vectors concatenated in ``points`` order
   (4 bytes a float instead of ~20 as JSON text).
@@ -21,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,14 +58,29 @@ class StreamEntry:
     id: str
     job_id: str
     items: list[str]
-    failed: list[dict[str, str]]
+    failed: list[dict[str, Any]]
     points: list[Point]
+    skipped: list[str] = field(default_factory=list)
+    run: str | None = None
     # Set when the entry cannot be read (trimmed away, corrupt): its items count as failed.
     problem: str | None = None
 
 
+def _failure(f: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"item": str(f["item"]), "reason": str(f["reason"])}
+    if isinstance(f.get("entry"), Mapping):
+        out["entry"] = dict(f["entry"])
+    return out
+
+
 def encode_entry(
-    job_id: str, items: Sequence[str], points: Sequence[Point], failed: Sequence[Mapping[str, str]]
+    job_id: str,
+    items: Sequence[str],
+    points: Sequence[Point],
+    failed: Sequence[Mapping[str, Any]],
+    *,
+    skipped: Sequence[str] = (),
+    run: str | None = None,
 ) -> dict[str, bytes]:
     meta: list[dict[str, Any]] = []
     blobs: list[bytes] = []
@@ -73,14 +91,19 @@ def encode_entry(
             shapes[name] = list(array.shape)
             blobs.append(array.tobytes())
         meta.append({"id": point.id, "payload": point.payload, "vectors": shapes})
-    return {
+    fields = {
         "v": FORMAT_VERSION,
         "job": job_id.encode(),
         "items": json.dumps(list(items)).encode(),
-        "failed": json.dumps([{"item": f["item"], "reason": f["reason"]} for f in failed]).encode(),
+        "failed": json.dumps([_failure(f) for f in failed]).encode(),
         "points": json.dumps(meta).encode(),
         "vectors": b"".join(blobs),
     }
+    if skipped:
+        fields["skipped"] = json.dumps(list(skipped)).encode()
+    if run:
+        fields["run"] = run.encode()
+    return fields
 
 
 def decode_entry(
@@ -90,14 +113,15 @@ def decode_entry(
     if not fields:  # deleted from the stream while pending: nothing left to write
         return StreamEntry(collection, eid, "", [], [], [], problem="entry no longer in stream")
     job_id = fields.get(b"job", b"").decode(errors="replace")
+    run = fields[b"run"].decode(errors="replace") if fields.get(b"run") else None
     try:
         items = [str(i) for i in json.loads(fields[b"items"])]
-        failed = [
-            {"item": str(f["item"]), "reason": str(f["reason"])}
-            for f in json.loads(fields[b"failed"])
-        ]
+        failed = [_failure(f) for f in json.loads(fields[b"failed"])]
+        skipped = [str(i) for i in json.loads(fields.get(b"skipped", b"[]"))]
     except (KeyError, ValueError, TypeError) as exc:
-        return StreamEntry(collection, eid, job_id, [], [], [], problem=f"unreadable entry: {exc}")
+        return StreamEntry(
+            collection, eid, job_id, [], [], [], run=run, problem=f"unreadable entry: {exc}"
+        )
     try:
         if fields.get(b"v") != FORMAT_VERSION:
             raise ValueError(f"format version {fields.get(b'v')!r}")
@@ -113,8 +137,10 @@ def decode_entry(
         if offset != len(blob):
             raise ValueError(f"{len(blob) - offset} vector bytes left over")
     except (KeyError, ValueError, TypeError) as exc:
-        return StreamEntry(collection, eid, job_id, items, failed, [], f"unreadable points: {exc}")
-    return StreamEntry(collection, eid, job_id, items, failed, points)
+        return StreamEntry(
+            collection, eid, job_id, items, failed, [], skipped, run, f"unreadable points: {exc}"
+        )
+    return StreamEntry(collection, eid, job_id, items, failed, points, skipped, run)
 
 
 class PointStream:
@@ -150,12 +176,14 @@ class PointStream:
         items: Sequence[str],
         points: Sequence[Point],
         *,
-        failed: Sequence[Mapping[str, str]] = (),
+        failed: Sequence[Mapping[str, Any]] = (),
+        skipped: Sequence[str] = (),
+        run: str | None = None,
         timeout_s: float | None = None,
     ) -> str:
         """Append one entry, waiting while the stream holds ``stream_max_len`` entries; raises
         ClipsearchError(overloaded) when the writer has not made room within the timeout."""
-        fields = encode_entry(job_id, items, points, failed)
+        fields = encode_entry(job_id, items, points, failed, skipped=skipped, run=run)
         args: list[Any] = [self.settings.stream_max_len]
         for name, value in fields.items():
             args += [name, value]
@@ -274,7 +302,9 @@ class PointStream:
                 failed = list(entry.failed)
                 if reason:
                     failed += [{"item": item, "reason": reason} for item in entry.items]
-                self.jobs.count(entry.job_id, done, failed, client=pipe)
+                self.jobs.count(
+                    entry.job_id, done, failed, skipped=entry.skipped, run=entry.run, client=pipe
+                )
             pipe.xack(stream_key(entry.collection), group, entry.id)
             pipe.xdel(stream_key(entry.collection), entry.id)
         pipe.execute()

@@ -9,7 +9,14 @@ from typing import Any, Literal
 
 VectorName = Literal["image", "caption", "description"]
 VECTOR_NAMES: tuple[VectorName, ...] = ("image", "caption", "description")
+# Named vectors stored as a multivector (one row per chunk, compared by MaxSim): a long caption
+# is cut into sentence chunks that each fit the text tower, so none of it is truncated away.
+MULTI_VECTORS: frozenset[str] = frozenset({"caption"})
 Lane = Literal["interactive", "bulk"]
+# A named vector's value: one vector, or for a name in MULTI_VECTORS its rows (one per chunk).
+Vector = list[float]
+MultiVector = list[list[float]]
+VectorValue = Vector | MultiVector
 
 
 class Kind(StrEnum):
@@ -39,8 +46,12 @@ def point_id(collection: str, source_key: str, segment: int = 0) -> str:
 
 @dataclass(frozen=True)
 class Point:
+    """A point to upsert. ``vectors["caption"]`` is a multivector (``list[list[float]]``, one
+    row per chunk); every other vector is a ``list[float]``. A store also takes a lone caption
+    vector, as a one-row multivector."""
+
     id: str
-    vectors: dict[str, list[float]]
+    vectors: dict[str, VectorValue]
     payload: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,4 +66,5 @@ class StoredHit:
 class Record:
     id: str
     payload: dict[str, Any]
-    vectors: dict[str, list[float]] = field(default_factory=dict)
+    # The shapes of ``Point.vectors``: a multivector for each name in MULTI_VECTORS.
+    vectors: dict[str, VectorValue] = field(default_factory=dict)

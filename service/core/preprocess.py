@@ -22,9 +22,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from service.core.errors import ClipsearchError, invalid, too_large, unsupported
 from service.core.manifest import ImageTower
 
-# Formats Pillow decodes natively. EPS/PDF/PSD and friends are refused: EPS would run
+# Raster formats decoded in-process: Pillow's own (AVIF needs Pillow built with libavif) and
+# HEIF/HEIC through pillow-heif's libheif. EPS/PDF/PSD and friends are refused: EPS would run
 # Ghostscript, and none of them is a photo format users upload for search.
-SAFE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF")
+SAFE_FORMATS: tuple[str, ...] = (
+    "PNG",
+    "JPEG",
+    "MPO",
+    "GIF",
+    "WEBP",
+    "BMP",
+    "TIFF",
+    "AVIF",
+    "HEIF",
+)
+# ISO-BMFF brands (the ``ftyp`` box at offset 4) of HEIF stills and AVIF.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -48,6 +62,12 @@ def sniff_format(data: bytes) -> str | None:
     """The accepted format ``data`` claims by its magic bytes, if any."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in _AVIF_BRANDS:
+            return "AVIF"
+        if brand in _HEIF_BRANDS:
+            return "HEIF"
     for magic, name in _SIGNATURES:
         if data.startswith(magic):
             return name
@@ -56,7 +76,14 @@ def sniff_format(data: bytes) -> str | None:
 
 @functools.cache
 def accepted_formats() -> tuple[str, ...]:
-    """SAFE_FORMATS this Pillow build can open (WEBP needs libwebp, MPO a full plugin init)."""
+    """SAFE_FORMATS this Pillow build can open (WEBP needs libwebp, MPO a full plugin init,
+    HEIF the pillow-heif plugin)."""
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except ImportError:  # an install without it simply does not accept HEIC
+        pass
     Image.init()  # Image.open(formats=...) does not load plugins beyond the preinit set
     return tuple(f for f in SAFE_FORMATS if f in Image.OPEN)
 

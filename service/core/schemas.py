@@ -124,8 +124,15 @@ class JobStatus(BaseModel):
     total: int
     done: int
     failed: int
+    skipped: int = Field(
+        0, description="of done: items a resumed job found indexed already with the same content"
+    )
+    attempt: int = Field(1, description="runs of this job: POST /v1/jobs/{id}/retry adds one")
     rate_per_s: float | None = None
     eta_s: float | None = None
+    waiting_for_writer: bool = Field(
+        False, description="tasks wait for room in the points stream (the writer is behind)"
+    )
     errors: list[JobError] = Field(default_factory=list)
     error: str | None = None
     created_at: str

@@ -28,12 +28,7 @@ class TextTokenizer:
     """Wraps ``tokenizers.Tokenizer``: truncates to ``max_tokens``, pads to the batch's longest."""
 
     def __init__(self, path: Path, *, max_tokens: int, pad_id: int) -> None:
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the Rust side raises plain Exception
-            raise ClipsearchError(
-                ErrorType.bundle_invalid, f"cannot load tokenizer {Path(path).name}: {exc}"
-            ) from exc
+        tokenizer = _load(path)
         pad_token = tokenizer.id_to_token(pad_id)
         if pad_token is None:
             raise ClipsearchError(
@@ -64,3 +59,27 @@ class TextTokenizer:
             ids = ids.reshape(len(encodings), 0)
             mask = mask.reshape(len(encodings), 0)
         return TokenBatch(input_ids=ids, attention_mask=mask, content_tokens=content)
+
+
+class TokenCounter:
+    """Counts the tokens of a text as the text tower receives them: special tokens included,
+    nothing truncated (a caption chunk is made to fit by this count, so it must see past the
+    limit that :class:`TextTokenizer` cuts at)."""
+
+    def __init__(self, path: Path) -> None:
+        tokenizer = _load(path)
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+
+    def __call__(self, text: str) -> int:
+        return len(self._tokenizer.encode(text).ids)
+
+
+def _load(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # the Rust side raises plain Exception
+        raise ClipsearchError(
+            ErrorType.bundle_invalid, f"cannot load tokenizer {Path(path).name}: {exc}"
+        ) from exc

@@ -17,7 +17,16 @@ from service.core.config import Settings
 from service.core.errors import too_large
 from service.gateway.errors import error_response, install_error_handlers
 from service.gateway.metrics import GatewayMetrics
-from service.gateway.routers import embeddings, health, items, jobs, media, search
+from service.gateway.routers import (
+    admin,
+    collections,
+    embeddings,
+    health,
+    items,
+    jobs,
+    media,
+    search,
+)
 from service.gateway.state import ComponentsFactory, Runtime
 
 log = logging.getLogger(__name__)
@@ -45,7 +54,7 @@ def create_app(settings: Settings, factory: ComponentsFactory) -> FastAPI:
     app.state.runtime = runtime
     app.state.metrics = GatewayMetrics()
     install_error_handlers(app)
-    for module in (health, search, items, jobs, media):
+    for module in (health, search, items, jobs, media, collections, admin):
         app.include_router(module.router)
     app.include_router(embeddings.router)
 

@@ -69,3 +69,4 @@ def require(scope: Scope) -> Callable[[Request], None]:
 
 SearchScope = Depends(require("search"))
 IngestScope = Depends(require("ingest"))
+AdminScope = Depends(require("admin"))

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from service.clients.admin import Reindexer
 from service.clients.base import EmbeddingClient, JobQueue
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.search.planner import SearchService
-from service.store.base import VectorStore
+from service.store.versions import VersionedStore
 from service.writer.loop import Writer
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class Components:
     embedder: EmbeddingClient
-    store: VectorStore
+    store: VersionedStore
     jobs: JobQueue
     search: SearchService
     collection: str
+    reindexer: Reindexer
     # Registries of components that keep their own metrics (the in-process encoder's batcher),
     # served by the gateway's /metrics after its own.
     registries: list[CollectorRegistry] = field(default_factory=list)
@@ -33,9 +35,9 @@ class Components:
     writer: Writer | None = None
 
     def close(self) -> None:
-        closers = [self.jobs.close, self.embedder.close, self.store.close]
+        closers = [self.reindexer.close, self.jobs.close, self.embedder.close, self.store.close]
         if self.writer is not None:
-            closers.insert(1, self.writer.close)  # before the store it writes to
+            closers.insert(2, self.writer.close)  # before the store it writes to
         for closer in closers:
             try:
                 closer()

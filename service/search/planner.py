@@ -4,8 +4,15 @@ Pure logic over the two clients (``EmbeddingClient``, ``VectorStore``): no trans
 
 Channels (query embedding → stored vector):
 - ``image``: text (joint space) or image query against the ``image`` vector;
-- ``caption``: text (joint space) or image query against the ``caption`` vector;
+- ``caption``: text (joint space) or image query against the ``caption`` multivector, by MaxSim:
+  a point scores its best-matching chunk, so a sentence deep in a long caption is found;
 - ``description``: text (sentence space) against ``description`` — vision-free, text only.
+
+An item query ("more like this") searches with a stored point's own vectors and leaves the point
+itself out; ``auto`` and ``hybrid`` fuse the channels the item has a vector for. Its caption is
+many vectors, and a query is one: it asks with the mean direction of the chunks (the whole
+caption). Asked for one joint-space channel it lacks (``image`` of a text item, ``caption`` of
+an uncaptioned image), it asks with its other joint-space vector.
 
 ``hybrid`` fuses channels by weighted reciprocal-rank fusion. ``auto`` picks for the query: an
 image query searches ``image``; a text query is hybrid over the channels the bundle serves well —
@@ -16,14 +23,22 @@ whose text→image channel is noise and would only dilute the fusion.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from service.clients.base import EmbeddingClient
-from service.core.domain import FilterValue, StoredHit, VectorName
-from service.core.errors import ClipsearchError, invalid
+from service.core.domain import (
+    FilterValue,
+    Record,
+    StoredHit,
+    VectorName,
+    VectorValue,
+    point_id,
+)
+from service.core.errors import ClipsearchError, invalid, not_found
 from service.core.schemas import GroupBy, Mode
 from service.store.base import VectorStore
 
@@ -36,10 +51,11 @@ RRF_K = 60
 class Query:
     text: str | None = None
     image: bytes | None = None
+    item_id: str | None = None  # a stored item: its point id or the id it was added with
 
     def __post_init__(self) -> None:
-        if (self.text is None) == (self.image is None):
-            raise invalid("give exactly one of 'text' or 'image'")
+        if sum(q is not None for q in (self.text, self.image, self.item_id)) != 1:
+            raise invalid("give exactly one of 'text', 'image' or 'item_id'")
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,8 @@ class SearchService:
             if mode not in plan:
                 raise invalid(f"mode {mode!r} needs a text query (it searches text descriptions)")
             return plan[mode]
+        if query.item_id is not None and mode in ("auto", "hybrid"):
+            return ("image", "caption", "description")  # those the item has (_item_vectors)
         if mode == "auto":
             trained = self._embedder.info().trained
             return ("image", "caption", "description") if trained else ("caption", "description")
@@ -89,9 +107,14 @@ class SearchService:
     def search(self, query: Query, options: SearchOptions) -> SearchResult:
         started = time.perf_counter()
         channels = self.channels_for(query, options.mode)
-        vectors = self._embed(query, channels)
+        exclude: str | None = None
+        if query.item_id is not None:
+            exclude, vectors = self._item_vectors(query.item_id, channels, len(channels) == 1)
+            channels = tuple(c for c in channels if c in vectors)
+        else:
+            vectors = self._embed(query, channels)
         end = options.offset + options.limit
-        if options.group_by is None and len(channels) == 1:
+        if options.group_by is None and len(channels) == 1 and exclude is None:
             hits = self._store.search(
                 self._collection,
                 channels[0],
@@ -105,6 +128,8 @@ class SearchService:
             # Grouping needs more candidates than the page: a video's other segments fall out.
             depth = max(50, 3 * end) if options.group_by is None else min(1000, max(100, 10 * end))
             ranked = self._ranked(channels, vectors, options, depth)
+            if exclude is not None:  # depth > end: the page stays full without the item
+                ranked = [hit for hit in ranked if hit.id != exclude]
             if options.group_by == "video":
                 ranked = best_per_video(ranked)
             hits = ranked[options.offset : end]
@@ -127,6 +152,37 @@ class SearchService:
             raise result
         vector = np.asarray(result, dtype=np.float32).tolist()
         return {c: vector for c in channels}
+
+    def find(self, item_id: str, *, with_vectors: bool = False) -> Record:
+        """An item by its point id or by the id (media id) it was added with."""
+        candidates = [item_id] if _is_uuid(item_id) else []
+        candidates.append(point_id(self._collection, item_id))
+        records = self._store.retrieve(self._collection, candidates, with_vectors=with_vectors)
+        if not records:
+            raise not_found(f"no item {item_id!r}")
+        return records[0]
+
+    def _item_vectors(
+        self, item_id: str, channels: Sequence[VectorName], cross: bool
+    ) -> tuple[str, dict[VectorName, list[float]]]:
+        """The item's point id, and a query vector per channel it can fill: its own vector of
+        that name, or with ``cross`` (one channel asked for) the other joint-space vector."""
+        record = self.find(item_id, with_vectors=True)
+        stored = record.vectors
+        image = _one_vector(stored.get("image"))
+        caption = _one_vector(stored.get("caption"))
+        found: dict[VectorName, list[float] | None] = {
+            "image": image or (caption if cross else None),
+            "caption": caption or (image if cross else None),
+            "description": _one_vector(stored.get("description")),
+        }
+        vectors = {c: v for c in channels if (v := found[c]) is not None}
+        if not vectors:
+            raise invalid(
+                f"item {item_id!r} has no vector to search {', '.join(channels)} with",
+                {"item_vectors": sorted(stored)},
+            )
+        return record.id, vectors
 
     def _ranked(
         self,
@@ -166,6 +222,26 @@ class SearchService:
         return [
             StoredHit(id=pid, score=scores[pid], payload=payloads[pid].payload) for pid in order
         ]
+
+
+def _one_vector(value: VectorValue | None) -> list[float] | None:
+    """A stored vector as one query vector: a multivector by the mean of its unit rows,
+    normalised (the direction of the whole caption); None when there is none."""
+    if value is None:
+        return None
+    rows = np.atleast_2d(np.asarray(value, dtype=np.float64))
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    mean = rows.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm if norm > 1e-6 else rows[0]).tolist()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def best_per_video(ranked: Sequence[StoredHit]) -> list[StoredHit]:

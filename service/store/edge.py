@@ -1,8 +1,10 @@
 """QdrantEdgeStore: the embedded store, one Qdrant Edge shard per collection, in this process.
 
 Layout: ``<data_dir>/collections/<name>/`` holds the shard and ``clipsearch.json`` (the vector
-dims: the shard's ``info()`` does not give them back). That JSON is written after the shard is
-created, so it marks a collection as complete; a folder without it is a crashed creation.
+dims and which vectors are multivectors: the shard's ``info()`` does not give them back). That
+JSON is written after the shard is created, so it marks a collection as complete; a folder
+without it is a crashed creation. Format 1 (no ``multivectors`` key) predates multivector
+captions: such a collection stores ``caption`` as one vector and is served as it is.
 
 Qdrant Edge facts this module is built around (qdrant-edge-py 0.9.0):
 
@@ -13,48 +15,52 @@ Qdrant Edge facts this module is built around (qdrant-edge-py 0.9.0):
 * errors are bare ``Exception`` (``ValueError``/``TypeError`` for bad ids or payloads);
 * ``MatchValue(True)`` is read as the integer 1 (bool is an int to the binding) and never matches
   a JSON ``true``; a ``numpy.bool_`` is read as a real bool, so filters pass that instead;
-* ids come back as ``uuid.UUID``; ``retrieve`` takes both flags positionally.
+* ids come back as ``uuid.UUID``; ``retrieve`` takes both flags positionally;
+* a ragged or zero-width multivector makes the engine panic (``PanicException``, a
+  ``BaseException``) instead of raising: every row is checked before it gets there.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import qdrant_edge as qe
 
 from service.core.domain import FilterValue, Point, Record, StoredHit, VectorName
-from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.errors import ClipsearchError, ErrorType, not_found
 from service.store._checks import (
     check_collection_name,
     check_dims,
-    check_filter,
     check_page,
+    domain_vectors,
+    multi_names,
     parse_ids,
+    query_vector,
+    storage_vectors,
 )
+from service.store._edge_native import edge_filter, native_errors
+from service.store._files import lock_data_dir, read_aliases, write_json
 
 logger = logging.getLogger(__name__)
 
 _META_FILE = "clipsearch.json"
 _LOCK_FILE = ".lock"
-# Messages of the bare Exceptions that mean "the caller sent something wrong".
-_INPUT_MARKERS = ("Wrong input", "Bad input", "Bad request", "dimension error", "vector name")
+_ALIASES_FILE = ".aliases.json"  # no collection name starts with a dot
 
 
 @dataclass
 class _Collection:
     shard: qe.EdgeShard
     dims: dict[str, int]
+    multi: frozenset[str]  # the multivectors (MaxSim)
 
 
 class QdrantEdgeStore:
@@ -63,9 +69,10 @@ class QdrantEdgeStore:
     def __init__(self, data_dir: Path) -> None:
         self._root = Path(data_dir) / "collections"
         self._root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = _lock_data_dir(Path(data_dir), self._root / _LOCK_FILE)
+        self._lock_fd: int | None = lock_data_dir(Path(data_dir), self._root / _LOCK_FILE)
         self._lock = threading.RLock()
         self._open: dict[str, _Collection] = {}
+        self._aliases: dict[str, str] = read_aliases(self._root / _ALIASES_FILE)
         logger.info("embedded Qdrant Edge store at %s", self._root)
 
     def ensure_collection(self, name: str, dims: Mapping[VectorName, int]) -> None:
@@ -80,31 +87,41 @@ class QdrantEdgeStore:
                         f"collection {name!r} exists with other vector dims",
                         {"existing": existing.dims, "requested": wanted},
                     )
+                _warn_if_legacy(name, existing.multi, multi_names(wanted))
                 return
             path = self._root / name
             if path.exists():
                 logger.warning("removing incomplete collection folder %s", path)
                 shutil.rmtree(path)
+            multi = multi_names(wanted)
+            max_sim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
             config = qe.EdgeConfig(
                 vectors={
-                    vec: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                    vec: qe.EdgeVectorParams(
+                        size=size,
+                        distance=qe.Distance.Cosine,
+                        multivector_config=max_sim if vec in multi else None,
+                    )
                     for vec, size in wanted.items()
                 }
             )
-            with _native("create collection", name):
+            with native_errors("create collection", name):
                 shard = qe.EdgeShard.create(str(path), config)
             try:
-                _write_meta(path / _META_FILE, wanted)
+                _write_meta(path / _META_FILE, wanted, multi)
             except OSError:
                 shard.close()  # the folder, without its JSON, is replaced on the next try
                 raise
-            self._open[name] = _Collection(shard, wanted)
-            logger.info("created collection %s with dims %s", name, wanted)
+            self._open[name] = _Collection(shard, wanted, multi)
+            logger.info(
+                "created collection %s with dims %s (multivectors %s)", name, wanted, sorted(multi)
+            )
 
     def collection_exists(self, name: str) -> bool:
         check_collection_name(name)
         with self._lock:
             self._check_open()
+            name = self._aliases.get(name, name)
             return name in self._open or (self._root / name / _META_FILE).is_file()
 
     def drop_collection(self, name: str) -> None:
@@ -113,9 +130,13 @@ class QdrantEdgeStore:
             self._check_open()
             col = self._open.pop(name, None)
             if col is not None:
-                with _native("close collection", name):
+                with native_errors("close collection", name):
                     col.shard.close()
             shutil.rmtree(self._root / name, ignore_errors=True)
+            pointing = [alias for alias, target in self._aliases.items() if target == name]
+            if pointing:  # as Qdrant does: a collection's aliases go with it
+                self._aliases = {k: v for k, v in self._aliases.items() if v != name}
+                write_json(self._root / _ALIASES_FILE, self._aliases)
             logger.info("dropped collection %s", name)
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
@@ -124,13 +145,15 @@ class QdrantEdgeStore:
         ids = parse_ids([p.id for p in points])
         with self._lock:
             col = self._require(collection)
-            for point in points:
-                for vec, values in point.vectors.items():
-                    _check_vector(col, vec, values, point.id)
-            with _native("upsert", collection):  # a payload that is not JSON fails in qe.Point
+            shaped: list[dict[str, Any]] = [  # qe.Point types its vectors its own way
+                storage_vectors(collection, col.dims, col.multi, p.vectors, f"point {p.id}")
+                for p in points
+            ]
+            # A payload that is not JSON fails in qe.Point.
+            with native_errors("upsert", collection):
                 native = [
-                    qe.Point(pid, dict(p.vectors), dict(p.payload))
-                    for pid, p in zip(ids, points, strict=True)
+                    qe.Point(pid, vectors, dict(p.payload))
+                    for pid, vectors, p in zip(ids, shaped, points, strict=True)
                 ]
                 col.shard.update(qe.UpdateOperation.upsert_points(native))
                 # Flushed per batch so that a crash or restart never loses acknowledged points.
@@ -148,20 +171,22 @@ class QdrantEdgeStore:
         score_threshold: float | None = None,
     ) -> list[StoredHit]:
         check_page(limit, offset)
-        request_filter = _edge_filter(filter)
+        request_filter = edge_filter(filter)
         with self._lock:
             col = self._require(collection)
-            _check_vector(col, vector_name, vector, "query")
+            values: Any = [float(x) for x in query_vector(col.dims, vector_name, vector)]
+            if vector_name in col.multi:
+                values = [values]  # a one-row query: MaxSim is the best row's cosine
             request = qe.QueryRequest(
                 limit=limit,
                 offset=offset,
-                query=qe.Query.Nearest([float(x) for x in vector], using=vector_name),
+                query=qe.Query.Nearest(values, using=vector_name),
                 filter=request_filter,
                 score_threshold=score_threshold,
                 with_payload=True,
                 with_vector=False,
             )
-            with _native("search", collection):
+            with native_errors("search", collection):
                 found = col.shard.query(request)
         return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
@@ -174,20 +199,20 @@ class QdrantEdgeStore:
         with self._lock:
             col = self._require(collection)
             native_ids: list[qe.PointId] = list(wanted)
-            with _native("retrieve", collection):
+            with native_errors("retrieve", collection):
                 found = col.shard.retrieve(native_ids, True, with_vectors)
         by_id = {str(r.id): r for r in found}
         return [
-            Record(pid, dict(by_id[pid].payload or {}), _dense(by_id[pid].vector))
+            Record(pid, dict(by_id[pid].payload or {}), domain_vectors(by_id[pid].vector))
             for pid in wanted
             if pid in by_id
         ]
 
     def count(self, collection: str, filter: Mapping[str, FilterValue] | None = None) -> int:  # noqa: A002
-        request = qe.CountRequest(exact=True, filter=_edge_filter(filter))
+        request = qe.CountRequest(exact=True, filter=edge_filter(filter))
         with self._lock:
             col = self._require(collection)
-            with _native("count", collection):
+            with native_errors("count", collection):
                 return int(col.shard.count(request))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
@@ -196,7 +221,7 @@ class QdrantEdgeStore:
             return
         with self._lock:
             col = self._require(collection)
-            with _native("delete", collection):
+            with native_errors("delete", collection):
                 col.shard.update(qe.UpdateOperation.delete_points(list(wanted)))
                 col.shard.flush()
 
@@ -210,8 +235,75 @@ class QdrantEdgeStore:
         with self._lock:
             col = self._require(collection)
             logger.info("optimizing collection %s (blocks the process)", collection)
-            with _native("optimize", collection):
+            with native_errors("optimize", collection):
                 return bool(col.shard.optimize())
+
+    def list_collections(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return sorted(p.parent.name for p in self._root.glob(f"*/{_META_FILE}"))
+
+    def vector_dims(self, name: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._require(name).dims)
+
+    def aliases(self) -> dict[str, str]:
+        with self._lock:
+            self._check_open()
+            return dict(self._aliases)
+
+    def update_aliases(self, point: Mapping[str, str], remove: Sequence[str] = ()) -> None:
+        with self._lock:
+            self._check_open()
+            for alias, target in point.items():
+                check_collection_name(alias)
+                if (self._root / alias / _META_FILE).is_file():
+                    raise ClipsearchError(
+                        ErrorType.conflict, f"alias {alias!r} is the name of a collection"
+                    )
+                if self._get(target) is None:
+                    raise not_found(f"collection {target!r} does not exist")
+            aliases = {k: v for k, v in self._aliases.items() if k not in remove}
+            aliases.update(point)
+            write_json(self._root / _ALIASES_FILE, aliases)  # atomic: all or nothing
+            self._aliases = aliases
+            logger.info("aliases now %s", aliases)
+
+    def rename_collection(self, old: str, new: str) -> None:
+        """Move a collection to another name (the embedded store only; Qdrant cannot)."""
+        check_collection_name(new)
+        with self._lock:
+            col = self._require(old)
+            if (self._root / new).exists() or new in self._aliases:
+                raise ClipsearchError(ErrorType.conflict, f"collection {new!r} exists")
+            with native_errors("close collection", old):
+                col.shard.flush()
+                col.shard.close()
+            del self._open[old]
+            os.replace(self._root / old, self._root / new)
+            logger.info("renamed collection %s to %s", old, new)
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[Record], str | None]:
+        check_page(limit, 0)
+        start = parse_ids([offset])[0] if offset is not None else None
+        with self._lock:
+            col = self._require(collection)
+            request = qe.ScrollRequest(
+                offset=start, limit=limit, with_payload=True, with_vector=with_vectors
+            )
+            with native_errors("scroll", collection):
+                found, next_offset = col.shard.scroll(request)
+        records = [
+            Record(str(r.id), dict(r.payload or {}), domain_vectors(r.vector)) for r in found
+        ]
+        return records, None if next_offset is None else str(next_offset)
 
     def close(self) -> None:
         """Flush and close every shard, then release the data dir. Safe to call twice."""
@@ -240,91 +332,34 @@ class QdrantEdgeStore:
         meta = path / _META_FILE
         if not meta.is_file():
             return None
-        dims = {str(k): int(v) for k, v in json.loads(meta.read_text("utf-8"))["dims"].items()}
-        with _native("load collection", name):
+        data = json.loads(meta.read_text("utf-8"))
+        dims = {str(k): int(v) for k, v in data["dims"].items()}
+        multi = frozenset(str(v) for v in data.get("multivectors", ()))  # format 1: none
+        with native_errors("load collection", name):
             shard = qe.EdgeShard.load(str(path))
-        col = self._open[name] = _Collection(shard, dims)
+        col = self._open[name] = _Collection(shard, dims, multi)
         return col
 
     def _require(self, name: str) -> _Collection:
         check_collection_name(name)
+        name = self._aliases.get(name, name)
         col = self._get(name)
         if col is None:
             raise not_found(f"collection {name!r} does not exist")
         return col
 
 
-def _dense(vectors: Any) -> dict[str, list[float]]:
-    return {k: list(v) for k, v in vectors.items()} if isinstance(vectors, dict) else {}
+def _warn_if_legacy(name: str, have: frozenset[str], want: frozenset[str]) -> None:
+    if want - have:
+        logger.warning(
+            "collection %s stores %s as single vectors (made before multivector captions): "
+            "captions of more than one chunk are refused until it is reindexed",
+            name,
+            sorted(want - have),
+        )
 
 
-def _check_vector(col: _Collection, name: str, values: Sequence[float], what: str) -> None:
-    size = col.dims.get(name)
-    if size is None:
-        raise invalid(f"unknown vector {name!r} for {what}", {"vectors": sorted(col.dims)})
-    if len(values) != size:
-        raise invalid(f"vector {name!r} of {what} has {len(values)} dims, expected {size}")
-
-
-def _edge_filter(flt: Mapping[str, FilterValue] | None) -> qe.Filter | None:
-    conditions: list[Any] = []
-    for key, value in check_filter(flt):
-        if isinstance(value, list):
-            match: Any = qe.MatchAny(value)
-        elif isinstance(value, bool):
-            match = qe.MatchValue(np.bool_(value))  # type: ignore[arg-type]  # see module doc
-        else:
-            match = qe.MatchValue(value)
-        conditions.append(qe.FieldCondition(key, match=match))
-    return qe.Filter(must=conditions) if conditions else None
-
-
-@contextmanager
-def _native(action: str, collection: str) -> Iterator[None]:
-    """Turn qdrant-edge's bare exceptions into ClipsearchError, keeping the original text."""
-    try:
-        yield
-    except ClipsearchError:
-        raise
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise invalid(f"{action} on {collection!r} rejected: {_first_line(exc)}", str(exc)) from exc
-    except Exception as exc:
-        text = str(exc)
-        if "WouldBlock" in text:
-            raise ClipsearchError(
-                ErrorType.unavailable, f"collection {collection!r} is open elsewhere", text
-            ) from exc
-        if any(marker in text for marker in _INPUT_MARKERS):
-            raise invalid(f"{action} on {collection!r} rejected: {_first_line(exc)}", text) from exc
-        raise ClipsearchError(
-            ErrorType.internal, f"embedded store failed to {action} on {collection!r}", text
-        ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().split("\n", 1)[0][:200]
-
-
-def _write_meta(path: Path, dims: dict[str, int]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"format": 1, "distance": "cosine", "dims": dims}), "utf-8")
-    os.replace(tmp, path)  # atomic: the collection is complete once this file exists
-
-
-def _lock_data_dir(data_dir: Path, lock_path: Path) -> int:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise ClipsearchError(
-            ErrorType.unavailable,
-            f"data dir {data_dir} is in use by another process (pid {holder}); the embedded "
-            "store allows one process per data dir: stop it, use another CLIPSEARCH_DATA_DIR, "
-            "or run a Qdrant server (CLIPSEARCH_QDRANT__URL)",
-            {"data_dir": str(data_dir), "lock": str(lock_path), "pid": holder},
-        ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    return fd
+def _write_meta(path: Path, dims: dict[str, int], multi: frozenset[str]) -> None:
+    # atomic: the collection is complete once this file exists
+    meta = {"format": 2, "distance": "cosine", "dims": dims, "multivectors": sorted(multi)}
+    write_json(path, meta)

@@ -2,48 +2,50 @@
 
 Also runs on qdrant-client's local mode (``QdrantClient(":memory:")``), a brute-force engine in
 Python that the congruence tests use as the reference for the embedded store.
+
+Points and queries are shaped by the collection's layout (its dims, and which vectors are
+multivectors), read once per collection name and cached. A name may be an alias that a reindex
+repoints at a version of another layout: a write or query that the cached layout refuses is
+tried once more with the layout read again.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from qdrant_client import QdrantClient, models
-from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from service.core.domain import FilterValue, Point, Record, StoredHit, VectorName
-from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.store._checks import (
     check_collection_name,
     check_dims,
-    check_filter,
     check_page,
+    domain_vectors,
+    multi_names,
     parse_ids,
+    query_vector,
+    storage_vectors,
 )
+from service.store._server_client import server_filter, translate
 
 if TYPE_CHECKING:
     from service.core.config import Settings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-_STATUS_TYPES = {
-    400: ErrorType.invalid_input,
-    404: ErrorType.not_found,
-    409: ErrorType.conflict,
-    422: ErrorType.invalid_input,
-    429: ErrorType.overloaded,
-    401: ErrorType.unavailable,  # our API key is wrong: the store is unusable, not the request
-    403: ErrorType.unavailable,
-    502: ErrorType.unavailable,
-    503: ErrorType.unavailable,
-    504: ErrorType.unavailable,
-}
+
+@dataclass(frozen=True)
+class _Layout:
+    dims: dict[str, int]
+    multi: frozenset[str]  # the multivectors (MaxSim)
 
 
 class QdrantServerStore:
@@ -51,6 +53,8 @@ class QdrantServerStore:
 
     def __init__(self, client: QdrantClient) -> None:
         self._client = client
+        self._layouts: dict[str, _Layout] = {}
+        self._layouts_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QdrantServerStore:
@@ -70,15 +74,21 @@ class QdrantServerStore:
     def ensure_collection(self, name: str, dims: Mapping[VectorName, int]) -> None:
         check_collection_name(name)
         wanted = check_dims(dims)
-        with _translate("create collection", name):
+        with translate("create collection", name):
             if self._client.collection_exists(name):
                 self._check_same_dims(name, wanted)
                 return
+            multi = multi_names(wanted)
+            max_sim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
             try:
                 self._client.create_collection(
                     name,
                     vectors_config={
-                        vec: models.VectorParams(size=size, distance=models.Distance.COSINE)
+                        vec: models.VectorParams(
+                            size=size,
+                            distance=models.Distance.COSINE,
+                            multivector_config=max_sim if vec in multi else None,
+                        )
                         for vec, size in wanted.items()
                     },
                 )
@@ -87,17 +97,23 @@ class QdrantServerStore:
                     raise
                 self._check_same_dims(name, wanted)
                 return
-        logger.info("created collection %s with dims %s", name, wanted)
+        with self._layouts_lock:
+            self._layouts[name] = _Layout(wanted, multi)
+        logger.info(
+            "created collection %s with dims %s (multivectors %s)", name, wanted, sorted(multi)
+        )
 
     def collection_exists(self, name: str) -> bool:
         check_collection_name(name)
-        with _translate("check collection", name):
+        with translate("check collection", name):
             return bool(self._client.collection_exists(name))
 
     def drop_collection(self, name: str) -> None:
         check_collection_name(name)
-        with _translate("drop collection", name):
+        with translate("drop collection", name):
             self._client.delete_collection(name)
+        with self._layouts_lock:
+            self._layouts.pop(name, None)
         logger.info("dropped collection %s", name)
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
@@ -105,12 +121,22 @@ class QdrantServerStore:
         if not points:
             return
         ids = parse_ids([p.id for p in points])
-        structs = [
-            models.PointStruct(id=pid, vector=dict(p.vectors), payload=dict(p.payload))
-            for pid, p in zip(ids, points, strict=True)
-        ]
-        with _translate("upsert", collection):
-            self._client.upsert(collection, points=structs, wait=True)
+
+        def write(layout: _Layout) -> None:
+            structs = [
+                models.PointStruct(
+                    id=pid,
+                    vector=storage_vectors(
+                        collection, layout.dims, layout.multi, p.vectors, f"point {p.id}"
+                    ),
+                    payload=dict(p.payload),
+                )
+                for pid, p in zip(ids, points, strict=True)
+            ]
+            with translate("upsert", collection):
+                self._client.upsert(collection, points=structs, wait=True)
+
+        self._with_layout(collection, write)
 
     def search(
         self,
@@ -125,18 +151,26 @@ class QdrantServerStore:
     ) -> list[StoredHit]:
         check_collection_name(collection)
         check_page(limit, offset)
-        with _translate("search", collection):
-            found = self._client.query_points(
-                collection,
-                query=[float(x) for x in vector],
-                using=vector_name,
-                query_filter=_server_filter(filter),
-                limit=limit,
-                offset=offset or None,
-                score_threshold=score_threshold,
-                with_payload=True,
-                with_vectors=False,
-            ).points
+        query_filter = server_filter(filter)
+
+        def query(layout: _Layout) -> list[Any]:
+            values: Any = [float(x) for x in query_vector(layout.dims, vector_name, vector)]
+            if vector_name in layout.multi:
+                values = [values]  # a one-row query: MaxSim is the best row's cosine
+            with translate("search", collection):
+                return self._client.query_points(
+                    collection,
+                    query=values,
+                    using=vector_name,
+                    query_filter=query_filter,
+                    limit=limit,
+                    offset=offset or None,
+                    score_threshold=score_threshold,
+                    with_payload=True,
+                    with_vectors=False,
+                ).points
+
+        found = self._with_layout(collection, query)
         return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
     def retrieve(
@@ -144,7 +178,7 @@ class QdrantServerStore:
     ) -> list[Record]:
         check_collection_name(collection)
         wanted = list(dict.fromkeys(parse_ids(ids)))
-        with _translate("retrieve", collection):
+        with translate("retrieve", collection):
             if not wanted:
                 return []
             found = self._client.retrieve(
@@ -155,27 +189,21 @@ class QdrantServerStore:
         for pid in wanted:
             rec = by_id.get(pid)
             if rec is not None:
-                vectors: dict[str, Any] = (
-                    rec.vector if with_vectors and isinstance(rec.vector, dict) else {}
-                )
-                records.append(
-                    Record(pid, dict(rec.payload or {}), {k: list(v) for k, v in vectors.items()})
-                )
+                vectors = domain_vectors(rec.vector) if with_vectors else {}
+                records.append(Record(pid, dict(rec.payload or {}), vectors))
         return records
 
     def count(self, collection: str, filter: Mapping[str, FilterValue] | None = None) -> int:  # noqa: A002
         check_collection_name(collection)
-        with _translate("count", collection):
+        with translate("count", collection):
             return int(
-                self._client.count(
-                    collection, count_filter=_server_filter(filter), exact=True
-                ).count
+                self._client.count(collection, count_filter=server_filter(filter), exact=True).count
             )
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         check_collection_name(collection)
         wanted = parse_ids(ids)
-        with _translate("delete", collection):
+        with translate("delete", collection):
             if not wanted:
                 return
             self._client.delete(
@@ -184,6 +212,66 @@ class QdrantServerStore:
 
     def close(self) -> None:
         self._client.close()
+
+    def list_collections(self) -> list[str]:
+        with translate("list collections", "*"):
+            return sorted(c.name for c in self._client.get_collections().collections)
+
+    def vector_dims(self, name: str) -> dict[str, int]:
+        check_collection_name(name)
+        with translate("describe collection", name):
+            vectors = self._client.get_collection(name).config.params.vectors
+        existing: dict[str, Any] = dict(vectors) if isinstance(vectors, Mapping) else {}
+        return {vec: int(params.size) for vec, params in existing.items()}
+
+    def aliases(self) -> dict[str, str]:
+        with translate("list aliases", "*"):
+            found = self._client.get_aliases().aliases
+        return {a.alias_name: a.collection_name for a in found}
+
+    def update_aliases(self, point: Mapping[str, str], remove: Sequence[str] = ()) -> None:
+        for name in (*point, *point.values(), *remove):
+            check_collection_name(name)
+        existing = self.aliases()
+        # One request: Qdrant applies its operations atomically. Deleting an alias that does
+        # not exist is an error there, and creating one that exists is too: delete first.
+        ops: list[Any] = [
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))
+            for name in dict.fromkeys([*remove, *point])
+            if name in existing
+        ]
+        ops += [
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=target, alias_name=alias)
+            )
+            for alias, target in point.items()
+        ]
+        if ops:
+            with translate("update aliases", ",".join(point) or ",".join(remove)):
+                self._client.update_collection_aliases(ops)
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[Record], str | None]:
+        check_collection_name(collection)
+        check_page(limit, 0)
+        with translate("scroll", collection):
+            found, next_offset = self._client.scroll(
+                collection,
+                limit=limit,
+                offset=parse_ids([offset])[0] if offset is not None else None,
+                with_payload=True,
+                with_vectors=with_vectors,
+            )
+        records = []
+        for rec in found:
+            records.append(Record(str(rec.id), dict(rec.payload or {}), domain_vectors(rec.vector)))
+        return records, None if next_offset is None else str(next_offset)
 
     def _check_same_dims(self, name: str, wanted: dict[str, int]) -> None:
         vectors = self._client.get_collection(name).config.params.vectors
@@ -196,62 +284,46 @@ class QdrantServerStore:
                 f"collection {name!r} exists with other vector dims or distance",
                 {"existing": have, "requested": wanted},
             )
+        layout = _layout_of(existing)
+        with self._layouts_lock:
+            self._layouts[name] = layout
+        if multi_names(wanted) - layout.multi:
+            logger.warning(
+                "collection %s stores %s as single vectors (made before multivector captions): "
+                "captions of more than one chunk are refused until it is reindexed",
+                name,
+                sorted(multi_names(wanted) - layout.multi),
+            )
+
+    def _layout(self, name: str, *, fresh: bool = False) -> _Layout:
+        with self._layouts_lock:
+            cached = self._layouts.get(name)
+        if cached is not None and not fresh:
+            return cached
+        with translate("describe collection", name):
+            vectors = self._client.get_collection(name).config.params.vectors
+        layout = _layout_of(dict(vectors) if isinstance(vectors, Mapping) else {})
+        with self._layouts_lock:
+            self._layouts[name] = layout
+        return layout
+
+    def _with_layout(self, name: str, call: Callable[[_Layout], T]) -> T:
+        """``call`` with the cached layout; when that is refused, once more with a fresh one
+        if it changed (an alias repointed at a version with other dims or multivectors)."""
+        layout = self._layout(name)
+        try:
+            return call(layout)
+        except ClipsearchError as exc:
+            if exc.type not in (ErrorType.invalid_input, ErrorType.conflict):
+                raise
+            fresh = self._layout(name, fresh=True)
+            if fresh == layout:
+                raise
+            return call(fresh)
 
 
-def _server_filter(flt: Mapping[str, FilterValue] | None) -> models.Filter | None:
-    conditions: list[models.Condition] = []
-    for key, value in check_filter(flt):
-        match: models.Match
-        if isinstance(value, list):
-            match = models.MatchAny(any=value)
-        else:
-            match = models.MatchValue(value=value)
-        conditions.append(models.FieldCondition(key=key, match=match))
-    return models.Filter(must=conditions) if conditions else None
-
-
-@contextmanager
-def _translate(action: str, collection: str) -> Iterator[None]:
-    """qdrant-client exceptions → ClipsearchError (connection trouble → unavailable)."""
-    try:
-        yield
-    except ClipsearchError:
-        raise
-    except ResourceExhaustedResponse as exc:
-        raise ClipsearchError(
-            ErrorType.overloaded,
-            f"Qdrant is rate limiting {action}",
-            str(exc),
-            retry_after_s=float(exc.retry_after_s),
-        ) from exc
-    except UnexpectedResponse as exc:
-        kind = _STATUS_TYPES.get(exc.status_code or 0, ErrorType.internal)
-        detail = exc.content.decode("utf-8", "replace")[:500]
-        if kind is ErrorType.not_found:
-            raise not_found(f"collection {collection!r} does not exist", detail) from exc
-        raise ClipsearchError(
-            kind, f"Qdrant refused {action} on {collection!r} ({exc.status_code})", detail
-        ) from exc
-    except ResponseHandlingException as exc:
-        source = exc.source
-        if isinstance(source, httpx.TransportError):
-            raise ClipsearchError(
-                ErrorType.unavailable, f"Qdrant is unreachable ({action})", repr(source)
-            ) from exc
-        raise ClipsearchError(
-            ErrorType.internal, f"bad answer from Qdrant to {action}", repr(source)
-        ) from exc
-    except ValueError as exc:
-        # Local mode (qdrant-client without a server) reports everything as ValueError.
-        text = str(exc)
-        if text.startswith("Collection") and text.endswith("not found"):
-            raise not_found(f"collection {collection!r} does not exist", text) from exc
-        raise invalid(f"{action} on {collection!r} rejected: {text}", text) from exc
-    except (httpx.TransportError, ConnectionError, TimeoutError) as exc:
-        raise ClipsearchError(
-            ErrorType.unavailable, f"Qdrant is unreachable ({action})", repr(exc)
-        ) from exc
-    except Exception as exc:
-        raise ClipsearchError(
-            ErrorType.internal, f"Qdrant failed to {action} on {collection!r}", repr(exc)
-        ) from exc
+def _layout_of(vectors: Mapping[str, Any]) -> _Layout:
+    return _Layout(
+        {vec: int(params.size) for vec, params in vectors.items()},
+        frozenset(vec for vec, params in vectors.items() if params.multivector_config is not None),
+    )

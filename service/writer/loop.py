@@ -16,6 +16,10 @@ What goes wrong and what the writer does:
   reason, and the writer retries with backoff until it works again;
 * the loop itself dies (a bug): ``ready()`` stays false with the crash; nothing is lost, the
   entries wait in Redis for the next writer.
+
+Beside the loop, a :class:`~service.clients.lookups.LookupServer` answers resumed jobs' tasks
+which of their items the store already holds with the same content hash (the writer is the one
+process sure to hold the store).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 
 import redis
 
+from service.clients.lookups import LookupServer
 from service.clients.stream import WRITER_GROUP, PointStream, StreamEntry
 from service.core.config import Settings
 from service.core.domain import Point
@@ -83,6 +88,7 @@ class Writer:
         self._trouble: str | None = "starting"
         self._thread = threading.Thread(target=self._run, name="points-writer", daemon=True)
         self._thread.start()
+        self.lookups = LookupServer(self.stream.redis, store)
 
     def ready(self) -> bool:
         return self.health().ready
@@ -94,19 +100,22 @@ class Writer:
 
     @property
     def crashed(self) -> BaseException | None:
-        return self._crashed
+        return self._crashed or self.lookups.crashed
 
     def health(self) -> WriterHealth:
         if self._crashed is not None:
             return WriterHealth(False, f"the writer loop crashed: {self._crashed!r}")
         if not self._thread.is_alive():
             return WriterHealth(False, "the writer is stopped")
+        if self.lookups.crashed is not None:
+            return WriterHealth(False, f"the lookup server crashed: {self.lookups.crashed!r}")
         if self._trouble:
             return WriterHealth(False, self._trouble)
         return WriterHealth(True)
 
     def close(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
+        self.lookups.close()
         self._thread.join(timeout=timeout_s)
         if self._thread.is_alive():
             log.warning("the writer did not stop within %.0f s", timeout_s)

@@ -291,6 +291,9 @@ def test_a_task_that_gives_up_reports_its_items_failed(settings: Settings, root:
         stream.ensure_group(COLL)
         (entry,) = stream.read([COLL], WRITER_GROUP, "w", count=10, block_ms=100)
         assert entry.items == [] and entry.points == []
-        assert entry.failed == [{"item": str(image), "reason": caught.value.message}]
+        # With its task entry, so that retry-failed can send it again as it was.
+        assert entry.failed == [
+            {"item": str(image), "reason": caught.value.message, "entry": {"uri": str(image)}}
+        ]
     finally:
         stream.close()

@@ -142,3 +142,47 @@ def ingest(
     console.print(f"wrote {written}")
     if not report["points_ok"]:
         raise typer.Exit(1)
+
+
+@app.command("reindex")
+def reindex(
+    bundle: Annotated[str | None, typer.Option(help="bundle folder or zoo name")] = None,
+    images: Annotated[int, typer.Option(min=1, help="scene PNGs to ingest, then reindex")] = 2000,
+    clients: Annotated[int, typer.Option(min=1, help="concurrent search clients")] = 4,
+    baseline: Annotated[float, typer.Option(min=0.5, help="seconds of load before")] = 10.0,
+    out: Annotated[Path, typer.Option(help="folder for reindex.json")] = Path("bench-results"),
+) -> None:
+    """A full reindex under search load on a real gateway: failed searches (target 0)."""
+    from service.cli.bench.load import write_report
+    from service.cli.bench.reindex import run_reindex_bench
+    from service.cli.bootstrap import resolve_bundle
+    from service.core.config import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+    if bundle is not None:
+        settings = settings.model_copy(update={"bundle": bundle})
+    report = run_reindex_bench(
+        resolve_bundle(settings), images=images, clients=clients, baseline_s=baseline
+    )
+    written = write_report(report, out, "reindex.json")
+    console = Console()
+    table = Table("phase", "searches", "failed", "p50 ms", "p99 ms")
+    for name in ("baseline", "during"):
+        r = report[name]
+        table.add_row(
+            name, str(r["searches"]), str(r["failed"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}"
+        )
+    console.print(table)
+    ri = report["reindex"]
+    console.print(
+        f"reindex {ri['state']}: {ri['total']} points in {ri['seconds']:.1f} s "
+        f"({report['reindex_items_per_s']:.0f}/s), {ri['rebuilt']} rebuilt, {ri['copied']} "
+        f"copied; points {report['points_before']} -> {report['points_after']}; "
+        f"{report['versions']['before']} -> {report['versions']['after']}; "
+        f"p99 during/baseline {report.get('p99_ratio_during_to_baseline', float('nan')):.2f}; "
+        f"target (0 failed searches): {'met' if report['meets_target'] else 'NOT met'}"
+    )
+    console.print(f"wrote {written}")
+    if not report["meets_target"]:
+        raise typer.Exit(1)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.clients.indexing import Item, build_points, clean_text, validate_item
-from service.core.domain import Record, point_id
-from service.core.errors import ClipsearchError, invalid, not_found
+from service.core.domain import Record
+from service.core.errors import ClipsearchError, invalid
 from service.core.schemas import Hit, ItemResponse
 from service.gateway.deps import ComponentsDep, IngestScope, MetricsDep, SearchScope, SettingsDep
 from service.gateway.uploads import read_upload
@@ -62,7 +61,7 @@ def upsert_item(
         metadata=_metadata(metadata),
         tags=_tags(tags),
     )
-    validate_item(item, max_text_chars=settings.limits.max_text_chars)
+    validate_item(item, settings.limits)
     (result,) = build_points(components.embedder, components.collection, [item], lane="interactive")
     if isinstance(result, ClipsearchError):
         raise result
@@ -73,20 +72,7 @@ def upsert_item(
 
 def _find(components: ComponentsDep, item_id: str) -> Record:
     """Look an item up by its point id or by the id (media id) it was posted with."""
-    candidates = [item_id] if _is_uuid(item_id) else []
-    candidates.append(point_id(components.collection, item_id))
-    records = components.store.retrieve(components.collection, candidates)
-    if not records:
-        raise not_found(f"no item {item_id!r}")
-    return records[0]
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    return components.search.find(item_id)
 
 
 @router.get("/{item_id}", operation_id="get_item", response_model=Hit, dependencies=[SearchScope])

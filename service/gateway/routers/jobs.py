@@ -1,4 +1,4 @@
-"""Ingestion jobs: start one, follow it."""
+"""Ingestion jobs: start one, follow it, cancel it, resume it, retry its failed items."""
 
 from __future__ import annotations
 
@@ -37,3 +37,12 @@ def cancel_job(job_id: str, components: ComponentsDep) -> JobStatus:
 )
 def retry_failed(job_id: str, components: ComponentsDep) -> JobAccepted:
     return JobAccepted(job_id=components.jobs.retry_failed(job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/retry", operation_id="resume_job", status_code=202, response_model=JobAccepted
+)
+def resume_job(job_id: str, components: ComponentsDep) -> JobAccepted:
+    """Resume an interrupted, failed or cancelled job under the same id: items already indexed
+    with the same content are skipped (counted in ``skipped``), the rest are indexed."""
+    return JobAccepted(job_id=components.jobs.retry(job_id))

@@ -1,7 +1,10 @@
-"""The Celery job queue without a worker: submit-time checks, records, and the state logic."""
+"""The Celery job queue without a worker: submit-time checks, records, the state logic, cancel,
+resume and retry-failed (what a worker would do is played on the Redis progress by hand)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,8 @@ def progress(**values: Any) -> dict[str, Any]:
         (progress(total=3, total_known=True, done=2, failed=1), "completed"),
         (progress(total=0, total_known=True), "completed"),
         (progress(total=3, total_known=True, error="outside the roots"), "failed"),
+        (progress(total=3, total_known=True, done=1, cancelled=True), "cancelled"),
+        (progress(total=3, total_known=True, done=3, cancelled=True), "completed"),
         (None, "interrupted"),
     ],
 )
@@ -51,6 +56,32 @@ def test_job_state(live: dict[str, Any] | None, state: str) -> None:
     assert "params" not in status
     if live is not None:
         assert (status["done"], status["failed"]) == (live["done"], live["failed"])
+
+
+def test_rate_and_eta_come_from_the_live_counts() -> None:
+    live = progress(total=10, total_known=True, done=3, failed=1, started_at=100.0)
+    status = job_state(RECORD, live, now=102.0)
+    assert status["rate_per_s"] == pytest.approx(2.0)
+    assert status["eta_s"] == pytest.approx(3.0)
+    done = progress(total=4, total_known=True, done=4, started_at=100.0, updated_at=104.0)
+    status = job_state(RECORD, done, now=500.0)  # the rate of the run, not of the wait since
+    assert (status["rate_per_s"], status["eta_s"]) == (pytest.approx(1.0), 0.0)
+
+
+def test_progress_of_another_run_is_not_this_job() -> None:
+    """A stub of the hash (brought back by an entry in flight after Redis lost the job) or an
+    older attempt's progress never stands for the record's run."""
+    record = {**RECORD, "run": "r2"}
+    assert job_state(record, progress(total=3, total_known=True, done=3))["state"] == (
+        "interrupted"
+    )
+    assert job_state(record, progress(run="r1", done=3))["state"] == "interrupted"
+    live = progress(run="r2", total=3, total_known=True, done=1)
+    assert job_state(record, live)["state"] == "running"
+    final = {**record, "final": {"state": "completed", "total": 3, "done": 3}}
+    assert job_state(final, None)["state"] == "completed"
+    cancelled = {**record, "cancelled_at": "t"}
+    assert job_state(cancelled, None)["state"] == "cancelled"
 
 
 def test_a_record_that_never_reached_the_broker_keeps_its_state() -> None:
@@ -86,12 +117,93 @@ def test_status_follows_redis_progress(queue: tuple[CeleryJobQueue, PointStream,
     assert jobs.status(job_id)["state"] == "queued"
     stream.jobs.init_job(job_id, total=2)
     assert jobs.status(job_id)["state"] == "running"
-    stream.jobs.count(job_id, ["a"], [{"item": "b", "reason": "corrupt"}])
+    assert not jobs.status(job_id)["waiting_for_writer"]
+    stream.jobs.mark_waiting(job_id)  # a task waits for room in the points stream
+    assert jobs.status(job_id)["waiting_for_writer"]
+    stream.redis.flushall()  # Redis restarted without persistence, the job half done
+    assert jobs.status(job_id)["state"] == "interrupted"
+
+
+def test_an_ended_job_stays_ended_when_redis_restarts(
+    queue: tuple[CeleryJobQueue, PointStream, Path],
+) -> None:
+    jobs, stream, root = queue
+    job_id = submit_photos(jobs, root)
+    stream.jobs.init_job(job_id, total=2)
+    entry = {"uri": "file:///x/b.png", "id": "b"}
+    stream.jobs.count(job_id, ["a"], [{"item": "b", "reason": "corrupt", "entry": entry}])
     status = jobs.status(job_id)
     assert (status["state"], status["done"], status["failed"]) == ("completed", 1, 1)
     assert status["errors"] == [{"item": "b", "reason": "corrupt"}]
-    stream.redis.flushall()  # Redis restarted without persistence
+    stream.redis.flushall()
+    after = jobs.status(job_id)
+    assert (after["state"], after["done"], after["failed"]) == ("completed", 1, 1)
+    # The failed entries were kept with the record: retry-failed still works.
+    new_id = jobs.retry_failed(job_id)
+    assert new_id != job_id
+    assert plan_messages(stream)[-1][0][2] == {"manifest_lines": [entry]}
+
+
+def submit_photos(jobs: CeleryJobQueue, root: Path) -> str:
+    return jobs.submit("ingest", {"source": {"directory": str(root / "photos")}})
+
+
+def plan_messages(stream: PointStream) -> list[tuple[list[Any], dict[str, Any]]]:
+    """The (args, kwargs) of the tasks waiting in the queue, oldest first (Celery protocol 2)."""
+    raw = stream.redis.lrange(INDEX_QUEUE, 0, -1)
+    bodies = [json.loads(base64.b64decode(json.loads(m)["body"])) for m in raw]  # type: ignore[union-attr]
+    return [(b[0], b[1]) for b in reversed(bodies)]  # LPUSH: the newest is first
+
+
+def test_cancel_flags_the_job_and_its_tasks_stop(
+    queue: tuple[CeleryJobQueue, PointStream, Path],
+) -> None:
+    jobs, stream, root = queue
+    job_id = submit_photos(jobs, root)
+    ((_, kwargs),) = plan_messages(stream)
+    run = kwargs["run"]
+    stream.jobs.init_job(job_id, total=5)
+    stream.jobs.count(job_id, ["a"], run=run)
+    assert stream.jobs.gate(job_id, run).stop is None
+    status = jobs.cancel(job_id)
+    assert (status["state"], status["done"]) == ("cancelled", 1)  # what is indexed stays
+    assert stream.jobs.gate(job_id, run).stop == "the job was cancelled"
+    with pytest.raises(ClipsearchError) as info:
+        jobs.cancel(job_id)
+    assert info.value.type is ErrorType.conflict
+    stream.redis.flushall()  # the record alone still knows it was cancelled
+    assert jobs.status(job_id)["state"] == "cancelled"
+
+
+def test_retry_resumes_under_the_same_id_with_a_new_run(
+    queue: tuple[CeleryJobQueue, PointStream, Path],
+) -> None:
+    jobs, stream, root = queue
+    job_id = submit_photos(jobs, root)
+    ((_, first),) = plan_messages(stream)
+    stream.jobs.init_job(job_id, total=5)
+    with pytest.raises(ClipsearchError) as info:
+        jobs.retry(job_id)  # running: nothing to resume
+    assert info.value.type is ErrorType.conflict
+    stream.redis.flushall()
     assert jobs.status(job_id)["state"] == "interrupted"
+    assert jobs.retry(job_id) == job_id
+    ((args, second),) = plan_messages(stream)
+    assert args == [job_id, "media", {"directory": str(root / "photos")}]
+    assert second["run"] != first["run"]
+    status = jobs.status(job_id)
+    assert (status["state"], status["attempt"], status["done"]) == ("queued", 2, 0)
+    assert stream.jobs.gate(job_id, second["run"]).resume  # its tasks skip what is indexed
+    assert stream.jobs.gate(job_id, first["run"]).stop == "a newer attempt of the job runs"
+    # An entry of the old attempt still in flight counts nothing into the new one.
+    stream.jobs.init_job(job_id, total=2)
+    stream.jobs.count(job_id, ["a"], run=first["run"])
+    stream.jobs.count(job_id, ["b"], skipped=["c"], run=second["run"])
+    status = jobs.status(job_id)
+    assert (status["state"], status["done"], status["skipped"]) == ("completed", 2, 1)
+    with pytest.raises(ClipsearchError) as info:
+        jobs.retry(job_id)
+    assert info.value.type is ErrorType.conflict
 
 
 @pytest.mark.parametrize("job_id", ["nope", "0" * 32, "../../etc/passwd"])

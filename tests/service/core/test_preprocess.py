@@ -179,3 +179,31 @@ def test_pixel_limit_is_the_configured_one() -> None:
 def test_known_signature_with_a_broken_header_is_invalid_not_unsupported() -> None:
     assert error_type(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40) is ErrorType.invalid_input
     assert error_type(b"GIF89a" + b"\xff" * 3) is ErrorType.invalid_input
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "AVIF", "HEIF"])
+def test_modern_photo_formats_decode(fmt: str) -> None:
+    from service.core.preprocess import accepted_formats, sniff_format
+
+    assert fmt in accepted_formats()
+    img = Image.new("RGB", (40, 30), (200, 30, 30))
+    img.paste((30, 30, 200), (20, 0, 40, 30))
+    data = encode(img, fmt, quality=95)
+    assert sniff_format(data) == fmt
+    got = decode_image(data, LIMIT)
+    assert got.size == (40, 30)
+    r, _, b = px(got, (5, 15))
+    assert r > 160 and b < 80  # lossy codecs: the colour, not the exact value
+    r, _, b = px(got, (35, 15))
+    assert b > 160 and r < 80
+    # Damaged: the brand says what it is, so it is corrupt, not an unknown format.
+    assert error_type(data[:40]) is ErrorType.invalid_input
+    # Over the pixel limit: refused from the header.
+    assert error_type(data, max_pixels=40 * 30 - 1) is ErrorType.payload_too_large
+
+
+def test_animated_webp_uses_the_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    assert px(decode_image(buf.getvalue(), LIMIT), (4, 4)) == (255, 0, 0)

@@ -120,7 +120,7 @@ def test_invalid_json_body(client: TestClient) -> None:
     [
         ({"metadata": "{broken"}, "metadata"),
         ({"metadata": "[1, 2]"}, "object"),
-        ({"caption": "x" * 5000}, "limit"),
+        ({"caption": "x" * 10_001}, "limit"),
         ({}, "needs an image"),
         ({"caption": "   "}, "needs an image"),
     ],

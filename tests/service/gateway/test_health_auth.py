@@ -53,7 +53,11 @@ def test_not_ready_until_components_are_built(tmp_path: Path, tiny_bundle_dir: P
 def test_api_key_scopes(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     settings = make_settings(tmp_path, tiny_bundle_dir)
     settings = settings.model_copy(
-        update={"auth": AuthSettings.model_validate({"api_keys": "reader:search,writer:ingest"})}
+        update={
+            "auth": AuthSettings.model_validate(
+                {"api_keys": "reader:search,writer:ingest,ops:admin+search"}
+            )
+        }
     )
     for client in running_client(settings):
         assert client.get("/health/ready").status_code == 200  # probes need no key
@@ -72,3 +76,11 @@ def test_api_key_scopes(tmp_path: Path, tiny_bundle_dir: Path) -> None:
             "/v1/items", data={"caption": "x"}, headers={"authorization": "Bearer writer"}
         )
         assert allowed.status_code == 200
+        # Reindex and rollback need the admin scope; listing collections the search scope.
+        for key in ("reader", "writer"):
+            denied = client.post("/v1/admin/rollback", json={}, headers={"x-api-key": key})
+            assert denied.status_code == 403
+        admin = client.post("/v1/admin/rollback", json={}, headers={"x-api-key": "ops"})
+        assert admin.status_code == 409  # admitted: there is just nothing to roll back to
+        assert client.get("/v1/collections", headers={"x-api-key": "reader"}).status_code == 200
+        assert client.get("/v1/collections", headers={"x-api-key": "writer"}).status_code == 403

@@ -1,6 +1,7 @@
 """One suite, two stores: the embedded QdrantEdgeStore and QdrantServerStore on qdrant-client's
 local mode. Each store is checked against a numpy brute force, then both run the same calls and
-their answers are compared (the qdrant-client congruence-test pattern)."""
+their answers are compared (the qdrant-client congruence-test pattern). ``caption`` is a
+multivector of one to four rows, so every caption search here is MaxSim."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from service.core.domain import Point, StoredHit, point_id
+from service.core.domain import MULTI_VECTORS, Point, StoredHit, point_id
 from service.core.errors import ClipsearchError, ErrorType
 from service.store.base import VectorStore
 from service.store.edge import QdrantEdgeStore
@@ -34,7 +35,8 @@ def make_points(n: int = N, seed: int = 7) -> list[Point]:
     rng = np.random.default_rng(seed)
     points = []
     for i in range(n):
-        vectors = {name: _unit(rng, dim) for name, dim in DIMS.items()}
+        vectors: dict[str, Any] = {name: _unit(rng, dim) for name, dim in DIMS.items()}
+        vectors["caption"] = [_unit(rng, DIMS["caption"]) for _ in range(1 + i % 4)]
         if i % 7 == 0:
             del vectors["caption"]
         if i % 11 == 0:
@@ -85,11 +87,21 @@ def _make(kind: str, tmp_path: Path) -> VectorStore:
     return QdrantServerStore(QdrantClient(":memory:"))
 
 
-def brute_force(name: str, query: Sequence[float], keep: Callable[[Point], bool]) -> list[tuple]:
+def cosine(query: Sequence[float], stored: Any) -> float:
+    """Cosine, or for a multivector MaxSim with one query row: the best row's cosine."""
     q = np.asarray(query, dtype=np.float64)
-    q /= np.linalg.norm(q)
+    rows = np.atleast_2d(np.asarray(stored, dtype=np.float64))
+    return float(np.max(rows @ q / (np.linalg.norm(rows, axis=1) * np.linalg.norm(q))))
+
+
+def brute_force(
+    name: str,
+    query: Sequence[float],
+    keep: Callable[[Point], bool],
+    points: Sequence[Point] = POINTS,
+) -> list[tuple]:
     scored = [
-        (float(np.dot(q, p.vectors[name])), p.id) for p in POINTS if name in p.vectors and keep(p)
+        (cosine(query, p.vectors[name]), p.id) for p in points if name in p.vectors and keep(p)
     ]
     return sorted(scored, key=lambda s: -s[0])
 
@@ -195,12 +207,13 @@ def test_retrieve_with_vectors(loaded: VectorStore):
         stored = BY_ID[rec.id].vectors
         assert set(rec.vectors) == set(stored)
         for name, values in stored.items():
+            assert np.ndim(rec.vectors[name]) == (2 if name in MULTI_VECTORS else 1)
             np.testing.assert_allclose(rec.vectors[name], values, atol=1e-5)
 
 
 def test_upsert_of_an_existing_id_replaces(loaded: VectorStore):
     old = POINTS[3]
-    new = Point(old.id, {"caption": old.vectors["description"][:16]}, {"kind": "text", "v": 2})
+    new = Point(old.id, {"caption": [old.vectors["description"][:16]]}, {"kind": "text", "v": 2})
     loaded.upsert(COLL, [new])
     assert loaded.count(COLL) == N
     [rec] = loaded.retrieve(COLL, [old.id], with_vectors=True)

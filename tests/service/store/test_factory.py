@@ -24,7 +24,7 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_without_a_url_the_store_is_embedded(tmp_path: Path):
     store = open_store(Settings(data_dir=tmp_path))
     try:
-        assert isinstance(store, QdrantEdgeStore)
+        assert isinstance(store.inner, QdrantEdgeStore)
         assert isinstance(store, VectorStore)
         assert (tmp_path / "collections" / ".lock").is_file()
     finally:
@@ -37,7 +37,7 @@ def test_with_a_url_the_store_is_a_qdrant_server(tmp_path: Path):
     qdrant = QdrantSettings(url="http://127.0.0.1:9", api_key=SecretStr("k"), timeout_s=2.5)
     store = open_store(Settings(data_dir=tmp_path, qdrant=qdrant))
     try:
-        assert isinstance(store, QdrantServerStore)
+        assert isinstance(store.inner, QdrantServerStore)
         assert isinstance(store, VectorStore)
         assert not (tmp_path / "collections").exists()
     finally:
