@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(help="Benchmarks that prove the numbers in the README.", no_args_is_help=True)
+
+if TYPE_CHECKING:
+    from service.core.config import Settings
+
+
+def _settings(bundle: str | None) -> Settings:
+    """Quiet logs, and the settings from the environment with ``--bundle`` over them."""
+    from service.core.config import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+    return settings if bundle is None else settings.model_copy(update={"bundle": bundle})
 
 
 @app.command("encoder")
@@ -29,12 +41,8 @@ def encoder(
     from service.cli.bench.load import write_report
     from service.cli.bench.run import run_encoder_bench
     from service.cli.bootstrap import resolve_bundle
-    from service.core.config import Settings
 
-    logging.basicConfig(level=logging.WARNING)
-    settings = Settings()
-    if bundle is not None:
-        settings = settings.model_copy(update={"bundle": bundle})
+    settings = _settings(bundle)
     if threads:
         enc = settings.encoder.model_copy(update={"intra_op_threads": threads})
         settings = settings.model_copy(update={"encoder": enc})
@@ -110,12 +118,8 @@ def ingest(
     from service.cli.bench.ingest import run_ingest_bench
     from service.cli.bench.load import write_report
     from service.cli.bootstrap import resolve_bundle
-    from service.core.config import Settings
 
-    logging.basicConfig(level=logging.WARNING)
-    settings = Settings()
-    if bundle is not None:
-        settings = settings.model_copy(update={"bundle": bundle})
+    settings = _settings(bundle)
     report = run_ingest_bench(settings, resolve_bundle(settings), images=images)
     written = write_report(report, out, "ingest.json")
     console = Console()
@@ -156,12 +160,8 @@ def reindex(
     from service.cli.bench.load import write_report
     from service.cli.bench.reindex import run_reindex_bench
     from service.cli.bootstrap import resolve_bundle
-    from service.core.config import Settings
 
-    logging.basicConfig(level=logging.WARNING)
-    settings = Settings()
-    if bundle is not None:
-        settings = settings.model_copy(update={"bundle": bundle})
+    settings = _settings(bundle)
     report = run_reindex_bench(
         resolve_bundle(settings), images=images, clients=clients, baseline_s=baseline
     )
