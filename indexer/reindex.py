@@ -33,12 +33,11 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 from indexer.entries import index_entries, local_path
 from indexer.fetch import Fetcher
-from indexer.sources import SourceEntry
+from indexer.sources import SourceEntry, allowed_roots, under_roots
 from service.clients.base import EmbeddingClient, now_iso
 from service.core.config import Settings
 from service.core.domain import VECTOR_NAMES, FilterValue, Kind, Point, Record
@@ -243,6 +242,7 @@ class _Build:
         self.name = name
         self.store = owner._store
         self.settings = owner._settings
+        self.roots = allowed_roots(self.settings)  # resolved once: _readable runs per point
         self.rebuilt_videos: set[str] = set()
         self.total = self.store.count(source)
         self.done = 0
@@ -350,8 +350,7 @@ class _Build:
             path = local_path(uri).resolve()
         except (OSError, RuntimeError, ValueError):
             return False
-        roots = [Path(r).expanduser().resolve() for r in self.settings.sources.allowed_roots]
-        return path.is_file() and any(root in path.parents for root in roots)
+        return path.is_file() and under_roots(path, self.roots)
 
     def _progress(self) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)

@@ -132,11 +132,13 @@ def _read_text_file(path: Path, name: TextField, limits: LimitsSettings) -> str 
     return _check_text(name, text, limits, f" in {path.name}")
 
 
-def _under(path: Path, roots: list[Path]) -> bool:
+def under_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether a resolved ``path`` is one of ``roots`` or inside one."""
     return any(path == root or root in path.parents for root in roots)
 
 
-def _roots(settings: Settings) -> list[Path]:
+def allowed_roots(settings: Settings) -> list[Path]:
+    """The configured allowed roots, resolved (symlinks included)."""
     return [Path(r).expanduser().resolve() for r in settings.sources.allowed_roots]
 
 
@@ -154,7 +156,7 @@ def scan_media(root: Path, limits: LimitsSettings) -> Iterator[SourceRead]:
             path = Path(folder) / name
             uri = path.as_uri()
             real = path.resolve()
-            if not _under(real, [root]) or not real.is_file():
+            if not under_roots(real, [root]) or not real.is_file():
                 yield SourceError(uri, "links outside the source folder or to no file")
                 continue
             stem = path.with_suffix("")
@@ -181,11 +183,11 @@ def _unlisted(failures: list[OSError]) -> Iterator[SourceError]:
 
 
 def _manifest_file(source: str, settings: Settings) -> Path:
-    roots = _roots(settings)
+    roots = allowed_roots(settings)
     if not roots:
         raise ClipsearchError(ErrorType.forbidden, "local ingestion is disabled: no allowed roots")
     path = Path(source).expanduser().resolve()
-    if not _under(path, roots):
+    if not under_roots(path, roots):
         detail = {"allowed_roots": [str(r) for r in roots]}
         raise ClipsearchError(
             ErrorType.forbidden, f"manifest {source!r} is outside the allowed roots", detail
@@ -316,7 +318,7 @@ def _entry_uri(uri: str, base: Path | None, settings: Settings) -> tuple[str, En
             raise invalid(f"{uri!r} is relative; inline manifest lines need absolute paths")
         path = base / path
     real = path.resolve()
-    if not _under(real, _roots(settings)):
+    if not under_roots(real, allowed_roots(settings)):
         raise ClipsearchError(ErrorType.forbidden, f"{uri!r} is outside the allowed roots")
     if not real.is_file():
         raise invalid(f"{uri!r} does not exist or is not a file")
