@@ -111,7 +111,13 @@ bench-video: $(STAMP)
 bench-reindex: $(STAMP)
 	$(VENV)/bin/clipsearch bench reindex
 
-bench: bench-bundle bench-encoder bench-ingest bench-video bench-reindex
+# Issue 5's fault target at 2,000 images on a real Celery deployment: a worker, the gateway
+# (writer) and Redis killed mid-job; points and job counts after each (bench-results/faults.json).
+.PHONY: bench-faults
+bench-faults: $(STAMP)
+	$(VENV)/bin/clipsearch bench faults
+
+bench: bench-bundle bench-encoder bench-ingest bench-video bench-reindex bench-faults
 
 clean:
 	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Celery
 
-from indexer.distributed import IndexerResources
+from indexer.resources import IndexerResources
 from indexer.tasks import register_tasks
 from service.core.config import Settings
 from service.core.errors import invalid

@@ -11,6 +11,7 @@ and the unreadable ranges reported.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -24,12 +25,13 @@ import numpy as np
 
 from indexer.fetch import Fetcher
 from indexer.sources import SourceEntry
-from indexer.video import SegmentError, VideoReader, pool_frames, save_thumbnail
+from indexer.video import SegmentError, VideoReader, pool_frames, thumbnail_jpeg
 from service.clients.base import EmbeddingClient
 from service.clients.indexing import Item, build_points, caption_multivectors, validate_item
 from service.core.config import Settings
 from service.core.domain import Kind, Point, VectorValue, point_id
 from service.core.errors import ClipsearchError, invalid, too_large
+from service.core.thumbnails import thumbnail_path, write_thumbnail
 from service.store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,10 @@ def load_image_item(entry: SourceEntry, settings: Settings, fetcher: Fetcher) ->
     return item
 
 
+# Takes a video segment's thumbnail (its path under the data dir, the JPEG): by default it is
+# written under this process's data dir; a Celery task collects them for the points stream.
+ThumbnailSink = Callable[[str, bytes], object]
+
 # Given (point id, content sha256) of a batch's loaded items, the point ids already stored with
 # that same sha256 (``service.clients.lookups``): a resumed job skips them, never re-embedding.
 SkipCheck = Callable[[Sequence[tuple[str, str]]], set[str]]
@@ -92,6 +98,7 @@ def entry_points(
     fetcher: Fetcher,
     *,
     skip: SkipCheck | None = None,
+    thumbnails: ThumbnailSink | None = None,
 ) -> tuple[list[Point], list[EntryOutcome]]:
     """Load and embed (bulk lane) one batch without writing it: its points, and each entry's
     outcome in entry order. Both ingestion paths build points here; each then writes its own
@@ -99,8 +106,8 @@ def entry_points(
 
     With ``skip``, items already indexed with the same content are loaded and hashed but not
     embedded (their outcome says ``skipped``). A video is looked up by its first segment's
-    point (a video's points are written in one upsert); one fetched by URL is not hashed
-    before it is fetched, so it is never skipped."""
+    point (a video's points are written in one upsert); one given by URL is fetched first and
+    looked up alone (videos are fetched one at a time, never a batch of them held at once)."""
     outcomes: dict[int, EntryOutcome] = {}
     loaded: list[tuple[int, Item]] = []
     videos: list[tuple[int, str | None]] = []  # (entry index, content sha256 when local)
@@ -126,15 +133,31 @@ def entry_points(
         videos = [(i, d) for i, d in videos if i not in outcomes]
     points: list[Point] = []
     for i, digest in videos:
+        entry, data = entries[i], None
+        try:
+            if entry.is_url and entry.uri is not None:
+                # Fetched one at a time (a video may be large), hashed once fetched, so that a
+                # resumed job skips it too: fetching it again costs less than embedding it.
+                limit = settings.video.max_bytes
+                data = fetcher.fetch(entry.uri, accept=("video/*",), max_bytes=limit).data
+                digest = _video_sha256(entry, data)
+        except ClipsearchError as exc:
+            outcomes[i] = EntryOutcome(entry.id, exc.message)
+            continue
+        if data is not None and skip is not None and digest is not None:
+            first = point_id(collection, entry.id, 0)
+            if first in skip([(first, digest)]):  # its own error stops the batch, as above
+                outcomes[i] = EntryOutcome(entry.id, skipped=True)
+                continue
         try:
             video_points, partial = video_entry_points(
-                entries[i], embedder, collection, settings, fetcher
+                entry, embedder, collection, settings, fetcher, thumbnails=thumbnails, data=data
             )
         except ClipsearchError as exc:
-            outcomes[i] = EntryOutcome(entries[i].id, exc.message)
+            outcomes[i] = EntryOutcome(entry.id, exc.message)
             continue
         except OSError as exc:
-            outcomes[i] = EntryOutcome(entries[i].id, f"cannot read: {exc.strerror or exc}")
+            outcomes[i] = EntryOutcome(entry.id, f"cannot read: {exc.strerror or exc}")
             continue
         if digest is not None:
             for point in video_points:
@@ -151,14 +174,18 @@ def entry_points(
     return points, [outcomes[i] for i in range(len(entries))]
 
 
-def _video_sha256(entry: SourceEntry) -> str:
-    """A local video's content hash, built as ``Item.sha256`` is (media bytes, caption, NUL,
-    description), read in blocks: a video may be far larger than an image."""
+def _video_sha256(entry: SourceEntry, data: bytes | None = None) -> str:
+    """A video's content hash, built as ``Item.sha256`` is (media bytes, caption, NUL,
+    description): of ``data`` when it was fetched, else of the local file, read in blocks (a
+    video may be far larger than an image)."""
     assert entry.uri is not None
     digest = hashlib.sha256()
-    with local_path(entry.uri).open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
+    if data is not None:
+        digest.update(data)
+    else:
+        with local_path(entry.uri).open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
     digest.update((entry.caption or "").encode())
     digest.update(b"\0")
     digest.update((entry.description or "").encode())
@@ -188,13 +215,20 @@ def video_entry_points(
     collection: str,
     settings: Settings,
     fetcher: Fetcher,
+    *,
+    thumbnails: ThumbnailSink | None = None,
+    data: bytes | None = None,
 ) -> tuple[list[Point], list[str]]:
-    """One point per readable segment, and a note per unreadable one."""
+    """One point per readable segment, and a note per unreadable one; each segment's keyframe
+    thumbnail goes to ``thumbnails`` (by default, written under ``settings.data_dir``). ``data``
+    is the video of a URL entry when the caller fetched it already."""
     if entry.uri is None:
         raise invalid("a video entry needs a uri")
     limits, video = settings.limits, settings.video
     source: bytes | Path
-    if entry.is_url:
+    if data is not None:
+        source = data
+    elif entry.is_url:
         source = fetcher.fetch(entry.uri, accept=("video/*",), max_bytes=video.max_bytes).data
     else:
         source = local_path(entry.uri)
@@ -207,9 +241,7 @@ def video_entry_points(
     texts = _text_vectors(embedder, caption, entry.description)
     model = embedder.info().bundle
     now = datetime.now(UTC).isoformat()
-    # Under this process's data dir: a Celery indexer's thumbnails reach the gateway only when
-    # both share that dir (one volume); the points are indexed and searchable either way.
-    thumbs = settings.data_dir / "thumbnails" / collection
+    save: ThumbnailSink = thumbnails or functools.partial(write_thumbnail, settings.data_dir)
     points: list[Point] = []
     partial: list[str] = []
     with VideoReader(
@@ -229,7 +261,8 @@ def video_entry_points(
                 partial.append(f"segment {part.index}: no frame could be embedded")
                 continue
             pid = point_id(collection, entry.id, part.index)
-            thumb = save_thumbnail(part.keyframe, thumbs, pid)
+            thumb = thumbnail_path(collection, pid)
+            save(thumb, thumbnail_jpeg(part.keyframe))
             points.append(
                 Point(
                     id=pid,
@@ -241,7 +274,7 @@ def video_entry_points(
                         "video_id": entry.id,
                         "t_start": round(part.t_start, 3),
                         "t_end": round(part.t_end, 3),
-                        "thumbnail": str(thumb.relative_to(settings.data_dir)),
+                        "thumbnail": thumb,
                         "caption": caption,
                         "description": entry.description,
                         "tags": [],

@@ -1,9 +1,9 @@
 """The in-process job runner: the embedded default when no broker is configured.
 
 Jobs run one at a time on a single thread, calling the same pipeline functions as the Celery
-tasks. Each job's record is a JSON file under ``<data_dir>/jobs``, rewritten atomically as it
-progresses, so a restart still answers for old jobs; jobs that were running when the process
-died are marked ``interrupted``.
+tasks. Each job's record is a JSON file under ``<data_dir>/jobs``, rewritten atomically (and
+flushed to disk, ``service.core.records``) as it progresses, so a restart still answers for old
+jobs; jobs that were running when the process died are marked ``interrupted``.
 
 ``retry`` resumes an interrupted, failed or cancelled job under its own id (``attempt`` counts
 the runs): it reads the source again and skips every item whose point is already stored with
@@ -16,23 +16,27 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import queue
 import threading
 import time
 import uuid
+from collections.abc import Generator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from indexer.entries import SkipCheck, index_entries
+from indexer.entries import EntryOutcome, SkipCheck, entry_points
 from indexer.fetch import Fetcher
-from indexer.pipeline import batched
+from indexer.pipeline import WriteBuffer, batched, prefetch
 from indexer.sources import SourceEntry, SourceError, iter_source
 from service.clients.base import EmbeddingClient, new_job_record, now_iso
 from service.clients.lookups import indexed_matches
 from service.core.config import Settings
+from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.records import RecordFiles
 from service.core.source_spec import SourceSpec
 from service.core.sources import resolve_local_dir
 from service.store.base import VectorStore
@@ -43,6 +47,11 @@ log = logging.getLogger(__name__)
 JOB_KINDS = frozenset({"ingest", "ingest_directory"})
 RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
 BATCH_SIZE = 64
+# Batches read and embedded ahead of the one being written (indexer.pipeline.prefetch); points
+# are written once this many are held, or the oldest has waited this long (WriteBuffer).
+PREFETCH_BATCHES = 2
+WRITE_POINTS = 512
+WRITE_AGE_S = 1.0
 MAX_ERRORS_KEPT = 1000
 
 
@@ -53,8 +62,7 @@ class InProcessJobQueue:
         self._settings = settings
         self._embedder = embedder
         self._store = store
-        self._dir = settings.data_dir / "jobs"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._files = RecordFiles(settings.data_dir / "jobs", "job")
         self._lock = threading.Lock()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._pending: queue.Queue[str | None] = queue.Queue(maxsize=1000)
@@ -168,22 +176,14 @@ class InProcessJobQueue:
             ) from None
 
     def _load_existing(self) -> None:
-        for path in sorted(self._dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                log.warning("ignoring unreadable job record %s", path)
-                continue
+        for record in self._files.load_all():
             if record.get("state") in {"queued", "running"}:
                 record["state"] = "interrupted"
                 self._persist(record)
             self._jobs[record["id"]] = record
 
     def _persist(self, record: dict[str, Any]) -> None:
-        path = self._dir / f"{record['id']}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, path)
+        self._files.write(record)
 
     def _update(self, job_id: str, *, error: str | None = None, **fields: Any) -> None:
         with self._lock:
@@ -220,58 +220,89 @@ class InProcessJobQueue:
         unreadable = [
             {"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)
         ]
-        started = time.monotonic()
-        done, failed, skipped = 0, len(unreadable), 0
+        tally = _Tally(total=len(reads), failed=len(unreadable))
         self._keep_errors(job_id, unreadable)
-        self._update(job_id, total=len(reads), failed=failed)
+        self._update(job_id, total=tally.total, failed=tally.failed)
         collection = record["params"]["collection"]
         # A resumed job skips what is stored with the same content; a new one writes all.
         skip: SkipCheck | None = None
         if record.get("resume"):
             skip = functools.partial(indexed_matches, self._store, collection)
 
-        with Fetcher(self._settings) as fetcher:
-            for batch in batched(entries, BATCH_SIZE):
-                if job_id in self._cancelled:
-                    self._update(job_id, state="cancelled", finished_at=now_iso())
-                    log.info("job %s cancelled after %d items", job_id, done + failed)
-                    return
-                outcomes = index_entries(
-                    batch,
-                    embedder=self._embedder,
-                    store=self._store,
-                    collection=collection,
-                    settings=self._settings,
-                    fetcher=fetcher,
-                    skip=skip,
+        # The next batches load and embed while earlier ones are written; items count as done
+        # only once their points are upserted. A cancel starts no more batches; the ones in
+        # the encoder already are finished and written.
+        writes: WriteBuffer[Written] = WriteBuffer(
+            functools.partial(self._store.upsert, collection),
+            max_points=WRITE_POINTS,
+            max_age_s=WRITE_AGE_S,
+        )
+        with (
+            Fetcher(self._settings) as fetcher,
+            closing(self._load_ahead(job_id, entries, collection, fetcher, skip)) as ahead,
+        ):
+            for batch, (points, outcomes) in ahead:
+                self._count(
+                    job_id, tally, writes.add(points, list(zip(batch, outcomes, strict=True)))
                 )
-                errors = [{"item": o.item, "reason": o.error} for o in outcomes if o.error]
-                partial = [{"item": o.item, "reason": p} for o in outcomes for p in o.partial]
-                done += len(outcomes) - len(errors)
-                failed += len(errors)
-                skipped += sum(o.skipped for o in outcomes)
-                self._keep_errors(job_id, errors + partial)
-                retryable = [
-                    _entry_line(e) for e, o in zip(batch, outcomes, strict=True) if o.error
-                ]
-                self._keep_failed_entries(job_id, retryable)
-                rate = (done + failed) / max(time.monotonic() - started, 1e-6)
-                left = len(reads) - done - failed
-                self._update(
-                    job_id,
-                    done=done,
-                    failed=failed,
-                    skipped=skipped,
-                    rate_per_s=rate,
-                    eta_s=left / max(rate, 1e-9),
-                )
+        self._count(job_id, tally, writes.flush())
+        if job_id in self._cancelled and tally.finished < tally.total:
+            self._update(job_id, state="cancelled", finished_at=now_iso())
+            log.info("job %s cancelled after %d items", job_id, tally.finished)
+            return
         self._update(job_id, state="completed", eta_s=0.0, finished_at=now_iso())
         log.info(
             "job %s completed: %d indexed (%d already were), %d failed",
             job_id,
-            done,
-            skipped,
-            failed,
+            tally.done,
+            tally.skipped,
+            tally.failed,
+        )
+
+    def _load_ahead(
+        self,
+        job_id: str,
+        entries: list[SourceEntry],
+        collection: str,
+        fetcher: Fetcher,
+        skip: SkipCheck | None,
+    ) -> Generator[tuple[Sequence[SourceEntry], tuple[list[Point], list[EntryOutcome]]]]:
+        load = functools.partial(
+            entry_points,
+            embedder=self._embedder,
+            collection=collection,
+            settings=self._settings,
+            fetcher=fetcher,
+            skip=skip,
+        )
+        batches = batched(entries, BATCH_SIZE)
+        return prefetch(
+            batches,
+            load,
+            depth=PREFETCH_BATCHES,
+            name="job-load",
+            stop=lambda: job_id in self._cancelled,
+        )
+
+    def _count(self, job_id: str, tally: _Tally, written: list[Written]) -> None:
+        """Count entries whose points are written, keep their errors, publish the progress."""
+        if not written:
+            return
+        errors = [{"item": o.item, "reason": o.error} for _, o in written if o.error]
+        partial = [{"item": o.item, "reason": p} for _, o in written for p in o.partial]
+        tally.done += len(written) - len(errors)
+        tally.failed += len(errors)
+        tally.skipped += sum(o.skipped for _, o in written)
+        self._keep_errors(job_id, errors + partial)
+        self._keep_failed_entries(job_id, [_entry_line(e) for e, o in written if o.error])
+        rate = tally.finished / max(time.monotonic() - tally.started, 1e-6)
+        self._update(
+            job_id,
+            done=tally.done,
+            failed=tally.failed,
+            skipped=tally.skipped,
+            rate_per_s=rate,
+            eta_s=(tally.total - tally.finished) / max(rate, 1e-9),
         )
 
     def _keep_failed_entries(self, job_id: str, entries: list[dict[str, Any]]) -> None:
@@ -283,6 +314,25 @@ class InProcessJobQueue:
         with self._lock:
             kept = self._jobs[job_id]["errors"]
             kept.extend(errors[: max(0, MAX_ERRORS_KEPT - len(kept))])
+
+
+# An entry and its outcome, once its points are written.
+Written = tuple[SourceEntry, EntryOutcome]
+
+
+@dataclass
+class _Tally:
+    """A running job's counts."""
+
+    total: int
+    failed: int
+    done: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
 
 
 def _entry_line(entry: SourceEntry) -> dict[str, Any]:

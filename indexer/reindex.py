@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -42,6 +41,7 @@ from service.clients.base import EmbeddingClient, now_iso
 from service.core.config import Settings
 from service.core.domain import VECTOR_NAMES, FilterValue, Kind, Point, Record
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.records import RecordFiles
 from service.store.base import VectorStore
 from service.store.versions import NEXT, VersionedStore
 
@@ -61,8 +61,7 @@ class InProcessReindexer:
         self._settings = settings
         self._embedder = embedder
         self._store = store
-        self._dir = settings.data_dir / "reindex"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._files = RecordFiles(settings.data_dir / "reindex", "reindex")
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
         self._cancelled: set[str] = set()
@@ -203,19 +202,11 @@ class InProcessReindexer:
             kept.extend(notes[: max(0, MAX_NOTES_KEPT - len(kept))])
 
     def _persist(self, record: dict[str, Any]) -> None:
-        path = self._dir / f"{record['id']}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, path)
+        self._files.write(record)
 
     def _load_existing(self) -> None:
         aliases = self._store.aliases(fresh=True)
-        for path in sorted(self._dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                log.warning("ignoring unreadable reindex record %s", path)
-                continue
+        for record in self._files.load_all():
             if record.get("state") == "running":
                 record["state"] = "interrupted"
                 record["updated_at"] = now_iso()

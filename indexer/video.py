@@ -39,7 +39,7 @@ from indexer.video_segments import Segment as Segment
 from indexer.video_segments import Segmenter, check_params
 from indexer.video_segments import SegmentError as SegmentError
 from indexer.video_segments import pool_frames as pool_frames
-from indexer.video_segments import save_thumbnail as save_thumbnail
+from indexer.video_segments import thumbnail_jpeg as thumbnail_jpeg
 from service.core.errors import ClipsearchError, invalid, too_large, unsupported
 from service.core.preprocess import sniff_format
 

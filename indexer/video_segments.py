@@ -6,15 +6,12 @@ FFmpeg side and re-exports what callers need. Times are exact fractions.
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
-import os
-import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -242,29 +239,11 @@ def pool_frames(vectors: np.ndarray) -> np.ndarray:
     return (mean / norm).astype(np.float32)
 
 
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def save_thumbnail(image: Image.Image, root: Path, name: str) -> Path:
-    """A JPEG of at most THUMBNAIL_SIDE px a side at ``root/<name>.jpg``, written atomically.
-
-    ``name`` is a point id; anything but letters, digits, ``_`` and ``-`` becomes ``_``, so it
-    can never leave ``root``. Readers (the gateway serving thumbnails) see the old file or the
-    new one, never half of one: the JPEG is written to a temporary file beside it and renamed.
-    """
-    safe = _UNSAFE_NAME.sub("_", name)[:128]
-    if not safe.strip("_"):
-        raise invalid(f"unusable thumbnail name {name!r}")
+def thumbnail_jpeg(image: Image.Image) -> bytes:
+    """A keyframe as a JPEG of at most THUMBNAIL_SIDE px a side (``service.core.thumbnails``
+    places and writes it)."""
     thumb = image.convert("RGB")  # convert() copies, so thumbnail() never touches the caller's
     thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{safe}.jpg"
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{safe}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            thumb.save(fh, format="JPEG", quality=85)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

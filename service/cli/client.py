@@ -40,50 +40,83 @@ def _connect(server: str) -> typer.Exit:
 
 def ingest(server: str, source: dict[str, Any], api_key: str | None) -> int:
     """Start a job and follow it; returns the number of failed items."""
+    return _start_and_follow(server, api_key, "/v1/ingest", {"source": source})
+
+
+def job_action(server: str, job_id: str, action: str, api_key: str | None) -> int:
+    """``clipsearch jobs``: show or cancel a job (print it; 0 unless the request failed), or
+    resume one / retry its failed items (follow the job it answers with, as ``ingest`` does)."""
+    if action in ("retry", "retry-failed"):
+        return _start_and_follow(server, api_key, f"/v1/jobs/{job_id}/{action}", None)
+    method = "DELETE" if action == "cancel" else "GET"
+    try:
+        with _client(server, api_key) as http:
+            job = _check(http.request(method, f"/v1/jobs/{job_id}"))
+    except httpx.TransportError:
+        raise _connect(server) from None
+    _summary(Console(stderr=True), job)
+    return 0
+
+
+def _start_and_follow(
+    server: str, api_key: str | None, path: str, body: dict[str, Any] | None
+) -> int:
     console = Console(stderr=True)
     try:
         with _client(server, api_key) as http:
-            job_id = _check(http.post("/v1/ingest", json={"source": source}))["job_id"]
-            columns = (
-                TextColumn("[bold]ingest"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TextColumn("{task.fields[eta]}"),
-                TextColumn("[yellow]{task.fields[note]}"),
-            )
-            with Progress(*columns, console=console) as bar:
-                task = bar.add_task("ingest", total=None, rate="", eta="", note="")
-                while True:
-                    job = _check(http.get(f"/v1/jobs/{job_id}"))
-                    rate, eta, note = progress_fields(job)
-                    bar.update(
-                        task,
-                        total=job["total"] or None,
-                        completed=job["done"] + job["failed"],
-                        rate=rate,
-                        eta=eta,
-                        note=note,
-                    )
-                    if job["state"] not in ("queued", "running"):
-                        break
-                    time.sleep(POLL_S)
+            job_id = _check(http.post(path, json=body))["job_id"]
+            job = _follow(http, job_id, console)
     except httpx.TransportError:
         raise _connect(server) from None
+    _summary(console, job)
+    if job["state"] != "completed":
+        return max(1, job["failed"])
+    return int(job["failed"])
+
+
+def _follow(http: httpx.Client, job_id: str, console: Console) -> dict[str, Any]:
+    """Poll the job with a progress bar (rate and ETA as the server reports them) until it
+    ends; the last record."""
+    columns = (
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[eta]}"),
+        TextColumn("[yellow]{task.fields[note]}"),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("ingest", total=None, rate="", eta="", note="")
+        while True:
+            job: dict[str, Any] = _check(http.get(f"/v1/jobs/{job_id}"))
+            rate, eta, note = progress_fields(job)
+            bar.update(
+                task,
+                total=job["total"] or None,
+                completed=job["done"] + job["failed"],
+                rate=rate,
+                eta=eta,
+                note=note,
+            )
+            if job["state"] not in ("queued", "running"):
+                return job
+            time.sleep(POLL_S)
+
+
+def _summary(console: Console, job: dict[str, Any]) -> None:
     # soft_wrap: paths stay whole on one line, so they can be copied and grepped.
     skipped = f" ({job['skipped']} already indexed)" if job.get("skipped") else ""
     console.print(
-        f"job {job_id}: {job['state']}, {job['done']} indexed{skipped}, {job['failed']} failed",
+        f"job {job['id']}: {job['state']}, {job['done']} indexed{skipped}, {job['failed']} "
+        f"failed, {job['total']} in all",
         soft_wrap=True,
     )
     for err in job["errors"]:
         console.print(f"  [red]failed[/red] {err['item']}: {err['reason']}", soft_wrap=True)
-    if job["state"] != "completed":
+    if job["state"] not in ("completed", "queued", "running"):
         console.print(
             f"[red]job ended {job['state']}[/red] {job.get('error') or ''}", soft_wrap=True
         )
-        return max(1, job["failed"])
-    return int(job["failed"])
 
 
 def progress_fields(job: dict[str, Any]) -> tuple[str, str, str]:

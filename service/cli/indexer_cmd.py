@@ -20,7 +20,7 @@ def indexer(pool: PoolOpt = "solo", concurrency: ConcurrencyOpt = 1, name: NameO
     """Run an indexer worker: reads sources, embeds media, feeds the writer (needs
     CLIPSEARCH_BROKER__URL)."""
     from indexer.celery_app import make_celery
-    from indexer.distributed import IndexerResources
+    from indexer.resources import IndexerResources
     from service.core.errors import ClipsearchError
     from service.core.tasks import INDEX_QUEUE
 

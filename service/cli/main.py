@@ -13,6 +13,7 @@ import typer
 from service.cli import client as remote
 from service.cli.bench.cli import app as bench_app
 from service.cli.indexer_cmd import indexer as indexer_command
+from service.cli.jobs_cmd import app as jobs_app
 from service.cli.models_cmd import app as models_app
 from service.cli.worker_cmd import worker as worker_command
 from service.cli.writer_cmd import writer as writer_command
@@ -21,6 +22,7 @@ from service.core.config import Settings
 app = typer.Typer(help="clipsearch: multimodal search service", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
+app.add_typer(jobs_app, name="jobs")
 app.command("worker")(worker_command)
 app.command("indexer")(indexer_command)
 app.command("writer")(writer_command)

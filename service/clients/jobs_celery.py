@@ -10,7 +10,9 @@ Each attempt of a job has a ``run`` token, in the record and in the Redis progre
 created at submit). ``status`` merges the record with that live progress only while both name the
 same run; a job whose hash is gone (Redis restarted without persistence) reads ``interrupted``,
 never ``completed`` and never ``running`` forever. Once a job is seen ended, its final counts and
-failed entries are kept in the record, so a later Redis restart does not undo a finished job.
+failed entries are kept in the record, so a later Redis restart does not undo a finished job. A
+settler thread looks at every job not yet seen ended every ``SETTLE_INTERVAL_S``, so that this
+holds also for a job nobody asked about before Redis lost it.
 
 * ``cancel``: the record notes it and the hash gets ``cancelled``: tasks not yet started do
   nothing, what is indexed stays indexed.
@@ -23,10 +25,9 @@ failed entries are kept in the record, so a later Redis restart does not undo a 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -40,6 +41,7 @@ from service.clients.base import new_job_record, now_iso
 from service.clients.stream import PointStream
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.records import RecordFiles
 from service.core.source_spec import SourceSpec
 from service.core.sources import resolve_local_dir
 from service.core.tasks import INDEX_QUEUE, PLAN_JOB
@@ -52,6 +54,8 @@ ENDED = frozenset({"completed", "failed", "cancelled"})
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 # Record fields that are the gateway's own bookkeeping, not the job's status.
 _PRIVATE = frozenset({"params", "run", "final", "failed_entries"})
+# How often the settler looks at the jobs not yet seen ended (one Redis read each).
+SETTLE_INTERVAL_S = 2.0
 INTERRUPTED = (
     "the job's progress is gone from Redis (restarted without persistence?): "
     "POST /v1/jobs/{id}/retry resumes it, skipping what is already indexed"
@@ -107,8 +111,7 @@ class CeleryJobQueue:
             raise invalid("the Celery job queue needs a broker: set CLIPSEARCH_BROKER__URL")
         self._settings = settings
         self._stream = stream
-        self._dir = settings.data_dir / "jobs"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._files = RecordFiles(settings.data_dir / "jobs", "job")
         self._app = Celery("clipsearch-gateway", broker=settings.broker.url, set_as_current=False)
         self._app.conf.update(
             task_serializer="json",
@@ -118,6 +121,13 @@ class CeleryJobQueue:
             broker_connection_timeout=5,
             task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2},
         )
+        # One lock over every read-modify-write of a record: the settler keeping a job's final
+        # outcome must not write back a record that a retry has just given a new run.
+        self._lock = threading.RLock()
+        self._open = {r["id"] for r in self._files.load_all() if _unsettled(r)}
+        self._stop = threading.Event()
+        self._settler = threading.Thread(target=self._settle_loop, name="job-settler", daemon=True)
+        self._settler.start()
 
     # -- JobQueue protocol -------------------------------------------------------------------
     def submit(self, kind: str, params: dict[str, Any]) -> str:
@@ -132,27 +142,50 @@ class CeleryJobQueue:
         return job_id
 
     def status(self, job_id: str) -> dict[str, Any]:
-        record = self._record(job_id)
-        try:
-            progress = self._stream.jobs.get(job_id) if record["state"] == "submitted" else None
-            status = job_state(record, progress)
-            if progress is not None and status["state"] in ENDED:
-                self._keep_final(record, status)
-        except redis.RedisError as exc:
-            raise ClipsearchError(
-                ErrorType.unavailable, f"job progress is unreachable: {exc}", retry_after_s=5
-            ) from exc
-        return status
+        with self._lock:
+            record = self._record(job_id)
+            try:
+                live = record["state"] == "submitted"
+                progress = self._stream.jobs.get(job_id) if live else None
+                status = job_state(record, progress)
+                if progress is not None and status["state"] in ENDED:
+                    self._keep_final(record, status)
+            except redis.RedisError as exc:
+                raise ClipsearchError(
+                    ErrorType.unavailable, f"job progress is unreachable: {exc}", retry_after_s=5
+                ) from exc
+            return status
+
+    def settle(self) -> None:
+        """Look at each job not yet seen ended (``status`` keeps an ended job's outcome in its
+        record); one that reads interrupted is left until a retry opens it again."""
+        with self._lock:
+            todo = sorted(self._open)
+        for job_id in todo:
+            try:
+                state = self.status(job_id)["state"]
+            except ClipsearchError as exc:
+                if exc.type is ErrorType.not_found:
+                    with self._lock:
+                        self._open.discard(job_id)
+                    continue
+                return  # Redis is unreachable: try them all again next time
+            if state in ENDED or state == "interrupted":
+                with self._lock:
+                    self._open.discard(job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Stop a queued or running job: tasks not yet started do nothing; what is indexed
         stays indexed."""
-        state = self.status(job_id)["state"]
-        if state not in ("queued", "running"):
-            raise ClipsearchError(ErrorType.conflict, f"job {job_id} is {state}; nothing to cancel")
-        record = self._record(job_id)
-        record.update(cancelled_at=now_iso(), updated_at=now_iso())
-        self._persist(record)
+        with self._lock:
+            state = self.status(job_id)["state"]
+            if state not in ("queued", "running"):
+                raise ClipsearchError(
+                    ErrorType.conflict, f"job {job_id} is {state}; nothing to cancel"
+                )
+            record = self._record(job_id)
+            record.update(cancelled_at=now_iso(), updated_at=now_iso())
+            self._persist(record)
         try:
             self._stream.jobs.mark_cancelled(job_id)
         except redis.RedisError as exc:  # the record holds it: the job reads cancelled anyway
@@ -162,26 +195,27 @@ class CeleryJobQueue:
     def retry(self, job_id: str) -> str:
         """Run an interrupted, failed or cancelled job again under the same id, skipping what
         is already indexed with the same content; returns the id."""
-        state = self.status(job_id)["state"]
-        if state not in RESUMABLE:
-            raise ClipsearchError(
-                ErrorType.conflict,
-                f"job {job_id} is {state}; only {sorted(RESUMABLE)} jobs resume",
+        with self._lock:
+            state = self.status(job_id)["state"]
+            if state not in RESUMABLE:
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"job {job_id} is {state}; only {sorted(RESUMABLE)} jobs resume",
+                )
+            record = self._record(job_id)
+            for stale in ("final", "failed_entries", "cancelled_at", "error"):
+                record.pop(stale, None)
+            record.update(
+                state="queued",
+                attempt=int(record.get("attempt", 1)) + 1,
+                total=0,
+                done=0,
+                failed=0,
+                skipped=0,
+                errors=[],
+                resumed_at=now_iso(),
             )
-        record = self._record(job_id)
-        for stale in ("final", "failed_entries", "cancelled_at", "error"):
-            record.pop(stale, None)
-        record.update(
-            state="queued",
-            attempt=int(record.get("attempt", 1)) + 1,
-            total=0,
-            done=0,
-            failed=0,
-            skipped=0,
-            errors=[],
-            resumed_at=now_iso(),
-        )
-        self._enqueue(record, resume=True)
+            self._enqueue(record, resume=True)
         return job_id
 
     def retry_failed(self, job_id: str) -> str:
@@ -205,6 +239,8 @@ class CeleryJobQueue:
             return False
 
     def close(self) -> None:
+        self._stop.set()
+        self._settler.join(timeout=10)
         self._app.close()
         self._stream.close()
 
@@ -231,6 +267,15 @@ class CeleryJobQueue:
             ) from exc
         record.update(state="submitted", updated_at=now_iso())
         self._persist(record)
+        with self._lock:
+            self._open.add(job_id)
+
+    def _settle_loop(self) -> None:
+        while not self._stop.wait(SETTLE_INTERVAL_S):
+            try:
+                self.settle()
+            except Exception:  # a bug here must not end the thread: the next pass may do
+                log.exception("the job settler failed")
 
     def _keep_final(self, record: dict[str, Any], status: dict[str, Any]) -> None:
         """Keep an ended job's outcome in its record: a later Redis restart must not turn a
@@ -264,20 +309,18 @@ class CeleryJobQueue:
             return SourceSpec(manifest=str(path))
         return spec
 
-    def _path(self, job_id: str) -> Path:
-        return self._dir / f"{job_id}.json"
-
     def _record(self, job_id: str) -> dict[str, Any]:
         if not _JOB_ID.match(job_id):  # also keeps the id from naming any other file
             raise not_found(f"no job {job_id!r}")
         try:
-            record: dict[str, Any] = json.loads(self._path(job_id).read_text(encoding="utf-8"))
+            return self._files.read(job_id)
         except FileNotFoundError:
             raise not_found(f"no job {job_id!r}") from None
-        return record
 
     def _persist(self, record: dict[str, Any]) -> None:
-        path = self._path(record["id"])
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, path)
+        self._files.write(record)
+
+
+def _unsettled(record: dict[str, Any]) -> bool:
+    """Sent to the broker and not yet seen ended (nor cancelled, which the record holds)."""
+    return record.get("state") == "submitted" and not record.get("final")

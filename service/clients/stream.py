@@ -64,6 +64,8 @@ class StreamEntry:
     run: str | None = None
     # Set when the entry cannot be read (trimmed away, corrupt): its items count as failed.
     problem: str | None = None
+    # Video keyframes (path under the data dir -> JPEG), stored by the writer with the points.
+    thumbnails: dict[str, bytes] = field(default_factory=dict)
 
 
 def _failure(f: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,6 +83,7 @@ def encode_entry(
     *,
     skipped: Sequence[str] = (),
     run: str | None = None,
+    thumbnails: Mapping[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     meta: list[dict[str, Any]] = []
     blobs: list[bytes] = []
@@ -101,6 +104,10 @@ def encode_entry(
     }
     if skipped:
         fields["skipped"] = json.dumps(list(skipped)).encode()
+    if thumbnails:
+        index = [[path, len(data)] for path, data in thumbnails.items()]
+        fields["thumbs"] = json.dumps(index).encode()
+        fields["thumb_data"] = b"".join(thumbnails.values())
     if run:
         fields["run"] = run.encode()
     return fields
@@ -136,11 +143,26 @@ def decode_entry(
             points.append(Point(id=meta["id"], vectors=vectors, payload=meta["payload"]))
         if offset != len(blob):
             raise ValueError(f"{len(blob) - offset} vector bytes left over")
+        thumbnails = _thumbnails(fields)
     except (KeyError, ValueError, TypeError) as exc:
         return StreamEntry(
             collection, eid, job_id, items, failed, [], skipped, run, f"unreadable points: {exc}"
         )
-    return StreamEntry(collection, eid, job_id, items, failed, points, skipped, run)
+    return StreamEntry(
+        collection, eid, job_id, items, failed, points, skipped, run, None, thumbnails
+    )
+
+
+def _thumbnails(fields: Mapping[bytes, bytes]) -> dict[str, bytes]:
+    data, offset, out = fields.get(b"thumb_data", b""), 0, {}
+    for path, size in json.loads(fields.get(b"thumbs", b"[]")):
+        if not isinstance(path, str) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"bad thumbnail index entry {[path, size]!r}")
+        out[path] = data[offset : offset + size]
+        offset += size
+    if offset != len(data):
+        raise ValueError(f"{len(data) - offset} thumbnail bytes left over or missing")
+    return out
 
 
 class PointStream:
@@ -179,11 +201,14 @@ class PointStream:
         failed: Sequence[Mapping[str, Any]] = (),
         skipped: Sequence[str] = (),
         run: str | None = None,
+        thumbnails: Mapping[str, bytes] | None = None,
         timeout_s: float | None = None,
     ) -> str:
         """Append one entry, waiting while the stream holds ``stream_max_len`` entries; raises
         ClipsearchError(overloaded) when the writer has not made room within the timeout."""
-        fields = encode_entry(job_id, items, points, failed, skipped=skipped, run=run)
+        fields = encode_entry(
+            job_id, items, points, failed, skipped=skipped, run=run, thumbnails=thumbnails
+        )
         args: list[Any] = [self.settings.stream_max_len]
         for name, value in fields.items():
             args += [name, value]

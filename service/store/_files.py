@@ -1,4 +1,5 @@
-"""The embedded store's own files: atomic JSON (collection meta, aliases) and the data-dir lock."""
+"""The embedded store's own files: the alias file and the data-dir lock (atomic JSON writes are
+``service.core.records.write_json``)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,6 @@ import os
 from pathlib import Path
 
 from service.core.errors import ClipsearchError, ErrorType
-
-
-def write_json(path: Path, data: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_aliases(path: Path) -> dict[str, str]:

@@ -38,6 +38,7 @@ from service.clients.stream import WRITER_GROUP, PointStream, StreamEntry
 from service.core.config import Settings
 from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType
+from service.core.thumbnails import write_thumbnail
 from service.store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Writer:
     ) -> None:
         self.settings = settings.broker
         self.store = store
+        self.data_dir = settings.data_dir  # video thumbnails from the stream go under it
         # A tuple, replaced whole by add_collection: the loop reads it without a lock.
         self.collections: tuple[str, ...] = tuple(collections or [settings.collection])
         # The host name by default: a restarted writer on the same host re-reads what it held
@@ -201,6 +203,7 @@ class Writer:
     def _write(self, collection: str, chunk: list[StreamEntry]) -> bool:
         readable = [e for e in chunk if not e.problem]
         try:
+            self._save_thumbnails(readable)
             self._upsert(collection, [p for e in readable for p in e.points])
         except Exception as exc:  # one bad entry must not block the batch
             log.warning(
@@ -219,6 +222,7 @@ class Writer:
         trouble = None
         for e in chunk:
             try:
+                self._save_thumbnails([e])
                 self._upsert(collection, e.points)
                 done.append(e)
             except ClipsearchError as exc:
@@ -233,6 +237,14 @@ class Writer:
         if done:
             self.stream.complete(self.group, done, refused)
         return trouble is None or self._troubled(trouble)
+
+    def _save_thumbnails(self, entries: Sequence[StreamEntry]) -> None:
+        """Before the points that name them, so a point found by search has its thumbnail. A
+        disk that cannot take them fails the write like the store would (kept pending); a path
+        that is no thumbnail path is refused (ClipsearchError invalid: the entry alone)."""
+        for e in entries:
+            for path, data in e.thumbnails.items():
+                write_thumbnail(self.data_dir, path, data)
 
     def _upsert(self, collection: str, points: list[Point]) -> None:
         if not points:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -107,6 +108,39 @@ def test_ingest_and_search_through_the_cli(server: tuple[str, dict[str, str], Pa
 
     neither = _cli("search", "--server", url, env=env)
     assert neither.returncode == 2
+
+
+def test_jobs_commands_show_resume_and_refuse(server: tuple[str, dict[str, str], Path]) -> None:
+    """``clipsearch jobs``: show a finished job, retry its failed item as a new job (followed,
+    exit 1 as it fails again), and clear errors for what cannot be done."""
+    from models.data.scenes import write_demo_dataset
+
+    url, env, src = server
+    write_demo_dataset(src / "jobs", n=4, seed=3)
+    (src / "jobs" / "broken.png").write_bytes(b"not an image at all")
+    ingest = _cli("ingest", str(src / "jobs"), "--server", url, env=env)
+    found = re.search(r"job ([0-9a-f]{32}): completed", ingest.stderr)
+    assert found, ingest.stderr
+    job_id = found.group(1)
+
+    shown = _cli("jobs", "show", job_id, "--server", url, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"job {job_id}: completed, 4 indexed, 1 failed, 5 in all" in shown.stderr
+    assert "broken.png" in shown.stderr
+
+    again = _cli("jobs", "retry-failed", job_id, "--server", url, env=env)
+    assert again.returncode == 1, again.stderr  # the broken file fails again, and says so
+    retried = re.search(
+        r"job ([0-9a-f]{32}): completed, 0 indexed, 1 failed, 1 in all", again.stderr
+    )
+    assert retried and retried.group(1) != job_id, again.stderr
+
+    for action in ("retry", "cancel"):  # a completed job has nothing to resume or cancel
+        refused = _cli("jobs", action, job_id, "--server", url, env=env)
+        assert refused.returncode == 1, refused.stderr
+        assert "error 409: conflict" in refused.stderr, refused.stderr
+    missing = _cli("jobs", "show", "0" * 32, "--server", url, env=env)
+    assert missing.returncode == 1 and "error 404" in missing.stderr, missing.stderr
 
 
 def test_cli_reports_an_unreachable_server(tmp_path: Path) -> None:

@@ -8,262 +8,49 @@ store), two `clipsearch indexer` Celery workers and a private `redis-server` wit
   and ``POST /v1/jobs/{id}/retry`` completes it. The points present before the resume are all
   counted ``skipped`` and keep their ``created_at``: nothing finished is embedded again, and
   nothing is lost (N points in the end).
+
+The process harness is ``service/cli/bench/deployment.py``, shared with ``clipsearch bench
+faults`` (the same scenarios at 2,000 images on the default bundle).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from service.core.domain import point_id
-from service.core.tasks import INDEX_QUEUE
-from service.store.edge import QdrantEdgeStore
-from tests.e2e.test_cli import _free_port
+from service.cli.bench.deployment import REPO_ROOT, Deployment, deployment, submit, wait
 from tests.indexer.test_distributed import write_images
 from tests.redis_server import redis_binary
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 160
-STREAM = "clipsearch:points:media"
-TIMEOUT_S = 240.0  # a loaded 2-core machine; every wait ends as soon as its condition holds
+# Small batches and small writes: the job takes many steps, so a kill lands mid-job.
+SMALL_STEPS = {
+    "CLIPSEARCH_ENCODER__PREPROCESS_THREADS": "1",
+    "CLIPSEARCH_BROKER__PLAN_BATCH_SIZE": "4",
+    "CLIPSEARCH_BROKER__WRITER_MAX_ENTRIES": "2",
+    "CLIPSEARCH_BROKER__WRITER_BLOCK_MS": "200",
+    # A task stranded by a lost broker connection or a killed worker comes back within seconds.
+    "CLIPSEARCH_BROKER__VISIBILITY_TIMEOUT_S": "10",
+    "CLIPSEARCH_BROKER__RESTORE_INTERVAL_S": "1",
+}
 
 
-class RedisProcess:
-    """A private redis-server on a fixed port, so that it can be killed and started again (empty:
-    no persistence) under the same URL."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> None:
-        log = (self.directory / f"redis-{time.monotonic_ns()}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-        try:
-            wait(
-                "redis up",
-                lambda: self.proc is not None and self.proc.poll() is None and _pings(client),
-                30,
-            )
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-def wait(what: str, predicate: Callable[[], bool], timeout: float = TIMEOUT_S) -> None:
-    """Poll a condition that other processes bring about (there is no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:.0f} s")
-        time.sleep(0.02)
-
-
-@dataclass
-class Deployment:
-    base: Path
-    redis: RedisProcess
-    env: dict[str, str]
-    photos: Path
-    images: list[Path]
-    data_dir: Path
-    url: str = ""
-    gateway: subprocess.Popen[bytes] | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start_gateway(self) -> None:
-        port = _free_port()
-        log = (self.base / f"gateway-{time.monotonic_ns()}.log").open("wb")
-        self.gateway = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port),
-             "--data-dir", str(self.data_dir), "--bundle", self.env["CLIPSEARCH_BUNDLE"],
-             "--allow-root", str(self.photos.parent)],
-            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        self.url = f"http://127.0.0.1:{port}"
-        wait("gateway ready", self._ready, 120)
-
-    def _ready(self) -> bool:
-        assert self.gateway is not None
-        if self.gateway.poll() is not None:
-            raise AssertionError(f"the gateway exited: {self.logs()}")
-        try:
-            return httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop_gateway(self, sig: int = signal.SIGTERM) -> None:
-        assert self.gateway is not None
-        self.gateway.send_signal(sig)
-        self.gateway.wait(timeout=60)
-
-    def start_worker(self, name: str) -> None:
-        log = (self.base / f"{name}-{time.monotonic_ns()}.log").open("wb")
-        self.workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "indexer", "--name", f"{name}@%h"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        log.close()
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        """The job as the gateway reports it ({} while the gateway cannot answer)."""
-        try:
-            response = httpx.get(f"{self.url}/v1/jobs/{job_id}", timeout=10)
-        except httpx.TransportError:
-            return {}
-        return dict(response.json()) if response.status_code == 200 else {}
-
-    def live_done(self, job_id: str) -> int:
-        """The writer's count in Redis, read directly (the gateway may be down)."""
-        client = redis.Redis.from_url(self.redis.url)
-        try:
-            return int(client.hget(f"clipsearch:job:{job_id}", "done") or 0)
-        finally:
-            client.close()
-
-    def wait_state(self, job_id: str, state: str) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-
-        def reached() -> bool:
-            nonlocal seen
-            seen = self.job(job_id) or seen
-            return seen.get("state") == state
-
-        try:
-            wait(f"job {state}", reached)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; last seen {seen}\n{self.logs()}") from None
-        return seen
-
-    def created_at(self) -> dict[str, str]:
-        """Point id -> created_at of the images' points, read from the store on disk (the
-        gateway, which holds it, must be stopped)."""
-        store = QdrantEdgeStore(self.data_dir)
-        try:
-            ids = [point_id("media", p.as_uri()) for p in self.images]
-            found = {r.id: r.payload["created_at"] for r in store.retrieve("media", ids)}
-            assert store.count("media") == len(found)  # no point other than the images'
-            return found
-        finally:
-            store.close()
-
-    def wait_idle(self) -> None:
-        """Until no task is queued or held and the points stream is empty, for a few seconds."""
-        client = redis.Redis.from_url(self.redis.url)
-        quiet_since = time.monotonic()
-
-        def quiet() -> bool:
-            nonlocal quiet_since
-            if client.xlen(STREAM) or client.hlen("unacked") or client.llen(INDEX_QUEUE):
-                quiet_since = time.monotonic()
-            return time.monotonic() - quiet_since > 3.0
-
-        try:
-            wait("workers and writer idle", quiet)
-        finally:
-            client.close()
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}"
-            for p in sorted(self.base.glob("*.log"))
-        )
-
-    def close(self) -> None:
-        for proc in [*self.workers, self.gateway]:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in [*self.workers, self.gateway]:
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-        self.redis.kill()
-
-
-@pytest.fixture()
-def deployment(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Deployment]:
+@pytest.fixture(name="deployment")
+def deployment_fixture(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Deployment]:
+    redis_binary()  # skips without redis-server
     photos = tmp_path / "src" / "photos"
     images = write_images(photos, N_IMAGES)
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")},
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(REPO_ROOT),
-        "CLIPSEARCH_BROKER__URL": server.url,
-        "CLIPSEARCH_BUNDLE": str(tiny_bundle_dir),
-        "CLIPSEARCH_SOURCES__ALLOWED_ROOTS": str(tmp_path / "src"),
-        "CLIPSEARCH_ENCODER__PREPROCESS_THREADS": "1",
-        # Small batches and small writes: the job takes many steps, so a kill lands mid-job.
-        "CLIPSEARCH_BROKER__PLAN_BATCH_SIZE": "4",
-        "CLIPSEARCH_BROKER__WRITER_MAX_ENTRIES": "2",
-        "CLIPSEARCH_BROKER__WRITER_BLOCK_MS": "200",
-        # A task stranded by a lost broker connection comes back within seconds.
-        "CLIPSEARCH_BROKER__VISIBILITY_TIMEOUT_S": "10",
-        "CLIPSEARCH_BROKER__RESTORE_INTERVAL_S": "1",
-        # The indexers' own data dir (video thumbnails); the gateway's is --data-dir.
-        "CLIPSEARCH_DATA_DIR": str(tmp_path / "indexer-data"),
-    }
-    d = Deployment(tmp_path, server, env, photos, images, tmp_path / "gateway-data")
-    try:
-        d.start_worker("w1")
-        d.start_worker("w2")
-        d.start_gateway()
+    with deployment(tmp_path, tiny_bundle_dir, photos, images, env=SMALL_STEPS) as d:
         yield d
-    finally:
-        d.close()
-
-
-def submit(d: Deployment) -> str:
-    response = httpx.post(
-        f"{d.url}/v1/ingest", json={"source": {"directory": str(d.photos)}}, timeout=30
-    )
-    assert response.status_code == 202, response.text
-    return str(response.json()["job_id"])
 
 
 @pytest.mark.timeout(600)

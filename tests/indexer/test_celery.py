@@ -21,14 +21,17 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from PIL import Image
 
 from service.clients.stream import PointStream
 from service.core.config import BrokerSettings, Settings
+from service.core.domain import point_id
 from service.core.manifest import load_bundle
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE
 from service.store.edge import QdrantEdgeStore
 from service.writer import Writer
 from tests.indexer.test_distributed import write_images
+from tests.indexer.test_video import make_video
 from tests.redis_server import redis_server
 
 pytestmark = pytest.mark.slow
@@ -174,11 +177,15 @@ def kill_while_holding_a_task(cluster: Cluster, job_id: str, name: str) -> bool:
         victim.send_signal(signal.SIGCONT)
 
 
-def start_writer(cluster: Cluster, tiny_bundle_dir: Path, collection: str) -> Writer:
+def start_writer(
+    cluster: Cluster, tiny_bundle_dir: Path, collection: str, data_dir: Path | None = None
+) -> Writer:
     spaces = load_bundle(tiny_bundle_dir).manifest.spaces
     cluster.store.ensure_collection(collection, spaces.model_dump())  # type: ignore[arg-type]
     settings = Settings(
-        collection=collection, broker=BrokerSettings(url=cluster.redis_url, writer_block_ms=200)
+        collection=collection,
+        broker=BrokerSettings(url=cluster.redis_url, writer_block_ms=200),
+        data_dir=data_dir or cluster.logs.parent / "writer-data",
     )
     cluster.writer = Writer(
         cluster.redis_url, cluster.store, settings, consumer=f"writer-{collection}"
@@ -235,5 +242,32 @@ def test_a_killed_worker_loses_and_duplicates_nothing(
         status = cluster.progress(job_id)
         assert (status["done"], status["failed"]) == (N_IMAGES, 0)
         assert cluster.store.count("killed") == N_IMAGES
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(900)
+def test_video_thumbnails_reach_the_writers_data_dir_not_the_workers(
+    cluster: Cluster, tiny_bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The workers have their own data dir (no volume shared with the gateway): a video's
+    keyframes travel in the stream entry and the writer stores them where the gateway serves."""
+    video = cluster.images[0].parent.parent / "videos" / "clip.mkv"
+    video.parent.mkdir(exist_ok=True)
+    make_video(video)  # 12 s: segments of 5 + 5 + 2 s
+    writer = start_writer(cluster, tiny_bundle_dir, "videos", data_dir=tmp_path / "gateway")
+    try:
+        job_id = uuid.uuid4().hex
+        cluster.stream.jobs.init_job(job_id, total=1)
+        entries = [{"uri": str(video), "id": "clip"}]
+        cluster.sender.send_task(INDEX_BATCH, args=[job_id, "videos", entries], queue=INDEX_QUEUE)
+        cluster.wait("the video done", lambda: cluster.progress(job_id)["done"] == 1, JOB_TIMEOUT_S)
+        ids = [point_id("videos", "clip", i) for i in range(3)]
+        segments = cluster.store.retrieve("videos", ids)
+        assert len(segments) == 3
+        for point in segments:
+            with Image.open(tmp_path / "gateway" / point.payload["thumbnail"]) as thumb:
+                assert thumb.format == "JPEG"
+        assert not list((cluster.logs.parent / "worker-data").rglob("*.jpg"))
     finally:
         writer.close()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer import celery_app, distributed
+from indexer import celery_app, distributed, resources
 from service.clients.base import EmbeddingClient
 from service.clients.stream import WRITER_GROUP, PointStream
 from service.core.config import BrokerSettings, LimitsSettings, Settings, SourcesSettings
@@ -63,7 +63,7 @@ def settings(root: Path, tiny_bundle_dir: Path, redis_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 def embedder(settings: Settings) -> Iterator[EmbeddingClient]:
-    client = distributed.build_embedder(settings)
+    client = resources.build_embedder(settings)
     yield client
     client.close()
 
@@ -179,8 +179,13 @@ def test_a_batch_of_every_kind_goes_to_the_stream(
     ]
     assert all(s.payload["kind"] == "video_segment" for s in segments)
     assert all(s.payload["metadata"] == {"reel": 2} for s in segments)
-    # Thumbnails land under this worker's data dir (the gateway sees them if it shares it).
-    assert all((open_settings.data_dir / s.payload["thumbnail"]).is_file() for s in segments)
+    # The keyframes travel in the entry for the writer to store: none on the worker's disk.
+    for entry in (first, second):
+        assert sorted(entry.thumbnails) == sorted(s.payload["thumbnail"] for s in segments)
+        for data in entry.thumbnails.values():
+            with Image.open(io.BytesIO(data)) as thumb:
+                assert thumb.format == "JPEG" and max(thumb.size) <= 256
+    assert not (open_settings.data_dir / "thumbnails").exists()
 
     stream.complete(WRITER_GROUP, [first, second])
     status = stream.jobs.get("job")
@@ -228,9 +233,9 @@ def test_an_indexer_without_allowed_roots_reads_nothing(
 
 
 def test_bundle_resolution(tiny_bundle_dir: Path) -> None:
-    assert distributed.resolve_bundle_dir(Settings(bundle=str(tiny_bundle_dir))) == tiny_bundle_dir
+    assert resources.resolve_bundle_dir(Settings(bundle=str(tiny_bundle_dir))) == tiny_bundle_dir
     with pytest.raises(ClipsearchError) as caught:
-        distributed.resolve_bundle_dir(Settings(bundle="no-such-bundle"))
+        resources.resolve_bundle_dir(Settings(bundle="no-such-bundle"))
     assert caught.value.type is ErrorType.bundle_invalid
     assert "CLIPSEARCH_BUNDLE" in caught.value.message
 

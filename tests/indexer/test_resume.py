@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from indexer import distributed
+from indexer import distributed, resources
 from service.clients.base import EmbeddingClient
 from service.clients.lookups import LookupServer
 from service.clients.stream import WRITER_GROUP, PointStream
@@ -17,7 +17,9 @@ from service.core.config import BrokerSettings, Settings, SourcesSettings
 from service.core.domain import point_id
 from service.store.edge import QdrantEdgeStore
 from tests.indexer.test_distributed import write_images
+from tests.indexer.test_video import make_video
 from tests.redis_server import fresh_stream, redis_server
+from tests.support import serve_directory
 
 COLL = "media"
 JOB = "job"
@@ -52,7 +54,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) ->
 
 @pytest.fixture(scope="module")
 def embedder(settings: Settings) -> Iterator[CountingEmbedder]:
-    client = distributed.build_embedder(settings)
+    client = resources.build_embedder(settings)
     yield CountingEmbedder(client)
     client.close()
 
@@ -114,6 +116,47 @@ def test_a_resumed_batch_embeds_only_what_is_not_indexed_with_the_same_content(
     after = {r.id: r.payload["created_at"] for r in store.retrieve(COLL, list(first))}
     changed = [pid for pid in first if after[pid] != first[pid]]
     assert len(changed) == 1  # the skipped points were not rewritten
+
+
+def test_a_resumed_batch_skips_a_url_video_indexed_with_the_same_content(
+    settings: Settings, embedder: CountingEmbedder, stream: PointStream, store: QdrantEdgeStore
+) -> None:
+    """A video given by URL is fetched, then hashed, then looked up: the same bytes at the same
+    URL are not embedded again; different bytes are."""
+    www = settings.sources.allowed_roots[0] / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    make_video(www / "clip.mkv")  # 12 s: three segments
+    sources = settings.sources.model_copy(update={"allowed_networks": ["127.0.0.1/32"]})
+    kw: dict[str, Any] = {
+        "embedder": embedder,
+        "stream": stream,
+        "settings": settings.model_copy(update={"sources": sources}),
+    }
+    with serve_directory(www) as url:
+        entries = [{"uri": f"{url}/clip.mkv", "id": "clip"}]
+        stream.jobs.start(JOB, run="r1")
+        assert distributed.index_batch(JOB, COLL, entries, run="r1", **kw).sent == ["clip"]
+        write_through(stream, store)
+        ids = [point_id(COLL, "clip", i) for i in range(3)]
+        first = {r.id: r.payload for r in store.retrieve(COLL, ids)}
+        assert len(first) == 3 and all(p.get("sha256") for p in first.values())
+
+        server = LookupServer(stream.redis, store)
+        try:
+            stream.jobs.start(JOB, run="r2", resume=True)
+            before = embedder.images
+            outcome = distributed.index_batch(JOB, COLL, entries, run="r2", **kw)
+            assert (outcome.skipped, outcome.sent) == (["clip"], [])
+            assert embedder.images == before  # fetched and hashed, not embedded
+            write_through(stream, store)
+
+            make_video(www / "clip.mkv", audio=True)  # new bytes at the same URL
+            stream.jobs.start(JOB, run="r3", resume=True)
+            outcome = distributed.index_batch(JOB, COLL, entries, run="r3", **kw)
+            assert (outcome.skipped, outcome.sent) == ([], ["clip"])
+            assert embedder.images > before
+        finally:
+            server.close()
 
 
 def test_tasks_of_a_cancelled_or_superseded_attempt_do_nothing(

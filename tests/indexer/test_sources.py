@@ -120,6 +120,39 @@ def test_directory_link_leaving_the_root_is_reported(
     assert [Path(e.item).name for e in errors] == ["link.png"]
 
 
+def test_directory_walk_order_links_and_special_files(
+    tmp_path: Path, root: Path, settings: Settings
+) -> None:
+    """Folders depth first by name, each one's files before its subfolders; a link to a file
+    inside the root is followed, a linked folder is not walked, a fifo is reported (reading
+    it would block the job)."""
+    (root / "sub" / "deeper").mkdir()
+    (root / "sub" / "deeper" / "c.webp").write_bytes(b"webp")
+    (root / "z-first.png").write_bytes(b"png")
+    (root / "same.png").symlink_to(root / "sub" / "b.JPG")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "hidden.png").write_bytes(b"png")
+    (root / "linked-folder").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(root / "pipe.png")
+    reads = _read({"directory": str(root)}, settings)
+    names = [Path((r.uri if isinstance(r, SourceEntry) else r.item) or "").name for r in reads]
+    assert names == ["a.png", "pipe.png", "same.png", "z-first.png", "b.JPG", "clip.mp4", "c.webp"]
+    by_name = dict(zip(names, reads, strict=True))
+    assert isinstance(by_name["same.png"], SourceEntry)
+    pipe = by_name["pipe.png"]
+    assert isinstance(pipe, SourceError) and pipe.reason == "not a regular file"
+
+
+def test_directory_caption_file_that_is_a_folder_is_no_caption(
+    root: Path, settings: Settings
+) -> None:
+    (root / "sub" / "b.txt").mkdir()  # listed as a folder, so never read as a caption
+    entries = _read({"directory": str(root)}, settings)
+    (b,) = [e for e in entries if isinstance(e, SourceEntry) and e.uri and e.uri.endswith("b.JPG")]
+    assert b.caption is None
+
+
 # -- manifests ----------------------------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ import json
 import struct
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import av
@@ -27,7 +26,7 @@ from indexer.video import (
     VideoResult,
     pool_frames,
     read_segments,
-    save_thumbnail,
+    thumbnail_jpeg,
 )
 from indexer.video_segments import Segment, Segmenter, SegmentError
 from service.core.errors import ClipsearchError, ErrorType
@@ -351,37 +350,13 @@ def test_pool_frames_is_the_renormalised_mean_of_unit_vectors() -> None:
         pool_frames(np.zeros((0, 4)))
 
 
-def test_save_thumbnail_writes_a_small_jpeg_atomically(tmp_path: Path) -> None:
-    root = tmp_path / "thumbnails" / "media"
-    name = str(uuid.uuid4())
-    path = save_thumbnail(Image.new("RGB", (640, 480), (0, 128, 255)), root, name)
-    assert path == root / f"{name}.jpg"
-    with Image.open(path) as thumb:
-        assert thumb.format == "JPEG" and thumb.size == (256, 192)
-    # Replacing it goes through a temporary file and a rename: nothing else is left behind.
-    save_thumbnail(Image.new("L", (100, 300)), root, name)
-    assert [p.name for p in root.iterdir()] == [f"{name}.jpg"]
-    with Image.open(path) as thumb:
+def test_thumbnail_jpeg_is_a_small_rgb_jpeg() -> None:
+    with Image.open(io.BytesIO(thumbnail_jpeg(Image.new("RGB", (640, 480), (0, 128, 255))))) as t:
+        assert t.format == "JPEG" and t.size == (256, 192)
+    grey = Image.new("L", (100, 300))
+    with Image.open(io.BytesIO(thumbnail_jpeg(grey))) as thumb:
         assert thumb.size == (85, 256) and thumb.mode == "RGB"
-
-
-def test_save_thumbnail_names_cannot_leave_the_root(tmp_path: Path) -> None:
-    path = save_thumbnail(red(), tmp_path, "../../etc/passwd")
-    assert path.parent == tmp_path and "/" not in path.name and ".." not in path.name
-    with pytest.raises(ClipsearchError):
-        save_thumbnail(red(), tmp_path, "../")
-
-
-def test_save_thumbnail_leaves_no_temporary_file_on_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken_save(*args: object, **kwargs: object) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        save_thumbnail(red(), tmp_path, "abc")
-    assert list(tmp_path.iterdir()) == []
+    assert grey.size == (100, 300)  # the caller's image is untouched
 
 
 def test_bench_script_writes_a_report(tmp_path: Path) -> None:

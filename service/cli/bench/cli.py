@@ -127,7 +127,7 @@ def ingest(
     ref, got = report["reference"], report["ingest"]
     table = Table("measure", "items/s", "ingest ratio")
     table.add_row(
-        "decode + infer (batch 64)",
+        "decode + infer (batch 64, mean of before and after)",
         f"{ref['decode_and_infer_items_per_s']:.0f}",
         f"{report['ratio_to_decode_and_infer']:.2f}",
     )
@@ -138,6 +138,7 @@ def ingest(
     )
     table.add_row("ingest (submit -> completed)", f"{got['items_per_s']:.0f}", "")
     console.print(table)
+    console.print(f"reference drift (after / before): {report['reference_drift']:.2f}")
     console.print(
         f"job {got['state']}: {got['done']} indexed, {got['failed']} failed, "
         f"{got['points']} points (expected {report['images']}); "
@@ -185,4 +186,39 @@ def reindex(
     )
     console.print(f"wrote {written}")
     if not report["meets_target"]:
+        raise typer.Exit(1)
+
+
+@app.command("faults")
+def faults(
+    bundle: Annotated[str | None, typer.Option(help="bundle folder or zoo name")] = None,
+    images: Annotated[int, typer.Option(min=10, help="scene PNGs to ingest per scenario")] = 2000,
+    out: Annotated[Path, typer.Option(help="folder for faults.json")] = Path("bench-results"),
+) -> None:
+    """Kill a worker, the gateway (writer), then Redis mid-job on a real Celery deployment:
+    the collection ends with exactly N points and the job says so (issue 5's target)."""
+    from service.cli.bench.faults import run_faults_bench
+    from service.cli.bench.load import write_report
+    from service.cli.bootstrap import resolve_bundle
+
+    settings = _settings(bundle)
+    report = run_faults_bench(resolve_bundle(settings), images=images)
+    written = write_report(report, out, "faults.json")
+    console = Console()
+    cpus = report["machine"]["cpus"]
+    console.print(f"{report['bundle']}, {report['images']} images per scenario, {cpus} CPUs")
+    for name, r in report["scenarios"].items():
+        table = Table("measure", "value", title=name)
+        for key in ("state", "done", "failed", "total", "points", "done_at_kill", "seconds"):
+            table.add_row(key, str(r.get(key, "-")))
+        if name == "worker_kill":
+            table.add_row("tasks held by the killed worker", str(r.get("tasks_held_at_kill", "-")))
+        if name == "redis_restart":
+            for key in ("states_before_retry", "points_before_resume", "skipped"):
+                table.add_row(key, str(r.get(key, "-")))
+            table.add_row("created_at unchanged", str(r.get("created_at_unchanged", "-")))
+        table.add_row("ok", "yes" if r["ok"] else f"NO {r.get('error', '')}")
+        console.print(table)
+    console.print(f"target: {'met' if report['ok'] else 'NOT met'}; wrote {written}")
+    if not report["ok"]:
         raise typer.Exit(1)

@@ -36,4 +36,10 @@ def test_a_short_real_run_ingests_every_image_and_writes_the_report(
         got["items_per_s"] / ref["ort_only_items_per_s"]
     )
     assert report["meets_target"] == (report["ratio_to_decode_and_infer"] >= 0.8)
+    # The reference is the mean of one pass before the job and one after it.
+    before, after = report["reference_before"], report["reference_after"]
+    key = "decode_and_infer_items_per_s"
+    assert ref[key] == pytest.approx((before[key] + after[key]) / 2)
+    assert report["reference_drift"] == pytest.approx(after[key] / before[key])
+    assert "reference drift" in result.output
     assert "ingest ratio" in result.output

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from service.clients.jobs_celery import CeleryJobQueue, job_state
+from service.clients.jobs_celery import SETTLE_INTERVAL_S, CeleryJobQueue, job_state
 from service.clients.stream import PointStream
 from service.core.config import BrokerSettings, Settings, SourcesSettings
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.tasks import INDEX_QUEUE
 from tests.redis_server import redis_server
+from tests.support import wait_until
 
 RECORD: dict[str, Any] = {
     "id": "j",
@@ -112,7 +113,7 @@ def test_status_follows_redis_progress(queue: tuple[CeleryJobQueue, PointStream,
     jobs, stream, root = queue
     assert jobs.ready()
     job_id = jobs.submit("ingest", {"source": {"directory": str(root / "photos")}})
-    assert (jobs._dir / f"{job_id}.json").is_file()
+    assert (jobs._files.path(job_id)).is_file()
     assert stream.redis.llen(INDEX_QUEUE) == 1  # the plan task, waiting for a worker
     assert jobs.status(job_id)["state"] == "queued"
     stream.jobs.init_job(job_id, total=2)
@@ -142,6 +143,49 @@ def test_an_ended_job_stays_ended_when_redis_restarts(
     new_id = jobs.retry_failed(job_id)
     assert new_id != job_id
     assert plan_messages(stream)[-1][0][2] == {"manifest_lines": [entry]}
+
+
+def test_a_job_that_ended_unasked_stays_ended_when_redis_restarts(
+    queue: tuple[CeleryJobQueue, PointStream, Path],
+) -> None:
+    """Nobody asks for the job between its end and the Redis loss: the settler has kept the
+    outcome in the record anyway."""
+    jobs, stream, root = queue
+    job_id = submit_photos(jobs, root)
+    assert job_id in jobs._open
+    stream.jobs.init_job(job_id, total=2)
+    stream.jobs.count(job_id, ["a", "b"], [])
+    wait_until(lambda: job_id not in jobs._open, 5 * SETTLE_INTERVAL_S + 10)
+    stream.redis.flushall()
+    after = jobs.status(job_id)
+    assert (after["state"], after["done"], after["failed"]) == ("completed", 2, 0)
+
+
+def test_the_settler_picks_up_unsettled_jobs_after_a_restart_and_leaves_the_rest(
+    queue: tuple[CeleryJobQueue, PointStream, Path], tmp_path: Path
+) -> None:
+    jobs, stream, root = queue
+    running = submit_photos(jobs, root)
+    stream.jobs.init_job(running, total=3)
+    stream.jobs.count(running, ["a"], [])
+    lost = submit_photos(jobs, root)
+    stream.redis.delete(*stream.redis.keys(f"clipsearch:job:{lost}*"))  # Redis lost this one
+    ended = submit_photos(jobs, root)
+    stream.jobs.init_job(ended, total=0)
+    assert jobs.status(ended)["state"] == "completed"  # seen ended: its record says so
+    jobs.close()
+    restarted = CeleryJobQueue(
+        jobs._settings, PointStream(jobs._settings.broker.url or "", jobs._settings.broker)
+    )
+    try:
+        assert restarted._open == {running, lost}
+        restarted.settle()
+        assert restarted._open == {running}  # interrupted is left until a retry reopens it
+        assert restarted.status(lost)["state"] == "interrupted"
+        restarted.retry(lost)
+        assert lost in restarted._open
+    finally:
+        restarted.close()
 
 
 def submit_photos(jobs: CeleryJobQueue, root: Path) -> str:
@@ -232,7 +276,7 @@ def test_bad_sources_are_refused_before_any_job(
         jobs.submit("ingest", {"source": source})
     assert info.value.type is error
     assert stream.redis.llen(INDEX_QUEUE) == 0
-    assert not list(jobs._dir.glob("*.json"))
+    assert not list(jobs._files.folder.glob("*.json"))
 
 
 def test_a_missing_directory_under_the_roots_is_invalid(

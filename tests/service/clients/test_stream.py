@@ -80,6 +80,22 @@ def test_unreadable_entries_are_reported_not_raised() -> None:
     assert decode_entry(COLL, b"2-0", None).problem == "entry no longer in stream"
 
 
+def test_thumbnails_travel_with_the_entry_and_a_damaged_index_is_reported() -> None:
+    thumbs = {"thumbnails/media/a.jpg": b"\xff\xd8jpeg-a", "thumbnails/media/b.jpg": b""}
+    fields = {
+        k.encode(): v for k, v in encode_entry("j", ["a"], points(1), [], thumbnails=thumbs).items()
+    }
+    entry = decode_entry(COLL, b"1-0", fields)
+    assert entry.problem is None and entry.thumbnails == thumbs
+    assert decode_entry(COLL, b"1-1", {**fields, b"thumb_data": b"x"}).problem  # bytes over
+    # An entry without thumbnails (every image batch) carries no such fields at all.
+    plain = encode_entry("j", ["a"], points(1), [])
+    assert (
+        "thumbs" not in plain
+        and decode_entry(COLL, b"1-2", {k.encode(): v for k, v in plain.items()}).thumbnails == {}
+    )
+
+
 def test_append_read_ack_round_trip(stream: PointStream) -> None:
     stream.ensure_group(COLL)
     stream.ensure_group(COLL)  # idempotent

@@ -13,6 +13,7 @@ from service.clients.stream import WRITER_GROUP, PointStream
 from service.core.config import BrokerSettings, Settings
 from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType
+from service.core.thumbnails import thumbnail_path
 from service.store.edge import QdrantEdgeStore
 from service.writer import Writer, run_writer
 from tests.redis_server import fresh_stream, redis_server
@@ -173,6 +174,34 @@ def test_a_refused_entry_fails_alone(
     assert store.count(COLL) == 10
     (error,) = progress(stream)["errors"]
     assert error["item"] == "item-50" and "store refused" in error["reason"]
+
+
+def test_thumbnails_in_an_entry_are_stored_under_the_writers_data_dir(
+    stream: PointStream,
+    store: QdrantEdgeStore,
+    settings: Settings,
+    writers: list[Writer],
+    tmp_path: Path,
+) -> None:
+    """A Celery indexer sends a video's keyframes in the entry: the writer (the gateway, by
+    default) stores them before the points that name them; a path that is no thumbnail path
+    fails that entry alone, and nothing is written outside the thumbnails folder."""
+    ps = points(2)
+    paths = [thumbnail_path(COLL, p.id) for p in ps]
+    stream.append(COLL, "job", items(ps), ps, thumbnails={paths[0]: b"jpeg-0", paths[1]: b"j1"})
+    evil = points(1, start=40)
+    stream.append(COLL, "job", items(evil), evil, thumbnails={"thumbnails/../../x.jpg": b"x"})
+    data_dir = tmp_path / "gateway-data"
+    start(writers, store, settings.model_copy(update={"data_dir": data_dir}), consumer="w1")
+    wait_until(lambda: progress(stream)["done"] + progress(stream)["failed"] == 3, TIMEOUT_S)
+    assert (data_dir / paths[0]).read_bytes() == b"jpeg-0"
+    assert (data_dir / paths[1]).read_bytes() == b"j1"
+    assert (progress(stream)["done"], progress(stream)["failed"]) == (2, 1)
+    assert "not a thumbnail path" in progress(stream)["errors"][0]["reason"]
+    assert store.count(COLL) == 2
+    assert sorted(p.name for p in data_dir.rglob("*") if p.is_file()) == sorted(
+        Path(x).name for x in paths
+    )
 
 
 class Crash(BaseException):
