@@ -10,7 +10,6 @@ before and during as a ratio, the reindex's rate, and the point counts before an
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from service.cli.bench.deployment import free_port
 from service.cli.bench.encoder import make_inputs
 from service.cli.bench.load import machine
 
@@ -39,7 +39,7 @@ def run_reindex_bench(
         folder.mkdir()
         for i, data in enumerate(make_inputs(images).pngs):
             (folder / f"scene-{i:06d}.png").write_bytes(data)
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
@@ -174,10 +174,3 @@ def _wait_ready(http: httpx.Client, server: subprocess.Popen[bytes], log: Path) 
             pass
         time.sleep(0.2)
     raise TimeoutError("the gateway never became ready")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
