@@ -12,7 +12,6 @@ and the unreadable ranges reported.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 from collections.abc import Callable, Sequence
@@ -27,7 +26,13 @@ from indexer.fetch import Fetcher
 from indexer.sources import SourceEntry
 from indexer.video import SegmentError, VideoReader, pool_frames, thumbnail_jpeg
 from service.clients.base import EmbeddingClient
-from service.clients.indexing import Item, build_points, caption_multivectors, validate_item
+from service.clients.indexing import (
+    Item,
+    build_points,
+    caption_multivectors,
+    content_sha256,
+    validate_item,
+)
 from service.core.config import Settings
 from service.core.domain import Kind, Point, VectorValue, point_id
 from service.core.errors import ClipsearchError, invalid, too_large
@@ -151,7 +156,7 @@ def entry_points(
                 continue
         try:
             video_points, partial = video_entry_points(
-                entry, embedder, collection, settings, fetcher, thumbnails=thumbnails, data=data
+                entry, embedder, collection, settings, thumbnails=thumbnails, data=data
             )
         except ClipsearchError as exc:
             outcomes[i] = EntryOutcome(entry.id, exc.message)
@@ -175,21 +180,14 @@ def entry_points(
 
 
 def _video_sha256(entry: SourceEntry, data: bytes | None = None) -> str:
-    """A video's content hash, built as ``Item.sha256`` is (media bytes, caption, NUL,
-    description): of ``data`` when it was fetched, else of the local file, read in blocks (a
-    video may be far larger than an image)."""
+    """A video's content hash, as an item's: of ``data`` when it was fetched, else of the local
+    file, read in blocks (a video may be far larger than an image)."""
     assert entry.uri is not None
-    digest = hashlib.sha256()
     if data is not None:
-        digest.update(data)
-    else:
-        with local_path(entry.uri).open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    digest.update((entry.caption or "").encode())
-    digest.update(b"\0")
-    digest.update((entry.description or "").encode())
-    return digest.hexdigest()
+        return content_sha256([data], entry.caption, entry.description)
+    with local_path(entry.uri).open("rb") as f:
+        blocks = iter(functools.partial(f.read, 1 << 20), b"")
+        return content_sha256(blocks, entry.caption, entry.description)
 
 
 def index_entries(
@@ -214,24 +212,20 @@ def video_entry_points(
     embedder: EmbeddingClient,
     collection: str,
     settings: Settings,
-    fetcher: Fetcher,
     *,
     thumbnails: ThumbnailSink | None = None,
     data: bytes | None = None,
 ) -> tuple[list[Point], list[str]]:
     """One point per readable segment, and a note per unreadable one; each segment's keyframe
     thumbnail goes to ``thumbnails`` (by default, written under ``settings.data_dir``). ``data``
-    is the video of a URL entry when the caller fetched it already."""
+    is the video's bytes, which a URL entry needs (``entry_points`` fetches it: it hashes it
+    first); a local entry is read from its path."""
     if entry.uri is None:
         raise invalid("a video entry needs a uri")
+    if entry.is_url and data is None:
+        raise ValueError(f"{entry.uri}: a URL video is fetched by the caller, not here")
     limits, video = settings.limits, settings.video
-    source: bytes | Path
-    if data is not None:
-        source = data
-    elif entry.is_url:
-        source = fetcher.fetch(entry.uri, accept=("video/*",), max_bytes=video.max_bytes).data
-    else:
-        source = local_path(entry.uri)
+    source: bytes | Path = data if data is not None else local_path(entry.uri)
     caption = entry.caption
     if caption is not None and len(caption) > limits.max_caption_chars:
         raise invalid(

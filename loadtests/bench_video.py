@@ -81,7 +81,6 @@ def end_to_end(path: Path, repeats: int, sample_fps: float, tmp: Path) -> dict[s
     on the bulk lane of the in-process encoder with the default bundle, pool, thumbnails), best
     of ``repeats``."""
     from indexer.entries import video_entry_points
-    from indexer.fetch import Fetcher
     from indexer.sources import SourceEntry
     from service.cli.bootstrap import build_embedder
     from service.core.config import Settings, VideoSettings
@@ -92,13 +91,12 @@ def end_to_end(path: Path, repeats: int, sample_fps: float, tmp: Path) -> dict[s
     entry = SourceEntry(uri=str(path), id="bench", kind="video")
     best, segments = float("inf"), 0
     try:
-        with Fetcher(settings) as fetcher:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                points, partial = video_entry_points(entry, embedder, "bench", settings, fetcher)
-                best = min(best, time.perf_counter() - start)
-                segments = len(points)
-                assert not partial, partial
+        for _ in range(repeats):
+            start = time.perf_counter()
+            points, partial = video_entry_points(entry, embedder, "bench", settings)
+            best = min(best, time.perf_counter() - start)
+            segments = len(points)
+            assert not partial, partial
     finally:
         embedder.close()
     return {"seconds": best, "segments": segments, "bundle": bundle}

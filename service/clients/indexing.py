@@ -16,7 +16,7 @@ have been cut) is halved and embedded again. The description stays one vector.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -59,11 +59,7 @@ class Item:
 
     @property
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        for part in (self.image or b"", (self.caption or "").encode(), b"\0"):
-            digest.update(part)
-        digest.update((self.description or "").encode())
-        return digest.hexdigest()
+        return content_sha256([self.image or b""], self.caption, self.description)
 
     @property
     def key(self) -> str:
@@ -72,6 +68,18 @@ class Item:
     @property
     def kind(self) -> Kind:
         return Kind.image if self.image is not None else Kind.text
+
+
+def content_sha256(media: Iterable[bytes], caption: str | None, description: str | None) -> str:
+    """An item's content hash (payload ``sha256``; a resumed job skips what matches): the media
+    bytes, given in any number of blocks, then the caption, a NUL, the description."""
+    digest = hashlib.sha256()
+    for block in media:
+        digest.update(block)
+    digest.update((caption or "").encode())
+    digest.update(b"\0")
+    digest.update((description or "").encode())
+    return digest.hexdigest()
 
 
 def clean_text(text: str | None) -> str | None:

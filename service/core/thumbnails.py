@@ -9,12 +9,11 @@ the writer stores them, so indexer processes need no volume shared with the gate
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from service.core.errors import invalid
+from service.core.records import write_atomic
 
 THUMBNAILS = "thumbnails"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -44,12 +43,5 @@ def write_thumbnail(data_dir: Path, relpath: str, data: bytes) -> Path:
         raise invalid(f"not a thumbnail path: {relpath!r}")
     target = data_dir / relpath
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, data, durable=False)  # a lost thumbnail is made again by a reindex
     return target

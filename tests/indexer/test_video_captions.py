@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from indexer.entries import video_entry_points
-from indexer.fetch import Fetcher
 from indexer.sources import SourceEntry
 from service.clients.inprocess import InProcessEmbeddingClient
 from service.core.config import Settings
@@ -43,8 +42,7 @@ def segments(
     entry = SourceEntry(
         str(video), "vid", caption=caption, description="a short film", kind="video"
     )
-    with Fetcher(settings) as fetcher:
-        points, partial = video_entry_points(entry, embedder, "media", settings, fetcher)
+    points, partial = video_entry_points(entry, embedder, "media", settings)
     assert partial == []
     return points
 

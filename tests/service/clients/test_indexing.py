@@ -174,3 +174,16 @@ def test_over_long_text_is_refused_naming_its_setting(item: Item, message: str):
         validate_item(item, LimitsSettings())
     assert err.value.type is ErrorType.invalid_input
     assert message in err.value.message and "limits.max_" in err.value.message
+
+
+def test_content_sha256_is_the_items_hash_whatever_the_blocks() -> None:
+    """A video hashed in 1 MiB blocks must match what the same bytes hash to as one item, or a
+    resumed job would never skip it."""
+    from service.clients.indexing import Item, content_sha256
+
+    data = bytes(range(256)) * 10
+    item = Item(image=data, caption="a cat", description="on a mat")
+    blocks = [data[:1000], data[1000:1001], data[1001:]]
+    assert content_sha256(blocks, "a cat", "on a mat") == item.sha256
+    assert content_sha256([data], "a cat", None) != item.sha256
+    assert content_sha256([data], "a ca", "ton a mat") != item.sha256  # the NUL separates them
