@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-export export-venv check lint typecheck imports protos protos-check venv system-deps clean model model-eval bench bench-bundle bench-encoder bench-ingest
+.PHONY: run demo-data test test-export export-venv check lint typecheck imports protos protos-check venv system-deps clean model model-eval bench bench-bundle bench-encoder bench-ingest
 
 # The venv needs Python 3.11: python3.11 if present, else python3 when that is 3.11.
 $(VENV)/bin/python:
@@ -36,12 +36,17 @@ venv: $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
-run: $(SERVE_STAMP)
+# The demo data is made offline, before serving: scenes under <data dir>/demo and, on a checkout
+# without models/zoo/default, the tiny test bundle (the serving process never imports models/).
+demo-data: $(SERVE_STAMP)
+	$(VENV)/bin/clipsearch models demo-data
+
+run: demo-data
 	$(VENV)/bin/clipsearch demo --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service indexer models tests loadtests
-	$(VENV)/bin/ruff format --check service indexer models tests loadtests
+	$(VENV)/bin/ruff check clipsearch service indexer models loadtests tests scripts
+	$(VENV)/bin/ruff format --check clipsearch service indexer models loadtests tests scripts
 
 imports: $(STAMP)
 	$(VENV)/bin/lint-imports
@@ -89,7 +94,7 @@ model-eval: $(BASELINES)/no-hard-negatives/manifest.json $(BASELINES)/init/manif
 
 # Tower throughput of the served bundle on this machine (bench-results/bundle.json).
 bench-bundle: $(STAMP)
-	$(PY) loadtests/bench_bundle.py
+	$(PY) -m loadtests.bench.bundle
 
 # The dynamic batcher: ceiling vs served throughput (in-process and over gRPC), interactive
 # latency idle and under bulk, padding speed-up, overload (bench-results/encoder.json).
@@ -104,7 +109,7 @@ bench-ingest: $(STAMP)
 # Video loading (decode, 1 fps sampling, segments) in x real time (bench-results/video.json).
 .PHONY: bench-video
 bench-video: $(STAMP)
-	$(PY) loadtests/bench_video.py
+	$(PY) -m loadtests.bench.video
 
 # A full reindex of 2,000 items under search load: failed searches (bench-results/reindex.json).
 .PHONY: bench-reindex

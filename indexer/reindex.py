@@ -34,14 +34,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from indexer.entries import index_entries, local_path
-from indexer.fetch import Fetcher
-from indexer.sources import SourceEntry, allowed_roots, under_roots
-from service.clients.base import EmbeddingClient, now_iso
+from indexer.jobs.records import RecordFiles, now_iso
+from indexer.pipeline.entries import index_entries, local_path
+from indexer.sources.fetch import Fetcher
+from indexer.sources.read import SourceEntry
+from indexer.sources.roots import allowed_roots, under_roots
+from service.clients.base import EmbeddingClient
 from service.core.config import Settings
 from service.core.domain import VECTOR_NAMES, FilterValue, Kind, Point, Record
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
-from service.core.records import RecordFiles
 from service.store.base import VectorStore
 from service.store.versions import NEXT, VersionedStore
 

@@ -31,7 +31,7 @@ from tokenizers import (
 )
 
 from models.data.scenes import BACKGROUNDS, COLOURS, COUNT_WORDS, POSITIONS, SHAPES, SIZES
-from service.core.manifest import (
+from service.core.bundle.manifest import (
     CLIP_MEAN,
     CLIP_STD,
     DescriptionEmbedder,

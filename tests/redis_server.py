@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.clients.stream import PointStream
+from indexer.distributed.stream import PointStream
 from service.core.config import Settings
 
 START_TIMEOUT_S = 30.0

@@ -62,7 +62,7 @@ def probe_worker(settings: Settings, timeout: float) -> str:
 
 
 def probe_indexer(settings: Settings, timeout: float) -> str:
-    from indexer.celery_app import make_celery
+    from indexer.distributed.app import make_celery
 
     node = INDEXER_NODE.format(host=socket.gethostname())
     app = make_celery(settings)

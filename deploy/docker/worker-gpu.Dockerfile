@@ -25,6 +25,7 @@ COPY --from=uv /uv /usr/local/bin/uv
 RUN uv python install "${PYTHON_VERSION}" && uv venv --python "${PYTHON_VERSION}" /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY clipsearch clipsearch
 COPY service service
 COPY indexer indexer
 COPY models models

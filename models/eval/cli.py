@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from service.core.bundle.manifest import load_bundle
 from service.core.errors import ClipsearchError
-from service.core.manifest import load_bundle
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from service.core.manifest import Bundle, load_bundle
-from service.core.preprocess import image_to_tensor
-from service.core.tokenize import TextTokenizer
+from service.core.bundle.manifest import Bundle, load_bundle
+from service.core.bundle.preprocess import image_to_tensor
+from service.core.bundle.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
 

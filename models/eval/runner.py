@@ -21,7 +21,7 @@ from models.eval.encoder import BATCH_SIZE, BundleEncoder
 from models.eval.metrics import pad_ragged, pairwise_accuracy, recall_at_k
 from models.eval.pairs import count_pair, negative_pairs
 from models.eval.report import METRICS, check_targets, write_report
-from service.core.manifest import load_bundle
+from service.core.bundle.manifest import load_bundle
 
 __all__ = ["BundleEncoder", "evaluate", "write_report"]
 

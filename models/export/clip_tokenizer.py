@@ -22,7 +22,7 @@ file. The ids equal ``open_clip.tokenize`` for ordinary text:
 Out of scope at serving time, so ids may differ from OpenCLIP's for: mojibake repair (ftfy's
 ``fix_encoding``, e.g. ``cafÃ©``), other named or numeric HTML entities, entities nested three or
 more deep, and ANSI terminal escapes. Truncation is set by the serving side
-(``service.core.tokenize``): ``tokenizers`` truncates the content before adding the special
+(``service.core.bundle.tokenize``): ``tokenizers`` truncates the content before adding the special
 tokens, so an over-long text keeps ``<end_of_text>`` as its last token, as OpenCLIP does.
 """
 

@@ -36,7 +36,7 @@ from models.export.parity import ParityReport, require_parity
 from models.export.quantize import compact_minilm, round_fp16_, store_fp16
 from models.train.minilm import MAX_TOKENS, PAD_ID, SENTENCE_DIM, MiniLM, tokenizer_path
 from models.train.towers import ClipModel, ImageEncoder, ImageTower, TextTower
-from service.core.manifest import (
+from service.core.bundle.manifest import (
     CLIP_MEAN,
     CLIP_STD,
     DescriptionEmbedder,
@@ -45,10 +45,10 @@ from service.core.manifest import (
     hash_files,
     write_manifest,
 )
-from service.core.manifest import ImageTower as ImageTowerSpec
-from service.core.manifest import TextTower as TextTowerSpec
-from service.core.preprocess import image_to_tensor
-from service.core.tokenize import TextTokenizer
+from service.core.bundle.manifest import ImageTower as ImageTowerSpec
+from service.core.bundle.manifest import TextTower as TextTowerSpec
+from service.core.bundle.preprocess import image_to_tensor
+from service.core.bundle.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from models.export.openclip_onnx import (
 )
 from models.export.parity import ParityReport, Precision, require_parity
 from models.export.parity_inputs import parity_pixels, parity_texts
-from service.core.manifest import (
+from service.core.bundle.manifest import (
     DescriptionEmbedder,
     ImageTower,
     Manifest,
@@ -53,7 +53,7 @@ from service.core.manifest import (
     load_bundle,
     write_manifest,
 )
-from service.core.tokenize import TextTokenizer
+from service.core.bundle.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ import onnxruntime as ort
 
 from models.export.parity import PARITY_BATCHES, ParityError, ParityReport, compare
 from models.export.parity_inputs import parity_pixels, parity_texts
-from service.core.manifest import Manifest, load_bundle
-from service.core.tokenize import TextTokenizer
+from service.core.bundle.manifest import Manifest, load_bundle
+from service.core.bundle.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 
 from models.train.labels import token_labels
 from models.train.minilm import MiniLM, tokens_to_torch
-from service.core.tokenize import TextTokenizer
+from service.core.bundle.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
 

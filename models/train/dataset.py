@@ -1,8 +1,8 @@
 """Training data: rendered scenes as uint8 pixels, and every text as a row of the text index.
 
 Images are rendered at exactly the manifest's ``image_size``, so the serving preprocessing
-(:func:`service.core.preprocess.image_to_tensor`: resize is a no-op, then /255, mean, std) reduces
-to :func:`normalise`, which computes the same float32 arithmetic on a whole batch.
+(:func:`service.core.bundle.preprocess.image_to_tensor`: resize is a no-op, then /255, mean,
+std) reduces to :func:`normalise`, which computes the same float32 arithmetic on a whole batch.
 
 Texts are the bottleneck (each distinct one costs a MiniLM forward), so each scene keeps a
 seeded subset of its phrasings per kind; across scenes every template still appears. Every scene
@@ -22,7 +22,7 @@ import torch
 from models.data.scenes import CAPTION_KINDS, NEGATIVE_KINDS, Scene
 from models.train.cache import TextIndex
 from models.train.labels import scene_geometry
-from service.core.manifest import CLIP_MEAN, CLIP_STD
+from service.core.bundle.manifest import CLIP_MEAN, CLIP_STD
 
 logger = logging.getLogger(__name__)
 

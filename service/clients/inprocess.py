@@ -13,9 +13,9 @@ from dataclasses import replace
 import numpy as np
 
 from service.clients.base import EncoderHealth, EncoderInfo, TextEmbeddings
+from service.core.bundle.tokenize import TokenCounter
 from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.tokenize import TokenCounter
 from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine
 
@@ -50,7 +50,7 @@ class InProcessEmbeddingClient:
 
     def count_tokens(self, text: str) -> int:
         """Tokens the text tower reads for ``text``, untruncated, with the engine's own
-        tokenizer file: long captions are chunked exactly (``service.clients.indexing``)."""
+        tokenizer file: long captions are chunked exactly (``service.items.points``)."""
         if self._counter is None:  # two threads may both load it: the same, harmlessly
             bundle = self.engine.bundle
             self._counter = TokenCounter(bundle.path(bundle.manifest.text_tower.tokenizer))

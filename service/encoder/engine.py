@@ -20,12 +20,12 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from service.core.bundle.manifest import Bundle
+from service.core.bundle.preprocess import preprocess_image
+from service.core.bundle.tokenize import TextTokenizer
 from service.core.config import Settings
 from service.core.embeddings import EncoderInfo, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
-from service.core.manifest import Bundle
-from service.core.preprocess import preprocess_image
-from service.core.tokenize import TextTokenizer
 from service.encoder.arrays import (
     ImageResult,
     TokenizedText,

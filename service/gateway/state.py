@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from service.clients.admin import Reindexer
-from service.clients.base import EmbeddingClient, JobQueue
+from service.clients.base import EmbeddingClient, JobQueue, PointsWriter
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.search.planner import SearchService
 from service.store.versions import VersionedStore
-from service.writer.loop import Writer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class Components:
     # served by the gateway's /metrics after its own.
     registries: list[CollectorRegistry] = field(default_factory=list)
     # The points writer, when indexer workers feed this gateway's store (a broker is set).
-    writer: Writer | None = None
+    writer: PointsWriter | None = None
 
     def close(self) -> None:
         closers = [self.reindexer.close, self.jobs.close, self.embedder.close, self.store.close]

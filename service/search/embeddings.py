@@ -32,7 +32,7 @@ import numpy as np
 
 from service.clients.base import EmbeddingClient
 from service.core.errors import ClipsearchError, invalid, not_found, too_large, unsupported
-from service.core.openai_schemas import (
+from service.core.schemas.openai import (
     MAX_INPUTS,
     Embedding,
     EmbeddingRequest,

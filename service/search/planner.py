@@ -39,7 +39,7 @@ from service.core.domain import (
     point_id,
 )
 from service.core.errors import ClipsearchError, invalid, not_found
-from service.core.schemas import GroupBy, Mode
+from service.core.schemas.api import GroupBy, Mode
 from service.store.base import VectorStore
 
 MODES: tuple[Mode, ...] = ("image", "caption", "description", "hybrid", "auto")

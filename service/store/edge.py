@@ -36,7 +36,6 @@ import qdrant_edge as qe
 
 from service.core.domain import FilterValue, Point, Record, StoredHit, VectorName
 from service.core.errors import ClipsearchError, ErrorType, not_found
-from service.core.records import write_json
 from service.store._checks import (
     check_collection_name,
     check_dims,
@@ -48,7 +47,7 @@ from service.store._checks import (
     storage_vectors,
 )
 from service.store._edge_native import edge_filter, native_errors
-from service.store._files import lock_data_dir, read_aliases
+from service.store.files import lock_data_dir, read_aliases, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 from pydantic import BaseModel
 
-from service.cli.main import app
+from clipsearch.cli.main import app
 from service.core.config import Settings
 from tests.deploy.crds import CRD_SCHEMAS
 

@@ -176,8 +176,19 @@ def test_the_build_context_keeps_what_the_images_copy() -> None:
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    for needed in ("service", "indexer", "models", "pyproject.toml", "README.md", "deploy/docker"):
-        assert needed not in ignored and not any(needed.startswith(f"{i}/") for i in ignored)
+    needed = ("clipsearch", "service", "indexer", "models", "pyproject.toml", "README.md")
+    for name in (*needed, "deploy/docker"):
+        assert name not in ignored and not any(name.startswith(f"{i}/") for i in ignored)
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "worker-gpu.Dockerfile"])
+def test_images_install_the_packages_the_console_script_runs(dockerfile: str) -> None:
+    """The entry point's package (the composition root) and the two it wires at start-up."""
+    _, stages = parse_dockerfile(DOCKER / dockerfile)
+    copied = {arg.split()[0] for op, arg in stages["build"].instructions if op == "COPY"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    entry_package = project["scripts"]["clipsearch"].split(".")[0]
+    assert {entry_package, "service", "indexer"} <= copied
 
 
 def _compose_schema(tools: Tools) -> dict[str, object]:

@@ -14,9 +14,9 @@ from types import ModuleType
 import pytest
 import uvicorn
 
-from service.cli.bootstrap import build_components
+from clipsearch.bootstrap import build_components
+from service.core.bundle.manifest import load_bundle
 from service.core.config import AuthSettings, BrokerSettings, Settings, WorkerSettings
-from service.core.manifest import load_bundle
 from service.encoder.engine import EncoderEngine
 from service.gateway.app import create_app
 from service.worker.server import WorkerServer
@@ -123,7 +123,7 @@ def test_the_indexer_probe_pings_the_node_the_indexer_command_names(
         }
         # The very arguments of the chart and of the image (--name indexer@%h).
         indexer = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "indexer", "--name", "indexer@%h"],
+            [sys.executable, "-m", "clipsearch", "indexer", "--name", "indexer@%h"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:

@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "clipsearch", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -59,7 +59,7 @@ def server(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[tuple[str, dict[st
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "clipsearch",
             "serve",
             "--port",
             str(port),

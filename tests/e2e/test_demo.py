@@ -1,6 +1,7 @@
-"""`clipsearch demo` as a newcomer runs it: scenes generated, indexed, served with the shipped
-default bundle; the printed curl commands work, and "a red circle" finds red circles first —
-through the vision-free description path and through the image tower."""
+"""`make run` as a newcomer runs it (`clipsearch models demo-data`, then `clipsearch demo`):
+scenes generated, indexed, served with the shipped default bundle; the printed curl commands
+work, and "a red circle" finds red circles first — through the vision-free description path and
+through the image tower."""
 
 from __future__ import annotations
 
@@ -26,10 +27,16 @@ def test_demo_serves_indexed_scenes_and_its_curl_commands_work(tmp_path: Path) -
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path.cwd())}
     for name in [n for n in env if n.startswith("CLIPSEARCH_")]:
         del env[name]
+    data = str(tmp_path / "data")
+    # As `make run`: the demo data is made offline first, then the demo serves it.
+    subprocess.run(
+        [sys.executable, "-m", "clipsearch", "models", "demo-data", "--data-dir", data,
+         "--scenes", "40"],
+        env=env, check=True, timeout=120,
+    )  # fmt: skip
     log = (tmp_path / "demo.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "demo", "--port", str(port),
-         "--data-dir", str(tmp_path / "data"), "--scenes", "40"],
+        [sys.executable, "-m", "clipsearch", "demo", "--port", str(port), "--data-dir", data],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,7 @@ store), two `clipsearch indexer` Celery workers and a private `redis-server` wit
   counted ``skipped`` and keep their ``created_at``: nothing finished is embedded again, and
   nothing is lost (N points in the end).
 
-The process harness is ``service/cli/bench/deployment.py``, shared with ``clipsearch bench
+The process harness is ``loadtests/bench/deployment.py``, shared with ``clipsearch bench
 faults`` (the same scenarios at 2,000 images on the default bundle).
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli.bench.deployment import REPO_ROOT, Deployment, deployment, submit, wait
-from tests.indexer.test_distributed import write_images
+from loadtests.bench.deployment import REPO_ROOT, Deployment, deployment, submit, wait
+from tests.indexer.distributed.test_batches import write_images
 from tests.redis_server import redis_binary
 
 pytestmark = pytest.mark.slow
@@ -139,7 +139,7 @@ def test_cli_ingest_through_celery_shows_the_rate_and_lists_failures(
     write_images(mixed, 6, seed=3)
     (mixed / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "ingest", str(mixed), "--server", d.url],
+        [sys.executable, "-m", "clipsearch", "ingest", str(mixed), "--server", d.url],
         cwd=REPO_ROOT, env=d.env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr  # an item failed: non-zero, and it is listed

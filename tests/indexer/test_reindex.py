@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from clipsearch.bootstrap import build_embedder
 from indexer.reindex import PAGE, InProcessReindexer
-from service.cli.bootstrap import build_embedder
 from service.clients.base import EmbeddingClient
-from service.clients.indexing import Item, build_points
 from service.core.config import Settings
 from service.core.domain import Point
+from service.items.points import Item, build_points
 from service.store.factory import open_store
 from service.store.versions import VersionedStore
-from tests.indexer.test_video import make_video
+from tests.indexer.pipeline.test_video import make_video
 from tests.service.gateway.conftest import make_settings, png, running_client
 from tests.support import wait_for_job, wait_until
 

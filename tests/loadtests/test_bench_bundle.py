@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_bundle_writes_a_report(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "loadtests" / "bench_bundle.py"), str(tiny_bundle_dir),
+        [sys.executable, "-m", "loadtests.bench.bundle", str(tiny_bundle_dir),
          "--seconds", "0.05", "--threads", "1", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "bundle.json").read_text())

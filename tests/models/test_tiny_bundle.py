@@ -12,7 +12,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from models.tiny import FILES, build_tiny_bundle, main
-from service.core.manifest import MANIFEST_NAME, load_bundle
+from service.core.bundle.manifest import MANIFEST_NAME, load_bundle
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:

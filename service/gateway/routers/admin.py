@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.core.admin_schemas import (
+from service.core.schemas.admin import (
     ReindexRequest,
     ReindexStatus,
     RollbackRequest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.core.admin_schemas import CollectionInfo, CollectionList
+from service.core.schemas.admin import CollectionInfo, CollectionList
 from service.gateway.deps import ComponentsDep, SearchScope
 from service.gateway.state import Components
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.core.openai_schemas import EmbeddingRequest, EmbeddingResponse
+from service.core.schemas.openai import EmbeddingRequest, EmbeddingResponse
 from service.gateway.deps import ComponentsDep, SearchScope, SettingsDep
 from service.search.embeddings import create_embeddings as embed_request
 

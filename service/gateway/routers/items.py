@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from service.clients.indexing import Item, build_points, clean_text, validate_item
 from service.core.domain import Record
 from service.core.errors import ClipsearchError, invalid
-from service.core.schemas import Hit, ItemResponse
+from service.core.schemas.api import Hit, ItemResponse
 from service.gateway.deps import ComponentsDep, IngestScope, MetricsDep, SearchScope, SettingsDep
 from service.gateway.uploads import read_upload
+from service.items.points import Item, build_points, clean_text, validate_item
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 MAX_ID_CHARS = 256

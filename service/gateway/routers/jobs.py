@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.core.errors import invalid
-from service.core.schemas import IngestRequest, JobAccepted, JobStatus
+from service.core.schemas.api import IngestRequest, JobAccepted, JobStatus
 from service.gateway.deps import ComponentsDep, IngestScope
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[IngestScope])

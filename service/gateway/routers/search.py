@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from service.core.errors import invalid
-from service.core.schemas import GroupBy, Hit, Mode, SearchRequest, SearchResponse
+from service.core.schemas.api import GroupBy, Hit, Mode, SearchRequest, SearchResponse
 from service.gateway.deps import ComponentsDep, MetricsDep, SearchScope, SettingsDep
 from service.gateway.uploads import read_upload
 from service.search.planner import Query, SearchOptions, SearchResult

@@ -1,7 +1,7 @@
 """The HF ``tokenizers`` rebuild of OpenCLIP's BPE gives ``open_clip.tokenize``'s ids.
 
 Runs in the export venv (``.venv-export``), where open_clip is installed; the comparison goes
-through ``service.core.tokenize.TextTokenizer``, the serving path, including its truncation.
+through ``service.core.bundle.tokenize.TextTokenizer``, the serving path, including its truncation.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from models.export.clip_tokenizer import (  # noqa: E402
     build_clip_tokenizer,
     write_clip_tokenizer,
 )
-from service.core.tokenize import TextTokenizer  # noqa: E402
+from service.core.bundle.tokenize import TextTokenizer  # noqa: E402
 
 
 def _wide(text: str) -> str:

@@ -26,9 +26,9 @@ from models.export import openclip  # noqa: E402
 from models.export.clip_tokenizer import EOT_ID, SOT_ID  # noqa: E402
 from models.export.openclip import UnknownArch, export_openclip  # noqa: E402
 from models.export.parity import ParityError  # noqa: E402
+from service.core.bundle.manifest import load_bundle  # noqa: E402
+from service.core.bundle.tokenize import TextTokenizer  # noqa: E402
 from service.core.config import Settings  # noqa: E402
-from service.core.manifest import load_bundle  # noqa: E402
-from service.core.tokenize import TextTokenizer  # noqa: E402
 from service.encoder.engine import EncoderEngine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -109,7 +109,7 @@ def test_serving_engine_in_the_main_venv_embeds_like_the_reference(
     script = (
         "import json, sys; from pathlib import Path;"
         "from service.core.config import Settings;"
-        "from service.core.manifest import load_bundle;"
+        "from service.core.bundle.manifest import load_bundle;"
         "from service.encoder.engine import EncoderEngine;"
         "e = EncoderEngine(load_bundle(Path(sys.argv[1])), Settings()); e.warmup();"
         "print(json.dumps(e.embed_texts(json.loads(sys.argv[2])).joint.tolist()))"

@@ -27,7 +27,7 @@ from models.export.tensorrt import (
     plan_towers,
     verification_batches,
 )
-from service.core.manifest import load_bundle
+from service.core.bundle.manifest import load_bundle
 
 
 def test_parse_batch() -> None:

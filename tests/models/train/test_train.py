@@ -140,8 +140,8 @@ def exported(tmp_path_factory, minilm, tiny_variant):  # type: ignore[no-untyped
 
 
 def test_export_of_a_random_variant_passes_parity_and_serves(exported) -> None:  # type: ignore[no-untyped-def]
+    from service.core.bundle.manifest import load_bundle
     from service.core.config import Settings
-    from service.core.manifest import load_bundle
     from service.encoder.engine import EncoderEngine
 
     out, report = exported

@@ -16,9 +16,9 @@ import pytest
 from service.clients.base import EmbeddingClient
 from service.clients.grpc import GrpcEmbeddingClient
 from service.clients.inprocess import InProcessEmbeddingClient
+from service.core.bundle.manifest import load_bundle
 from service.core.config import BulkLaneSettings, EncoderSettings, LaneSettings
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.manifest import load_bundle
 from service.encoder.engine import EncoderEngine
 from service.worker.server import WorkerServer
 from tests.service.worker.harness import (

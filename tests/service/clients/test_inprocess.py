@@ -11,9 +11,9 @@ import pytest
 from models.data.scenes import generate_scenes
 from service.clients.base import EmbeddingClient, EncoderInfo, TextEmbeddings
 from service.clients.inprocess import InProcessEmbeddingClient
+from service.core.bundle.manifest import load_bundle
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.manifest import load_bundle
 from service.encoder.engine import EncoderEngine
 
 

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from prometheus_client import generate_latest
 
+from service.core.bundle.manifest import Bundle, load_bundle
 from service.core.config import EncoderSettings, LaneSettings, Settings
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.manifest import Bundle, load_bundle
 from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine, TokenizedText, pad_batch
 from tests.support import wait_until

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from models.data.scenes import generate_scenes
+from service.core.bundle.manifest import Bundle, load_bundle
 from service.core.config import EncoderSettings, LimitsSettings, Settings
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.manifest import Bundle, load_bundle
 from service.encoder.engine import EncoderEngine
 from service.encoder.session import CPU, batch_profile, create_session, provider_chain
 

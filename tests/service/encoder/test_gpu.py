@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from service.core.bundle.manifest import load_bundle
 from service.core.config import EncoderSettings, Settings
-from service.core.manifest import load_bundle
 from service.encoder.engine import EncoderEngine
 from service.encoder.session import CUDA, TENSORRT
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.cli.bootstrap import build_components
+from clipsearch.bootstrap import build_components
 from service.core.config import LimitsSettings, Settings, SourcesSettings
 from service.gateway.app import create_app
 from service.gateway.state import Components

@@ -18,7 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from service.core.config import BrokerSettings
-from tests.indexer.test_distributed import write_images
+from tests.indexer.distributed.test_batches import write_images
 from tests.redis_server import redis_server
 from tests.service.gateway.conftest import make_settings, running_client
 
@@ -66,7 +66,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> It
         log_path = base / "indexer.log"
         with log_path.open("wb") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "indexer", "--name", "w1@%h"],
+                [sys.executable, "-m", "clipsearch", "indexer", "--name", "w1@%h"],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log,

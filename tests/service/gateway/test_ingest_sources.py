@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from service.core.config import SourcesSettings
 from service.gateway.state import Components
-from tests.indexer.test_video import make_video
+from tests.indexer.pipeline.test_video import make_video
 from tests.service.gateway.conftest import make_settings, png, running_client
 from tests.support import serve_directory, wait_for_job
 

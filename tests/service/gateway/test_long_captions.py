@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from service.gateway.state import Components
-from tests.service.clients.test_indexing import PARAGRAPHS
+from tests.service.items.test_points import PARAGRAPHS
 from tests.service.search.test_long_captions import OTHERS, QUERY
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from service.core.config import AuthSettings
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.openai_schemas import MAX_INPUTS
+from service.core.schemas.openai import MAX_INPUTS
 from service.gateway.state import Components
 from tests.service.gateway.conftest import COLOURS, png
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.clients.indexing import Item, build_points
 from service.clients.inprocess import InProcessEmbeddingClient
+from service.core.bundle.manifest import load_bundle
 from service.core.config import Settings
 from service.core.domain import Point, point_id
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.manifest import load_bundle
 from service.encoder.engine import EncoderEngine
+from service.items.points import Item, build_points
 from service.search.planner import Query, SearchOptions, SearchService
 from service.store.edge import QdrantEdgeStore
-from tests.service.clients.test_indexing import PARAGRAPHS
+from tests.service.items.test_points import PARAGRAPHS
 
 COLL = "media"
 DIMS = {"image": 64, "caption": 64, "description": 128}

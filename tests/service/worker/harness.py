@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 
 from models.data.scenes import generate_scenes
+from service.core.bundle.manifest import Bundle, load_bundle
 from service.core.config import EncoderSettings, Settings, WorkerSettings
-from service.core.manifest import Bundle, load_bundle
 from service.encoder.engine import EncoderEngine
 from service.rpc.proto import encoder_pb2_grpc as pb_grpc
 from service.worker.server import WorkerServer

@@ -11,9 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from service.core.bundle.manifest import load_bundle
 from service.core.config import BulkLaneSettings, EncoderSettings, LaneSettings
 from service.core.errors import ErrorType
-from service.core.manifest import load_bundle
 from service.encoder.engine import EncoderEngine
 from service.rpc import codec
 from service.rpc.proto import encoder_pb2 as pb

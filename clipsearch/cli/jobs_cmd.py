@@ -1,0 +1,51 @@
+"""``clipsearch jobs``: look at, cancel and resume ingestion jobs on a running gateway.
+
+``show`` and ``cancel`` print the job; ``retry`` (resume an interrupted, failed or cancelled job
+under its own id, skipping what is indexed) and ``retry-failed`` (a new job over the failed
+items) follow the job with a progress bar, as ``clipsearch ingest`` does, and exit 1 if any
+item failed or the job did not complete.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from clipsearch.cli import client as remote
+
+app = typer.Typer(help="Look at, cancel and resume ingestion jobs.", no_args_is_help=True)
+
+JobArg = Annotated[str, typer.Argument(help="job id, as `clipsearch ingest` and the API print it")]
+ServerOpt = Annotated[str, typer.Option("--server", help="gateway URL")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="CLIPSEARCH_API_KEY")]
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+@app.command("show")
+def show(job_id: JobArg, server: ServerOpt = DEFAULT_SERVER, api_key: KeyOpt = None) -> None:
+    """Print a job's state, counts and errors."""
+    raise typer.Exit(remote.job_action(server, job_id, "show", api_key))
+
+
+@app.command("cancel")
+def cancel(job_id: JobArg, server: ServerOpt = DEFAULT_SERVER, api_key: KeyOpt = None) -> None:
+    """Cancel a queued or running job; what is indexed stays indexed."""
+    raise typer.Exit(remote.job_action(server, job_id, "cancel", api_key))
+
+
+@app.command("retry")
+def retry(job_id: JobArg, server: ServerOpt = DEFAULT_SERVER, api_key: KeyOpt = None) -> None:
+    """Resume an interrupted, failed or cancelled job under its id and follow it; exit 1 if
+    any item failed."""
+    failed = remote.job_action(server, job_id, "retry", api_key)
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("retry-failed")
+def retry_failed(
+    job_id: JobArg, server: ServerOpt = DEFAULT_SERVER, api_key: KeyOpt = None
+) -> None:
+    """Start a new job over this job's failed items and follow it; exit 1 if any failed again."""
+    failed = remote.job_action(server, job_id, "retry-failed", api_key)
+    raise typer.Exit(1 if failed else 0)

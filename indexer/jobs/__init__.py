@@ -1,0 +1,2 @@
+"""The ``JobQueue`` implementations, the in-process runner and the Celery queue, and their
+records."""

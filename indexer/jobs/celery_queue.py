@@ -1,0 +1,325 @@
+"""The Celery job queue: the gateway's side of distributed ingestion.
+
+``submit`` checks the source (its shape, and for local sources the allowed roots, so a wrong one
+is refused before any job exists), writes the job's definition under ``<data_dir>/jobs`` (the
+same record shape as the in-process runner's) and sends ``clipsearch.plan_job`` by name: the
+gateway never imports ``indexer``. An indexer worker reads the source and fans it out into
+``index_batch`` tasks; the writer counts each item in Redis once its points are written.
+
+Each attempt of a job has a ``run`` token, in the record and in the Redis progress hash (which is
+created at submit). ``status`` merges the record with that live progress only while both name the
+same run; a job whose hash is gone (Redis restarted without persistence) reads ``interrupted``,
+never ``completed`` and never ``running`` forever. Once a job is seen ended, its final counts and
+failed entries are kept in the record, so a later Redis restart does not undo a finished job. A
+settler thread looks at every job not yet seen ended every ``SETTLE_INTERVAL_S``, so that this
+holds also for a job nobody asked about before Redis lost it.
+
+* ``cancel``: the record notes it and the hash gets ``cancelled``: tasks not yet started do
+  nothing, what is indexed stays indexed.
+* ``retry``: an interrupted, failed or cancelled job runs again under the same id with a new run
+  (older tasks become no-ops) and skips every item already stored with the same content sha256:
+  its tasks ask the writer (``indexer.distributed.lookups``), since the store may live in this
+  gateway, out of the workers' reach.
+* ``retry_failed``: a new job over the failed items' task entries (kept in Redis by the writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+from pydantic import ValidationError
+
+from indexer.distributed.stream import PointStream
+from indexer.jobs.records import RecordFiles, new_job_record, now_iso
+from indexer.sources.roots import resolve_local_dir
+from service.core.config import Settings
+from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.schemas.sources import SourceSpec
+from service.core.tasks import INDEX_QUEUE, PLAN_JOB
+
+log = logging.getLogger(__name__)
+
+JOB_KINDS = frozenset({"ingest", "ingest_directory"})
+RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
+ENDED = frozenset({"completed", "failed", "cancelled"})
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# Record fields that are the gateway's own bookkeeping, not the job's status.
+_PRIVATE = frozenset({"params", "run", "final", "failed_entries"})
+# How often the settler looks at the jobs not yet seen ended (one Redis read each).
+SETTLE_INTERVAL_S = 2.0
+INTERRUPTED = (
+    "the job's progress is gone from Redis (restarted without persistence?): "
+    "POST /v1/jobs/{id}/retry resumes it, skipping what is already indexed"
+)
+
+
+def job_state(
+    record: dict[str, Any], progress: dict[str, Any] | None, *, now: float | None = None
+) -> dict[str, Any]:
+    """The job as ``GET /v1/jobs/{id}`` shows it: the record, with the live counts and state."""
+    status = {k: v for k, v in record.items() if k not in _PRIVATE}
+    if record.get("state") != "submitted":  # never reached the broker: the record says why
+        return status
+    run = record.get("run")
+    if progress is None or (run and progress.get("run") != run):
+        if record.get("final"):
+            return {**status, **record["final"]}
+        if record.get("cancelled_at"):
+            return {**status, "state": "cancelled"}
+        return {**status, "state": "interrupted", "error": INTERRUPTED}
+    total, done, failed = progress["total"], progress["done"], progress["failed"]
+    status.update(
+        total=total,
+        done=done,
+        failed=failed,
+        skipped=progress.get("skipped", 0),
+        errors=progress["errors"],
+        waiting_for_writer=bool(progress.get("waiting_for_writer")),
+    )
+    finished = bool(progress.get("total_known")) and done + failed >= total
+    if progress.get("error"):
+        status.update(state="failed", error=progress["error"])
+    elif finished:
+        status["state"] = "completed"
+    elif record.get("cancelled_at") or progress.get("cancelled"):
+        status["state"] = "cancelled"
+    elif not progress.get("total_known"):
+        status["state"] = "queued"
+    else:
+        status["state"] = "running"
+    started, processed = progress.get("started_at"), done + failed
+    end = (progress.get("updated_at") if finished else None) or now or time.time()
+    if status["state"] in ("running", "completed") and started and processed and end > started:
+        rate = processed / (end - started)
+        status["rate_per_s"] = rate
+        status["eta_s"] = 0.0 if finished else max(0, total - processed) / rate
+    return status
+
+
+class CeleryJobQueue:
+    def __init__(self, settings: Settings, stream: PointStream) -> None:
+        if not settings.broker.url:
+            raise invalid("the Celery job queue needs a broker: set CLIPSEARCH_BROKER__URL")
+        self._settings = settings
+        self._stream = stream
+        self._files = RecordFiles(settings.data_dir / "jobs", "job")
+        self._app = Celery("clipsearch-gateway", broker=settings.broker.url, set_as_current=False)
+        self._app.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            broker_connection_retry_on_startup=True,
+            # A send meets a Redis outage with a clear error within seconds, not a hang.
+            broker_connection_timeout=5,
+            task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2},
+        )
+        # One lock over every read-modify-write of a record: the settler keeping a job's final
+        # outcome must not write back a record that a retry has just given a new run.
+        self._lock = threading.RLock()
+        self._open = {r["id"] for r in self._files.load_all() if _unsettled(r)}
+        self._stop = threading.Event()
+        self._settler = threading.Thread(target=self._settle_loop, name="job-settler", daemon=True)
+        self._settler.start()
+
+    # -- JobQueue protocol -------------------------------------------------------------------
+    def submit(self, kind: str, params: dict[str, Any]) -> str:
+        if kind not in JOB_KINDS:
+            raise invalid(f"unknown job kind {kind!r}")
+        spec = self._checked_source(params.get("source", ""))
+        job_id = uuid.uuid4().hex
+        record = new_job_record(
+            job_id, spec.model_dump(exclude_none=True), self._settings.collection
+        )
+        self._enqueue(record, resume=False)
+        return job_id
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            record = self._record(job_id)
+            try:
+                live = record["state"] == "submitted"
+                progress = self._stream.jobs.get(job_id) if live else None
+                status = job_state(record, progress)
+                if progress is not None and status["state"] in ENDED:
+                    self._keep_final(record, status)
+            except redis.RedisError as exc:
+                raise ClipsearchError(
+                    ErrorType.unavailable, f"job progress is unreachable: {exc}", retry_after_s=5
+                ) from exc
+            return status
+
+    def settle(self) -> None:
+        """Look at each job not yet seen ended (``status`` keeps an ended job's outcome in its
+        record); one that reads interrupted is left until a retry opens it again."""
+        with self._lock:
+            todo = sorted(self._open)
+        for job_id in todo:
+            try:
+                state = self.status(job_id)["state"]
+            except ClipsearchError as exc:
+                if exc.type is ErrorType.not_found:
+                    with self._lock:
+                        self._open.discard(job_id)
+                    continue
+                return  # Redis is unreachable: try them all again next time
+            if state in ENDED or state == "interrupted":
+                with self._lock:
+                    self._open.discard(job_id)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a queued or running job: tasks not yet started do nothing; what is indexed
+        stays indexed."""
+        with self._lock:
+            state = self.status(job_id)["state"]
+            if state not in ("queued", "running"):
+                raise ClipsearchError(
+                    ErrorType.conflict, f"job {job_id} is {state}; nothing to cancel"
+                )
+            record = self._record(job_id)
+            record.update(cancelled_at=now_iso(), updated_at=now_iso())
+            self._persist(record)
+        try:
+            self._stream.jobs.mark_cancelled(job_id)
+        except redis.RedisError as exc:  # the record holds it: the job reads cancelled anyway
+            log.warning("job %s: could not flag the cancel in Redis: %s", job_id, exc)
+        return self.status(job_id)
+
+    def retry(self, job_id: str) -> str:
+        """Run an interrupted, failed or cancelled job again under the same id, skipping what
+        is already indexed with the same content; returns the id."""
+        with self._lock:
+            state = self.status(job_id)["state"]
+            if state not in RESUMABLE:
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"job {job_id} is {state}; only {sorted(RESUMABLE)} jobs resume",
+                )
+            record = self._record(job_id)
+            for stale in ("final", "failed_entries", "cancelled_at", "error"):
+                record.pop(stale, None)
+            record.update(
+                state="queued",
+                attempt=int(record.get("attempt", 1)) + 1,
+                total=0,
+                done=0,
+                failed=0,
+                skipped=0,
+                errors=[],
+                resumed_at=now_iso(),
+            )
+            self._enqueue(record, resume=True)
+        return job_id
+
+    def retry_failed(self, job_id: str) -> str:
+        """A new job over this job's failed entries (lines that could not even be read are not
+        retried: the source itself must be fixed)."""
+        state = self.status(job_id)["state"]  # an ended job's entries are in its record now
+        if state in ("queued", "running"):
+            raise ClipsearchError(ErrorType.conflict, f"job {job_id} is still {state}")
+        entries = self._record(job_id).get("failed_entries") or []
+        if not entries:
+            hint = (
+                " (it was interrupted: POST /v1/jobs/{id}/retry)" if state == "interrupted" else ""
+            )
+            raise invalid(f"job {job_id} has no failed entries to retry{hint}")
+        return self.submit("ingest", {"source": {"manifest_lines": entries}})
+
+    def ready(self) -> bool:
+        try:
+            return bool(self._stream.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._settler.join(timeout=10)
+        self._app.close()
+        self._stream.close()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _enqueue(self, record: dict[str, Any], *, resume: bool) -> None:
+        """Start an attempt: a new run in the record and in Redis, then the plan task."""
+        job_id, params = record["id"], record["params"]
+        run = uuid.uuid4().hex
+        record.update(run=run, updated_at=now_iso())
+        self._persist(record)
+        try:
+            self._stream.jobs.start(job_id, run=run, resume=resume)
+            self._app.send_task(
+                PLAN_JOB,
+                args=[job_id, params["collection"], params["source"]],
+                kwargs={"run": run},
+                queue=INDEX_QUEUE,
+            )
+        except Exception as exc:
+            record.update(state="failed", error=f"could not enqueue: {exc!r}", updated_at=now_iso())
+            self._persist(record)
+            raise ClipsearchError(
+                ErrorType.unavailable, "the job broker is unreachable", retry_after_s=5
+            ) from exc
+        record.update(state="submitted", updated_at=now_iso())
+        self._persist(record)
+        with self._lock:
+            self._open.add(job_id)
+
+    def _settle_loop(self) -> None:
+        while not self._stop.wait(SETTLE_INTERVAL_S):
+            try:
+                self.settle()
+            except Exception:  # a bug here must not end the thread: the next pass may do
+                log.exception("the job settler failed")
+
+    def _keep_final(self, record: dict[str, Any], status: dict[str, Any]) -> None:
+        """Keep an ended job's outcome in its record: a later Redis restart must not turn a
+        finished job into an interrupted one."""
+        keys = ("state", "total", "done", "failed", "skipped", "errors", "error", "rate_per_s")
+        final = {k: status[k] for k in (*keys, "eta_s") if k in status}
+        if record.get("final") == final:
+            return
+        record.update(
+            final=final,
+            failed_entries=self._stream.jobs.failed_entries(record["id"]),
+            updated_at=now_iso(),
+        )
+        self._persist(record)
+
+    def _checked_source(self, source: object) -> SourceSpec:
+        try:
+            spec = SourceSpec.model_validate(source)
+        except ValidationError as exc:
+            raise invalid(f"bad source: {exc.errors()[0]['msg']}") from exc
+        roots = self._settings.sources.allowed_roots
+        if spec.directory is not None:
+            return SourceSpec(directory=str(resolve_local_dir(spec.directory, roots)))
+        if spec.manifest is not None:
+            path = Path(spec.manifest).expanduser().resolve()
+            # The manifest's folder must be under a root (same check, same errors); the file
+            # itself must be a file there. Entries in it are checked by the worker, one by one.
+            resolve_local_dir(str(path.parent), roots)
+            if not path.is_file():
+                raise invalid(f"manifest {spec.manifest!r} does not exist or is not a file")
+            return SourceSpec(manifest=str(path))
+        return spec
+
+    def _record(self, job_id: str) -> dict[str, Any]:
+        if not _JOB_ID.match(job_id):  # also keeps the id from naming any other file
+            raise not_found(f"no job {job_id!r}")
+        try:
+            return self._files.read(job_id)
+        except FileNotFoundError:
+            raise not_found(f"no job {job_id!r}") from None
+
+    def _persist(self, record: dict[str, Any]) -> None:
+        self._files.write(record)
+
+
+def _unsettled(record: dict[str, Any]) -> bool:
+    """Sent to the broker and not yet seen ended (nor cancelled, which the record holds)."""
+    return record.get("state") == "submitted" and not record.get("final")

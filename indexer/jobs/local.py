@@ -1,0 +1,346 @@
+"""The in-process job runner: the embedded default when no broker is configured.
+
+Jobs run one at a time on a single thread, calling the same pipeline functions as the Celery
+tasks. Each job's record is a JSON file under ``<data_dir>/jobs``, rewritten atomically (and
+flushed to disk, ``indexer.jobs.records``) as it progresses, so a restart still answers for old
+jobs; jobs that were running when the process died are marked ``interrupted``.
+
+``retry`` resumes an interrupted, failed or cancelled job under its own id (``attempt`` counts
+the runs): it reads the source again and skips every item whose point is already stored with
+the same content sha256 (counted ``done`` and ``skipped``), so nothing finished is embedded
+twice. ``retry-failed`` is different: a new job over the failed entries alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Generator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from indexer.distributed.lookups import indexed_matches
+from indexer.jobs.records import RecordFiles, new_job_record, now_iso
+from indexer.pipeline.batching import WriteBuffer, batched, prefetch
+from indexer.pipeline.entries import EntryOutcome, SkipCheck, entry_points
+from indexer.sources.fetch import Fetcher
+from indexer.sources.read import SourceEntry, SourceError, iter_source
+from indexer.sources.roots import resolve_local_dir
+from service.clients.base import EmbeddingClient
+from service.core.config import Settings
+from service.core.domain import Point
+from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.core.schemas.sources import SourceSpec
+from service.store.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+# "ingest_directory" is the foundation's name for a directory source; both take a SourceSpec.
+JOB_KINDS = frozenset({"ingest", "ingest_directory"})
+RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
+BATCH_SIZE = 64
+# Batches read and embedded ahead of the one being written (indexer.pipeline.batching.prefetch);
+# points are written once this many are held, or the oldest has waited this long (WriteBuffer).
+PREFETCH_BATCHES = 2
+WRITE_POINTS = 512
+WRITE_AGE_S = 1.0
+MAX_ERRORS_KEPT = 1000
+
+
+class InProcessJobQueue:
+    def __init__(
+        self, *, settings: Settings, embedder: EmbeddingClient, store: VectorStore
+    ) -> None:
+        self._settings = settings
+        self._embedder = embedder
+        self._store = store
+        self._files = RecordFiles(settings.data_dir / "jobs", "job")
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._pending: queue.Queue[str | None] = queue.Queue(maxsize=1000)
+        self._cancelled: set[str] = set()
+        self._crashed: BaseException | None = None
+        self._load_existing()
+        self._thread = threading.Thread(target=self._run, name="job-runner", daemon=True)
+        self._thread.start()
+
+    # -- JobQueue protocol -------------------------------------------------------------------
+    def submit(self, kind: str, params: dict[str, Any]) -> str:
+        if kind not in JOB_KINDS:
+            raise invalid(f"unknown job kind {kind!r}")
+        try:
+            spec = SourceSpec.model_validate(params.get("source", ""))
+        except ValidationError as exc:
+            raise invalid(f"bad source: {exc.errors()[0]['msg']}") from exc
+        iter_source(spec, self._settings)  # a wrong source is refused now, before a job exists
+        if spec.directory is not None:
+            root = resolve_local_dir(spec.directory, self._settings.sources.allowed_roots)
+            spec = SourceSpec(directory=str(root))
+        job_id = uuid.uuid4().hex
+        source = spec.model_dump(exclude_none=True)
+        record = new_job_record(job_id, source, self._settings.collection)
+        with self._lock:
+            self._jobs[job_id] = record
+            self._persist(record)
+        self._enqueue(job_id)
+        return job_id
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None:
+                raise not_found(f"no job {job_id!r}")
+            return json.loads(json.dumps(record))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a queued or running job (between batches); what is indexed stays indexed."""
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None:
+                raise not_found(f"no job {job_id!r}")
+            if record["state"] not in ("queued", "running"):
+                raise ClipsearchError(
+                    ErrorType.conflict, f"job {job_id} is {record['state']}; nothing to cancel"
+                )
+            self._cancelled.add(job_id)
+            if record["state"] == "queued":
+                record.update(state="cancelled", updated_at=now_iso())
+                self._persist(record)
+        return self.status(job_id)
+
+    def retry_failed(self, job_id: str) -> str:
+        """A new job over this job's failed entries (lines that could not even be read are not
+        retried: the source itself must be fixed)."""
+        record = self.status(job_id)
+        if record["state"] in ("queued", "running"):
+            raise ClipsearchError(ErrorType.conflict, f"job {job_id} is still {record['state']}")
+        entries = record.get("failed_entries") or []
+        if not entries:
+            raise invalid(f"job {job_id} has no failed entries to retry")
+        return self.submit("ingest", {"source": {"manifest_lines": entries}})
+
+    def retry(self, job_id: str) -> str:
+        """Run an interrupted, failed or cancelled job again under the same id, skipping what
+        is already indexed with the same content; returns the id."""
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None:
+                raise not_found(f"no job {job_id!r}")
+            if record["state"] not in RESUMABLE:
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"job {job_id} is {record['state']}; only {sorted(RESUMABLE)} jobs resume",
+                )
+            for stale in ("error", "rate_per_s", "eta_s", "finished_at"):
+                record.pop(stale, None)
+            record.update(
+                state="queued",
+                resume=True,
+                attempt=int(record.get("attempt", 1)) + 1,
+                done=0,
+                failed=0,
+                skipped=0,
+                errors=[],
+                failed_entries=[],
+                resumed_at=now_iso(),
+                updated_at=now_iso(),
+            )
+            self._cancelled.discard(job_id)
+            self._persist(record)
+        self._enqueue(job_id)
+        return job_id
+
+    def ready(self) -> bool:
+        return self._crashed is None and self._thread.is_alive()
+
+    def close(self) -> None:
+        self._pending.put(None)
+        self._thread.join(timeout=30)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _enqueue(self, job_id: str) -> None:
+        try:
+            self._pending.put_nowait(job_id)
+        except queue.Full:
+            self._update(job_id, state="failed", error="job queue is full")
+            raise ClipsearchError(
+                ErrorType.overloaded, "too many queued jobs", retry_after_s=5
+            ) from None
+
+    def _load_existing(self) -> None:
+        for record in self._files.load_all():
+            if record.get("state") in {"queued", "running"}:
+                record["state"] = "interrupted"
+                self._persist(record)
+            self._jobs[record["id"]] = record
+
+    def _persist(self, record: dict[str, Any]) -> None:
+        self._files.write(record)
+
+    def _update(self, job_id: str, *, error: str | None = None, **fields: Any) -> None:
+        with self._lock:
+            record = self._jobs[job_id]
+            record.update(fields, updated_at=now_iso())
+            if error:
+                record["error"] = error
+            self._persist(record)
+
+    def _run(self) -> None:
+        try:
+            while (job_id := self._pending.get()) is not None:
+                try:
+                    self._run_job(job_id)
+                except Exception as exc:  # a job's failure must not stop the runner
+                    log.exception("job %s failed", job_id)
+                    self._update(job_id, state="failed", error=str(exc))
+        except BaseException as exc:  # the runner itself died: readiness must say so
+            self._crashed = exc
+            log.exception("job runner crashed")
+            raise
+
+    def _run_job(self, job_id: str) -> None:
+        record = self.status(job_id)
+        # Cancelled while queued, or queued twice (cancelled, then resumed): run it once.
+        if record["state"] != "queued":
+            return
+        source = record["params"]["source"]
+        # Records of the foundation's jobs hold a bare directory path.
+        spec = SourceSpec.model_validate(source)
+        self._update(job_id, state="running", started_at=now_iso())
+        reads = list(iter_source(spec, self._settings))
+        entries = [r for r in reads if isinstance(r, SourceEntry)]
+        unreadable = [
+            {"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)
+        ]
+        tally = _Tally(total=len(reads), failed=len(unreadable))
+        self._keep_errors(job_id, unreadable)
+        self._update(job_id, total=tally.total, failed=tally.failed)
+        collection = record["params"]["collection"]
+        # A resumed job skips what is stored with the same content; a new one writes all.
+        skip: SkipCheck | None = None
+        if record.get("resume"):
+            skip = functools.partial(indexed_matches, self._store, collection)
+
+        # The next batches load and embed while earlier ones are written; items count as done
+        # only once their points are upserted. A cancel starts no more batches; the ones in
+        # the encoder already are finished and written.
+        writes: WriteBuffer[Written] = WriteBuffer(
+            functools.partial(self._store.upsert, collection),
+            max_points=WRITE_POINTS,
+            max_age_s=WRITE_AGE_S,
+        )
+        with (
+            Fetcher(self._settings) as fetcher,
+            closing(self._load_ahead(job_id, entries, collection, fetcher, skip)) as ahead,
+        ):
+            for batch, (points, outcomes) in ahead:
+                self._count(
+                    job_id, tally, writes.add(points, list(zip(batch, outcomes, strict=True)))
+                )
+        self._count(job_id, tally, writes.flush())
+        if job_id in self._cancelled and tally.finished < tally.total:
+            self._update(job_id, state="cancelled", finished_at=now_iso())
+            log.info("job %s cancelled after %d items", job_id, tally.finished)
+            return
+        self._update(job_id, state="completed", eta_s=0.0, finished_at=now_iso())
+        log.info(
+            "job %s completed: %d indexed (%d already were), %d failed",
+            job_id,
+            tally.done,
+            tally.skipped,
+            tally.failed,
+        )
+
+    def _load_ahead(
+        self,
+        job_id: str,
+        entries: list[SourceEntry],
+        collection: str,
+        fetcher: Fetcher,
+        skip: SkipCheck | None,
+    ) -> Generator[tuple[Sequence[SourceEntry], tuple[list[Point], list[EntryOutcome]]]]:
+        load = functools.partial(
+            entry_points,
+            embedder=self._embedder,
+            collection=collection,
+            settings=self._settings,
+            fetcher=fetcher,
+            skip=skip,
+        )
+        batches = batched(entries, BATCH_SIZE)
+        return prefetch(
+            batches,
+            load,
+            depth=PREFETCH_BATCHES,
+            name="job-load",
+            stop=lambda: job_id in self._cancelled,
+        )
+
+    def _count(self, job_id: str, tally: _Tally, written: list[Written]) -> None:
+        """Count entries whose points are written, keep their errors, publish the progress."""
+        if not written:
+            return
+        errors = [{"item": o.item, "reason": o.error} for _, o in written if o.error]
+        partial = [{"item": o.item, "reason": p} for _, o in written for p in o.partial]
+        tally.done += len(written) - len(errors)
+        tally.failed += len(errors)
+        tally.skipped += sum(o.skipped for _, o in written)
+        self._keep_errors(job_id, errors + partial)
+        self._keep_failed_entries(job_id, [_entry_line(e) for e, o in written if o.error])
+        rate = tally.finished / max(time.monotonic() - tally.started, 1e-6)
+        self._update(
+            job_id,
+            done=tally.done,
+            failed=tally.failed,
+            skipped=tally.skipped,
+            rate_per_s=rate,
+            eta_s=(tally.total - tally.finished) / max(rate, 1e-9),
+        )
+
+    def _keep_failed_entries(self, job_id: str, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            kept = self._jobs[job_id].setdefault("failed_entries", [])
+            kept.extend(entries[: max(0, MAX_ERRORS_KEPT - len(kept))])
+
+    def _keep_errors(self, job_id: str, errors: list[dict[str, Any]]) -> None:
+        with self._lock:
+            kept = self._jobs[job_id]["errors"]
+            kept.extend(errors[: max(0, MAX_ERRORS_KEPT - len(kept))])
+
+
+# An entry and its outcome, once its points are written.
+Written = tuple[SourceEntry, EntryOutcome]
+
+
+@dataclass
+class _Tally:
+    """A running job's counts."""
+
+    total: int
+    failed: int
+    done: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+
+def _entry_line(entry: SourceEntry) -> dict[str, Any]:
+    """A failed entry as a manifest line, so ``retry-failed`` can submit it again as it was."""
+    line: dict[str, Any] = {"id": entry.id}
+    for key in ("uri", "caption", "description"):
+        if getattr(entry, key) is not None:
+            line[key] = getattr(entry, key)
+    if entry.metadata:
+        line["metadata"] = dict(entry.metadata)
+    return line

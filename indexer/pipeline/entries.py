@@ -1,0 +1,307 @@
+"""Index source entries (``indexer.sources.read``): images, video segments and text-only documents.
+
+The in-process job runner calls :func:`index_entries` batch by batch (it upserts), a Celery task
+:func:`entry_points` (it appends to the points stream); each entry ends as indexed or with its
+own reason. An image comes from a local path under the allowed roots or from a URL
+(fetched through the SSRF guard); a video becomes one point per segment — its sampled frames
+embedded on the bulk lane and mean-pooled into the segment's ``image`` vector, with ``video_id``,
+``t_start``, ``t_end`` and a keyframe thumbnail; readable segments of a damaged video are indexed
+and the unreadable ranges reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from indexer.pipeline.thumbnails import thumbnail_path, write_thumbnail
+from indexer.pipeline.video import SegmentError, VideoReader, pool_frames, thumbnail_jpeg
+from indexer.sources.fetch import Fetcher
+from indexer.sources.read import SourceEntry
+from service.clients.base import EmbeddingClient
+from service.core.config import Settings
+from service.core.domain import Kind, Point, VectorValue, point_id
+from service.core.errors import ClipsearchError, invalid, too_large
+from service.items.points import (
+    Item,
+    build_points,
+    caption_multivectors,
+    content_sha256,
+    validate_item,
+)
+from service.store.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EntryOutcome:
+    """An entry's result: an error (the entry failed), and notes on parts that failed alone
+    (a video's unreadable segments) while the rest was indexed; or skipped."""
+
+    item: str
+    error: str | None = None
+    partial: list[str] = field(default_factory=list)
+    skipped: bool = False  # already indexed with the same content (a resumed job)
+
+
+def local_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+
+
+def _read_local(uri: str, limit: int) -> bytes:
+    path = local_path(uri)
+    size = path.stat().st_size
+    if size > limit:
+        raise too_large(f"{size} bytes; the limit is {limit}")
+    return path.read_bytes()
+
+
+def load_image_item(entry: SourceEntry, settings: Settings, fetcher: Fetcher) -> Item:
+    limits = settings.limits
+    data = None
+    if entry.uri is not None:
+        if entry.is_url:
+            data = fetcher.fetch(entry.uri, accept=("image/*",)).data
+        else:
+            data = _read_local(entry.uri, limits.max_upload_bytes)
+    item = Item(
+        image=data,
+        caption=entry.caption,
+        description=entry.description,
+        source_id=entry.id,
+        uri=entry.uri,
+        metadata=dict(entry.metadata),
+    )
+    validate_item(item, limits)
+    return item
+
+
+# Takes a video segment's thumbnail (its path under the data dir, the JPEG): by default it is
+# written under this process's data dir; a Celery task collects them for the points stream.
+ThumbnailSink = Callable[[str, bytes], object]
+
+# Given (point id, content sha256) of a batch's loaded items, the point ids already stored with
+# that same sha256 (``indexer.distributed.lookups``): a resumed job skips them, never re-embedding.
+SkipCheck = Callable[[Sequence[tuple[str, str]]], set[str]]
+
+
+def entry_points(
+    entries: Sequence[SourceEntry],
+    embedder: EmbeddingClient,
+    collection: str,
+    settings: Settings,
+    fetcher: Fetcher,
+    *,
+    skip: SkipCheck | None = None,
+    thumbnails: ThumbnailSink | None = None,
+) -> tuple[list[Point], list[EntryOutcome]]:
+    """Load and embed (bulk lane) one batch without writing it: its points, and each entry's
+    outcome in entry order. Both ingestion paths build points here; each then writes its own
+    way (the in-process runner upserts, a Celery task appends to the points stream).
+
+    With ``skip``, items already indexed with the same content are loaded and hashed but not
+    embedded (their outcome says ``skipped``). A video is looked up by its first segment's
+    point (a video's points are written in one upsert); one given by URL is fetched first and
+    looked up alone (videos are fetched one at a time, never a batch of them held at once)."""
+    outcomes: dict[int, EntryOutcome] = {}
+    loaded: list[tuple[int, Item]] = []
+    videos: list[tuple[int, str | None]] = []  # (entry index, content sha256 when local)
+    for i, entry in enumerate(entries):
+        try:
+            if entry.kind == "video":
+                digest = None if entry.is_url or entry.uri is None else _video_sha256(entry)
+                videos.append((i, digest))
+            else:
+                loaded.append((i, load_image_item(entry, settings, fetcher)))
+        except ClipsearchError as exc:
+            outcomes[i] = EntryOutcome(entry.id, exc.message)
+        except OSError as exc:
+            outcomes[i] = EntryOutcome(entry.id, f"cannot read: {exc.strerror or exc}")
+    if skip is not None:
+        keys = {i: (point_id(collection, item.key), item.sha256) for i, item in loaded}
+        keys |= {i: (point_id(collection, entries[i].id, 0), d) for i, d in videos if d}
+        found = skip(list(keys.values())) if keys else set()
+        for i, (pid, _) in keys.items():
+            if pid in found:
+                outcomes[i] = EntryOutcome(entries[i].id, skipped=True)
+        loaded = [(i, item) for i, item in loaded if i not in outcomes]
+        videos = [(i, d) for i, d in videos if i not in outcomes]
+    points: list[Point] = []
+    for i, digest in videos:
+        entry, data = entries[i], None
+        try:
+            if entry.is_url and entry.uri is not None:
+                # Fetched one at a time (a video may be large), hashed once fetched, so that a
+                # resumed job skips it too: fetching it again costs less than embedding it.
+                limit = settings.video.max_bytes
+                data = fetcher.fetch(entry.uri, accept=("video/*",), max_bytes=limit).data
+                digest = _video_sha256(entry, data)
+        except ClipsearchError as exc:
+            outcomes[i] = EntryOutcome(entry.id, exc.message)
+            continue
+        if data is not None and skip is not None and digest is not None:
+            first = point_id(collection, entry.id, 0)
+            if first in skip([(first, digest)]):  # its own error stops the batch, as above
+                outcomes[i] = EntryOutcome(entry.id, skipped=True)
+                continue
+        try:
+            video_points, partial = video_entry_points(
+                entry, embedder, collection, settings, thumbnails=thumbnails, data=data
+            )
+        except ClipsearchError as exc:
+            outcomes[i] = EntryOutcome(entry.id, exc.message)
+            continue
+        except OSError as exc:
+            outcomes[i] = EntryOutcome(entry.id, f"cannot read: {exc.strerror or exc}")
+            continue
+        if digest is not None:
+            for point in video_points:
+                point.payload["sha256"] = digest
+        points += video_points
+        outcomes[i] = EntryOutcome(entries[i].id, partial=partial)
+    results = build_points(embedder, collection, [item for _, item in loaded], lane="bulk")
+    for (i, _), result in zip(loaded, results, strict=True):
+        if isinstance(result, ClipsearchError):
+            outcomes[i] = EntryOutcome(entries[i].id, result.message)
+        else:
+            points.append(result)
+            outcomes[i] = EntryOutcome(entries[i].id)
+    return points, [outcomes[i] for i in range(len(entries))]
+
+
+def _video_sha256(entry: SourceEntry, data: bytes | None = None) -> str:
+    """A video's content hash, as an item's: of ``data`` when it was fetched, else of the local
+    file, read in blocks (a video may be far larger than an image)."""
+    assert entry.uri is not None
+    if data is not None:
+        return content_sha256([data], entry.caption, entry.description)
+    with local_path(entry.uri).open("rb") as f:
+        blocks = iter(functools.partial(f.read, 1 << 20), b"")
+        return content_sha256(blocks, entry.caption, entry.description)
+
+
+def index_entries(
+    entries: Sequence[SourceEntry],
+    *,
+    embedder: EmbeddingClient,
+    store: VectorStore,
+    collection: str,
+    settings: Settings,
+    fetcher: Fetcher,
+    skip: SkipCheck | None = None,
+) -> list[EntryOutcome]:
+    """Load, embed (bulk lane) and upsert one batch; each entry's failure is its own."""
+    points, outcomes = entry_points(entries, embedder, collection, settings, fetcher, skip=skip)
+    if points:
+        store.upsert(collection, points)
+    return outcomes
+
+
+def video_entry_points(
+    entry: SourceEntry,
+    embedder: EmbeddingClient,
+    collection: str,
+    settings: Settings,
+    *,
+    thumbnails: ThumbnailSink | None = None,
+    data: bytes | None = None,
+) -> tuple[list[Point], list[str]]:
+    """One point per readable segment, and a note per unreadable one; each segment's keyframe
+    thumbnail goes to ``thumbnails`` (by default, written under ``settings.data_dir``). ``data``
+    is the video's bytes, which a URL entry needs (``entry_points`` fetches it: it hashes it
+    first); a local entry is read from its path."""
+    if entry.uri is None:
+        raise invalid("a video entry needs a uri")
+    if entry.is_url and data is None:
+        raise ValueError(f"{entry.uri}: a URL video is fetched by the caller, not here")
+    limits, video = settings.limits, settings.video
+    source: bytes | Path = data if data is not None else local_path(entry.uri)
+    caption = entry.caption
+    if caption is not None and len(caption) > limits.max_caption_chars:
+        raise invalid(
+            f"caption is {len(caption)} characters; the limit is {limits.max_caption_chars} "
+            "(limits.max_caption_chars)"
+        )
+    texts = _text_vectors(embedder, caption, entry.description)
+    model = embedder.info().bundle
+    now = datetime.now(UTC).isoformat()
+    save: ThumbnailSink = thumbnails or functools.partial(write_thumbnail, settings.data_dir)
+    points: list[Point] = []
+    partial: list[str] = []
+    with VideoReader(
+        source, max_duration_s=video.max_duration_s, max_pixels=limits.max_image_pixels
+    ) as reader:
+        for part in reader.segments(
+            segment_s=video.segment_s, sample_fps=video.sample_fps, mode=video.segmenting
+        ):
+            if isinstance(part, SegmentError):
+                where = "" if part.t_start is None else f" at {part.t_start:.1f} s"
+                partial.append(f"segment {part.index}{where}: {part.reason}")
+                continue
+            frames = [_bmp(frame) for frame in part.frames]
+            vectors = embedder.embed_images(frames, lane="bulk")
+            good = [v for v in vectors if isinstance(v, np.ndarray)]
+            if not good:
+                partial.append(f"segment {part.index}: no frame could be embedded")
+                continue
+            pid = point_id(collection, entry.id, part.index)
+            thumb = thumbnail_path(collection, pid)
+            save(thumb, thumbnail_jpeg(part.keyframe))
+            points.append(
+                Point(
+                    id=pid,
+                    vectors={"image": pool_frames(np.stack(good)).tolist(), **texts},
+                    payload={
+                        "media_id": f"{entry.id}#{part.index}",
+                        "kind": Kind.video_segment.value,
+                        "uri": entry.uri,
+                        "video_id": entry.id,
+                        "t_start": round(part.t_start, 3),
+                        "t_end": round(part.t_end, 3),
+                        "thumbnail": thumb,
+                        "caption": caption,
+                        "description": entry.description,
+                        "tags": [],
+                        "metadata": dict(entry.metadata),
+                        "created_at": now,
+                        "model": model,
+                    },
+                )
+            )
+    if not points:
+        raise invalid("no segment of the video could be read: " + "; ".join(partial[:3]))
+    return points, partial
+
+
+def _text_vectors(
+    embedder: EmbeddingClient, caption: str | None, description: str | None
+) -> dict[str, VectorValue]:
+    """A video's caption (a multivector of its chunks) and description, embedded once and
+    shared by its segments."""
+    out: dict[str, VectorValue] = {}
+    if caption:
+        [rows] = caption_multivectors(embedder, [caption], lane="bulk")
+        if isinstance(rows, ClipsearchError):
+            raise rows
+        out["caption"] = rows
+    if description:
+        out["description"] = embedder.embed_texts([description], lane="bulk").sentence[0].tolist()
+    return out
+
+
+def _bmp(image: object) -> bytes:
+    """Frames cross the EmbeddingClient as encoded images; BMP costs a copy, not a compression
+    (PNG would deflate every frame only for the encoder to inflate it again)."""
+    buf = io.BytesIO()
+    image.save(buf, format="BMP")  # type: ignore[attr-defined]
+    return buf.getvalue()

@@ -1,0 +1,1 @@
+"""What an ingestion job reads: listing and parsing sources, allowed roots, URL fetching."""

@@ -1,0 +1,44 @@
+"""Where ingestion may read from: local paths only under the configured allowed roots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.core.config import Settings
+from service.core.errors import ClipsearchError, ErrorType, invalid
+
+
+def resolve_local_dir(source: str, allowed_roots: Sequence[Path]) -> Path:
+    """Resolve ``source`` (symlinks included) and require it to be a directory under a root."""
+    if not source or "\0" in source:
+        raise invalid("source must be a directory path")
+    if not allowed_roots:
+        raise ClipsearchError(
+            ErrorType.forbidden,
+            "local ingestion is disabled: no allowed roots are configured "
+            "(set CLIPSEARCH_SOURCES__ALLOWED_ROOTS or pass --allow-root to serve)",
+        )
+    path = Path(source).expanduser().resolve()
+    roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+    if not under_roots(path, roots):
+        raise ClipsearchError(
+            ErrorType.forbidden,
+            f"path {source!r} is outside the allowed roots",
+            {"allowed_roots": [str(r) for r in roots]},
+        )
+    if not path.exists():
+        raise invalid(f"source {source!r} does not exist")
+    if not path.is_dir():
+        raise invalid(f"source {source!r} is not a directory")
+    return path
+
+
+def under_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether a resolved ``path`` is one of ``roots`` or inside one."""
+    return any(path == root or root in path.parents for root in roots)
+
+
+def allowed_roots(settings: Settings) -> list[Path]:
+    """The configured allowed roots, resolved (symlinks included)."""
+    return [Path(r).expanduser().resolve() for r in settings.sources.allowed_roots]

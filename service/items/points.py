@@ -1,0 +1,227 @@
+"""The write path shared by the gateway (``POST /v1/items``) and the indexer pipeline.
+
+An :class:`Item` (image bytes and/or texts) becomes one :class:`Point` with the named vectors it
+can fill, embedded on the lane the caller names. Point ids are deterministic (UUIDv5 of the
+collection and the item's id, or its content sha256), so posting or ingesting the same thing
+again replaces the point instead of duplicating it.
+
+A caption becomes the ``caption`` multivector: sentence chunks that each fit the text tower
+(``service.items.chunking``), one row each, so no part of a long caption is truncated away. The
+chunks are counted with the encoder's own tokenizer where this process has it (the in-process
+encoder); a remote encoder's tokenizer is not here, so chunks are packed by an estimate and
+checked against the token counts the encoder reports: a chunk that filled the tower (it may
+have been cut) is halved and embedded again. The description stays one vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from service.clients.base import EmbeddingClient
+from service.core.config import LimitsSettings
+from service.core.domain import Kind, Lane, MultiVector, Point, VectorValue, point_id
+from service.core.errors import ClipsearchError, ErrorType, invalid
+from service.items.chunking import (
+    MAX_CHUNKS,
+    TokenCount,
+    chunk_caption,
+    estimate_tokens,
+    split_in_two,
+)
+
+# An estimate lets through a chunk the encoder then reports too long: it is halved, at most
+# this many times over (a 10,000-character caption halves to single characters in 14).
+MAX_SPLIT_ROUNDS = 16
+
+
+@runtime_checkable
+class TokenCounting(Protocol):
+    """An embedder that can count tokens exactly as its text tower reads them, untruncated."""
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class Item:
+    image: bytes | None = None
+    caption: str | None = None
+    description: str | None = None
+    source_id: str | None = None
+    uri: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+
+    @property
+    def sha256(self) -> str:
+        return content_sha256([self.image or b""], self.caption, self.description)
+
+    @property
+    def key(self) -> str:
+        return self.source_id or self.sha256
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.image if self.image is not None else Kind.text
+
+
+def content_sha256(media: Iterable[bytes], caption: str | None, description: str | None) -> str:
+    """An item's content hash (payload ``sha256``; a resumed job skips what matches): the media
+    bytes, given in any number of blocks, then the caption, a NUL, the description."""
+    digest = hashlib.sha256()
+    for block in media:
+        digest.update(block)
+    digest.update((caption or "").encode())
+    digest.update(b"\0")
+    digest.update((description or "").encode())
+    return digest.hexdigest()
+
+
+def clean_text(text: str | None) -> str | None:
+    """Strip surrounding whitespace; an empty text counts as absent."""
+    if text is None:
+        return None
+    text = text.strip()
+    return text or None
+
+
+def validate_item(item: Item, limits: LimitsSettings) -> None:
+    """Refuse, never truncate: a caption up to ``limits.max_caption_chars`` (it is chunked), a
+    description up to ``limits.max_text_chars`` (it is one vector)."""
+    if item.image is None and not (item.caption or item.description):
+        raise invalid("an item needs an image, a caption or a description")
+    for name, text, setting in (
+        ("caption", item.caption, "max_caption_chars"),
+        ("description", item.description, "max_text_chars"),
+    ):
+        limit: int = getattr(limits, setting)
+        if text is not None and len(text) > limit:
+            raise invalid(
+                f"{name} is {len(text)} characters; the limit is {limit} (limits.{setting})",
+                {"field": name, "length": len(text), setting: limit},
+            )
+
+
+@dataclass
+class _Chunk:
+    text: str
+    vector: list[float] | None = None
+
+
+def caption_multivectors(
+    embedder: EmbeddingClient, captions: Sequence[str], *, lane: Lane
+) -> list[MultiVector | ClipsearchError]:
+    """Each caption's chunk vectors (rows L2-normalised by the encoder), or its own error (a
+    caption that needs more than ``MAX_CHUNKS`` chunks). Every chunk of every caption goes in
+    one ``embed_texts`` call; more only when an estimated chunk must be halved."""
+    limit = embedder.info().max_text_tokens
+    exact = isinstance(embedder, TokenCounting)
+    count: TokenCount = estimate_tokens
+    if isinstance(embedder, TokenCounting):
+        count = embedder.count_tokens
+    parts: list[list[_Chunk] | ClipsearchError] = []
+    for caption in captions:
+        try:
+            chunks = chunk_caption(caption, count, limit, max_chunks=MAX_CHUNKS)
+            parts.append([_Chunk(t) for t in chunks])
+        except ClipsearchError as exc:
+            parts.append(exc)
+    for _ in range(MAX_SPLIT_ROUNDS):
+        todo = [
+            c for chunks in parts if isinstance(chunks, list) for c in chunks if c.vector is None
+        ]
+        if not todo:
+            return [
+                p if isinstance(p, ClipsearchError) else [c.vector or [] for c in p] for p in parts
+            ]
+        emb = embedder.embed_texts([c.text for c in todo], lane=lane)
+        if emb.tokens is None and not exact:
+            raise ClipsearchError(
+                ErrorType.internal,
+                "the encoder reports no token counts: cannot tell whether caption chunks fit",
+            )
+        for row, chunk in enumerate(todo):
+            # A count below the limit was not truncated; one at the limit may have been, unless
+            # the chunk was counted exactly (then it just fills the tower).
+            if exact or emb.tokens is None or int(emb.tokens[row]) < limit:
+                chunk.vector = emb.joint[row].tolist()
+        parts = [p if isinstance(p, ClipsearchError) else _halve_unfit(p, limit) for p in parts]
+    raise ClipsearchError(ErrorType.internal, "caption chunks still do not fit after halving")
+
+
+def _halve_unfit(chunks: list[_Chunk], limit: int) -> list[_Chunk] | ClipsearchError:
+    out: list[_Chunk] = []
+    for chunk in chunks:
+        if chunk.vector is not None:
+            out.append(chunk)
+        elif len(chunk.text) < 2:
+            return invalid(f"a character of the caption takes more than {limit} tokens")
+        else:
+            out += [_Chunk(half) for half in split_in_two(chunk.text)]
+    if len(out) > MAX_CHUNKS:
+        return invalid(f"the caption needs more than {MAX_CHUNKS} chunks of {limit} tokens")
+    return out
+
+
+def build_points(
+    embedder: EmbeddingClient,
+    collection: str,
+    items: Sequence[Item],
+    *,
+    lane: Lane,
+) -> list[Point | ClipsearchError]:
+    """Embed items in batches; each item yields its point or its own error."""
+    out: list[Point | ClipsearchError | None] = [None] * len(items)
+    vectors: list[dict[str, VectorValue]] = [{} for _ in items]
+
+    image_idx = [i for i, it in enumerate(items) if it.image is not None]
+    if image_idx:
+        images = embedder.embed_images([items[i].image or b"" for i in image_idx], lane=lane)
+        for i, result in zip(image_idx, images, strict=True):
+            if isinstance(result, ClipsearchError):
+                out[i] = result
+            else:
+                vectors[i]["image"] = np.asarray(result, dtype=np.float32).tolist()
+
+    idx = [i for i, it in enumerate(items) if out[i] is None and it.caption]
+    if idx:
+        captions = caption_multivectors(embedder, [items[i].caption or "" for i in idx], lane=lane)
+        for i, rows in zip(idx, captions, strict=True):
+            if isinstance(rows, ClipsearchError):
+                out[i] = rows
+            else:
+                vectors[i]["caption"] = rows
+
+    idx = [i for i, it in enumerate(items) if out[i] is None and it.description]
+    if idx:
+        emb = embedder.embed_texts([items[i].description or "" for i in idx], lane=lane)
+        for row, i in enumerate(idx):
+            vectors[i]["description"] = emb.sentence[row].tolist()
+
+    model = embedder.info().bundle
+    now = datetime.now(UTC).isoformat()
+    for i, item in enumerate(items):
+        if out[i] is not None:
+            continue
+        out[i] = Point(
+            id=point_id(collection, item.key),
+            vectors=vectors[i],
+            payload={
+                "media_id": item.key,
+                "kind": item.kind.value,
+                "uri": item.uri,
+                "caption": item.caption,
+                "description": item.description,
+                "tags": list(item.tags),
+                "metadata": dict(item.metadata),
+                "created_at": now,
+                "model": model,
+                "sha256": item.sha256,
+            },
+        )
+    return [p for p in out if p is not None]
