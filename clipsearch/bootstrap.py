@@ -13,6 +13,7 @@ from indexer.distributed.resources import IndexerResources
 from indexer.distributed.writer import Writer
 from service.clients.base import EmbeddingClient, JobQueue
 from service.core.config import Settings
+from service.core.domain import collection_dims
 from service.core.errors import ClipsearchError
 from service.gateway.state import Components
 from service.search.planner import SearchService
@@ -71,11 +72,7 @@ def build_components(settings: Settings) -> Components:
     store = open_store(settings)
     try:
         info = embedder.info()  # from the workers when remote: no bundle needed here
-        store.ensure(
-            settings.collection,
-            {name: info.spaces[name] for name in ("image", "caption", "description")},
-            info.bundle,
-        )
+        store.ensure(settings.collection, collection_dims(info.spaces), info.bundle)
         reindexer = InProcessReindexer(settings=settings, embedder=embedder, store=store)
         if settings.in_process_jobs:
             jobs: JobQueue = InProcessJobQueue(settings=settings, embedder=embedder, store=store)

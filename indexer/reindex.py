@@ -41,7 +41,7 @@ from indexer.sources.read import SourceEntry
 from indexer.sources.roots import allowed_roots, under_roots
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
-from service.core.domain import VECTOR_NAMES, FilterValue, Kind, Point, Record
+from service.core.domain import FilterValue, Kind, Point, Record, collection_dims
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.store.base import VectorStore
 from service.store.versions import NEXT, VersionedStore
@@ -87,7 +87,7 @@ class InProcessReindexer:
                     f"reindex {running['id']} of {running['collection']!r} is still running",
                 )
             source = self._store.aliases(fresh=True).get(collection)
-            dims = {name: info.spaces[name] for name in VECTOR_NAMES}
+            dims = collection_dims(info.spaces)
             target = self._store.begin(collection, dims, info.bundle)
             now = now_iso()
             record: dict[str, Any] = {

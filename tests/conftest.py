@@ -15,3 +15,11 @@ def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.tiny import build_tiny_bundle
 
     return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_labelled_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle with a photo bundle's extras: visual features and named classes."""
+    from models.tiny_labelled import build_tiny_labelled_bundle
+
+    return build_tiny_labelled_bundle(tmp_path_factory.mktemp("bundle") / "labelled", seed=0)

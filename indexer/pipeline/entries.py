@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -29,7 +30,9 @@ from indexer.sources.read import SourceEntry
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
 from service.core.domain import Kind, Point, VectorValue, point_id
+from service.core.embeddings import ImageEmbedding
 from service.core.errors import ClipsearchError, invalid, too_large
+from service.items.describe import describe, label_summary, merge_labels
 from service.items.points import (
     Item,
     build_points,
@@ -249,18 +252,19 @@ def video_entry_points(
                 partial.append(f"segment {part.index}{where}: {part.reason}")
                 continue
             frames = [_bmp(frame) for frame in part.frames]
-            vectors = embedder.embed_images(frames, lane="bulk")
-            good = [v for v in vectors if isinstance(v, np.ndarray)]
+            results = embedder.encode_images(frames, lane="bulk")
+            good = [r for r in results if not isinstance(r, ClipsearchError)]
             if not good:
                 partial.append(f"segment {part.index}: no frame could be embedded")
                 continue
             pid = point_id(collection, entry.id, part.index)
             thumb = thumbnail_path(collection, pid)
             save(thumb, thumbnail_jpeg(part.keyframe))
+            vectors, seen = segment_vectors(embedder, good, texts, entry.description)
             points.append(
                 Point(
                     id=pid,
-                    vectors={"image": pool_frames(np.stack(good)).tolist(), **texts},
+                    vectors=vectors,
                     payload={
                         "media_id": f"{entry.id}#{part.index}",
                         "kind": Kind.video_segment.value,
@@ -270,17 +274,45 @@ def video_entry_points(
                         "t_end": round(part.t_end, 3),
                         "thumbnail": thumb,
                         "caption": caption,
-                        "description": entry.description,
                         "tags": [],
                         "metadata": dict(entry.metadata),
                         "created_at": now,
                         "model": model,
+                        **seen,
                     },
                 )
             )
     if not points:
         raise invalid("no segment of the video could be read: " + "; ".join(partial[:3]))
     return points, partial
+
+
+def segment_vectors(
+    embedder: EmbeddingClient,
+    frames: Sequence[ImageEmbedding],
+    texts: dict[str, VectorValue],
+    description: str | None,
+) -> tuple[dict[str, VectorValue], dict[str, Any]]:
+    """A segment's vectors, its frames' pooled (``pool_frames``) beside the video's own texts,
+    and its payload's ``description`` (the video's, else one written from the classes its
+    frames show, where the bundle names classes, then embedded for this segment alone)."""
+    vectors: dict[str, VectorValue] = {
+        "image": pool_frames(np.stack([f.joint for f in frames])).tolist(),
+        **texts,
+    }
+    visual = [f.visual for f in frames if f.visual is not None]
+    if visual:
+        vectors["visual"] = pool_frames(np.stack(visual)).tolist()
+    payload: dict[str, Any] = {"description": description}
+    labels = merge_labels([f.labels for f in frames])
+    if labels:
+        payload["labels"] = label_summary(labels)
+        payload["description_generated"] = description is None
+        if description is None:
+            payload["description"] = written = describe(labels)
+            emb = embedder.embed_texts([written or ""], lane="bulk")
+            vectors["description"] = emb.sentence[0].tolist()
+    return vectors, payload
 
 
 def _text_vectors(

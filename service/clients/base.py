@@ -15,13 +15,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from service.core.domain import Lane
-from service.core.embeddings import EncoderHealth, EncoderInfo, TextEmbeddings
+from service.core.embeddings import EncoderHealth, EncoderInfo, ImageEmbedding, TextEmbeddings
 from service.core.errors import ClipsearchError
 
 __all__ = [
     "EmbeddingClient",
     "EncoderHealth",
     "EncoderInfo",
+    "ImageEmbedding",
     "JobQueue",
     "PointsWriter",
     "TextEmbeddings",
@@ -39,8 +40,15 @@ class EmbeddingClient(Protocol):
     def embed_images(
         self, images: Sequence[bytes], *, lane: Lane = "interactive"
     ) -> list[np.ndarray | ClipsearchError]:
-        """Embed encoded images (PNG, JPEG, ...). Each item yields its L2-normalised vector or
-        its own error (corrupt, unsupported, too many pixels): one bad item fails alone."""
+        """Embed encoded images (PNG, JPEG, ...). Each item yields its L2-normalised joint-space
+        (``image``) vector or its own error (corrupt, unsupported, too many pixels): one bad item
+        fails alone."""
+
+    def encode_images(
+        self, images: Sequence[bytes], *, lane: Lane = "interactive"
+    ) -> list[ImageEmbedding | ClipsearchError]:
+        """As :meth:`embed_images`, with everything the image tower says of each image: its
+        ``visual`` vector and top class ``labels`` where the bundle has them."""
 
     def ready(self) -> bool: ...
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from service.core.config import EncoderSettings
 from service.core.domain import Lane
-from service.core.embeddings import EncoderHealth, EncoderInfo, TextEmbeddings
+from service.core.embeddings import EncoderHealth, EncoderInfo, ImageEmbedding, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
 from service.rpc import codec
 from service.rpc.proto import encoder_pb2 as pb
@@ -87,9 +87,15 @@ class GrpcEmbeddingClient:
     def embed_images(
         self, images: Sequence[bytes], *, lane: Lane = "interactive"
     ) -> list[np.ndarray | ClipsearchError]:
+        results = self.encode_images(images, lane=lane)
+        return [r if isinstance(r, ClipsearchError) else r.joint for r in results]
+
+    def encode_images(
+        self, images: Sequence[bytes], *, lane: Lane = "interactive"
+    ) -> list[ImageEmbedding | ClipsearchError]:
         self._check_open()
         wire_lane = codec.lane_to_proto(lane)
-        results: list[np.ndarray | ClipsearchError | None] = [None] * len(images)
+        results: list[ImageEmbedding | ClipsearchError | None] = [None] * len(images)
         sendable: list[tuple[int, bytes]] = []
         for i, data in enumerate(images):
             if not isinstance(data, bytes | bytearray | memoryview):
@@ -226,7 +232,7 @@ class GrpcEmbeddingClient:
         return self._invoke(lambda stub, left: stub.EmbedStream(requests(), timeout=left))
 
     @staticmethod
-    def _image_values(reply: pb.EmbedResponse, n: int) -> list[np.ndarray | ClipsearchError]:
+    def _image_values(reply: pb.EmbedResponse, n: int) -> list[ImageEmbedding | ClipsearchError]:
         kind = reply.WhichOneof("output")
         if kind == "error":  # the whole request was refused for its own content
             return [codec.error_from_proto(reply.error)] * n

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from service.clients.base import EncoderHealth, EncoderInfo, TextEmbeddings
+from service.clients.base import EncoderHealth, EncoderInfo, ImageEmbedding, TextEmbeddings
 from service.core.bundle.tokenize import TokenCounter
 from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
@@ -47,6 +47,12 @@ class InProcessEmbeddingClient:
     ) -> list[np.ndarray | ClipsearchError]:
         self._check_open()
         return self.batcher.embed_images(images, lane=lane)
+
+    def encode_images(
+        self, images: Sequence[bytes], *, lane: Lane = "interactive"
+    ) -> list[ImageEmbedding | ClipsearchError]:
+        self._check_open()
+        return self.batcher.encode_images(images, lane=lane)
 
     def count_tokens(self, text: str) -> int:
         """Tokens the text tower reads for ``text``, untruncated, with the engine's own

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-VectorName = Literal["image", "caption", "description"]
-VECTOR_NAMES: tuple[VectorName, ...] = ("image", "caption", "description")
+# ``visual``: image→image features, only in collections built by a bundle that has them.
+VectorName = Literal["image", "caption", "description", "visual"]
+VECTOR_NAMES: tuple[VectorName, ...] = ("image", "caption", "description", "visual")
 # Named vectors stored as a multivector (one row per chunk, compared by MaxSim): a long caption
 # is cut into sentence chunks that each fit the text tower, so none of it is truncated away.
 MULTI_VECTORS: frozenset[str] = frozenset({"caption"})
@@ -28,6 +30,13 @@ class Kind(StrEnum):
 # Payload fields a search filter may match on (equality; a list value means "any of").
 FILTERABLE_FIELDS: frozenset[str] = frozenset({"kind", "tags", "media_id", "video_id"})
 FilterValue = str | int | bool | list[str] | list[int]
+
+
+def collection_dims(spaces: Mapping[str, int]) -> dict[VectorName, int]:
+    """The named vectors (and their sizes) of a collection that a bundle with these vector
+    spaces builds: the three every bundle has, and ``visual`` where it has one."""
+    return {name: int(spaces[name]) for name in VECTOR_NAMES if spaces.get(name)}
+
 
 _ROOT_NAMESPACE = uuid.UUID("6f1c1f0e-6a59-5b8e-9d7c-3c1a1e5c2f10")
 

@@ -19,6 +19,27 @@ class TextEmbeddings:
 
 
 @dataclass(frozen=True)
+class Label:
+    """A class the image tower sees in an image: its name, probability and broader terms (most
+    specific first), from the bundle's ``labels.json``."""
+
+    name: str
+    score: float
+    broader: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One image forward: ``joint`` (the ``image`` vector, searched by text queries), and where
+    the bundle has them ``visual`` (image→image search) and ``labels`` (best first). Vectors are
+    L2-normalised float32."""
+
+    joint: np.ndarray
+    visual: np.ndarray | None = None
+    labels: tuple[Label, ...] = ()
+
+
+@dataclass(frozen=True)
 class EncoderInfo:
     bundle: str  # name@version
     provider: str

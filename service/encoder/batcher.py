@@ -35,7 +35,7 @@ from PIL import Image
 
 from service.core.config import EncoderSettings
 from service.core.domain import Lane
-from service.core.embeddings import EncoderHealth, TextEmbeddings
+from service.core.embeddings import EncoderHealth, ImageEmbedding, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.encoder.engine import EncoderEngine, ImageResult, TokenizedText
 from service.encoder.metrics import EncoderMetrics
@@ -64,7 +64,7 @@ def _texts_result(request: Request) -> TextEmbeddings:
     )
 
 
-def _images_result(request: Request) -> list[ImageResult]:
+def _images_result(request: Request) -> list[ImageEmbedding | ClipsearchError]:
     return list(request.results)
 
 
@@ -153,7 +153,7 @@ class Batcher:
 
     def submit_images(
         self, images: Sequence[bytes], *, lane: Lane = "interactive", deadline: float | None = None
-    ) -> Pending[list[ImageResult]]:
+    ) -> Pending[list[ImageEmbedding | ClipsearchError]]:
         lane = check_lane(lane)
         tower = self.towers["image"]
         request = Request("image", lane, len(images), self._deadline(deadline))
@@ -188,10 +188,17 @@ class Batcher:
             return self.engine.run_texts([])
         return self.submit_texts(texts, lane=lane, deadline=_after(timeout_s)).result()
 
+    def encode_images(
+        self, images: Sequence[bytes], *, lane: Lane = "interactive", timeout_s: float | None = None
+    ) -> list[ImageEmbedding | ClipsearchError]:
+        return self.submit_images(images, lane=lane, deadline=_after(timeout_s)).result()
+
     def embed_images(
         self, images: Sequence[bytes], *, lane: Lane = "interactive", timeout_s: float | None = None
     ) -> list[ImageResult]:
-        return self.submit_images(images, lane=lane, deadline=_after(timeout_s)).result()
+        """The joint-space (``image``) vectors alone."""
+        results = self.encode_images(images, lane=lane, timeout_s=timeout_s)
+        return [r if isinstance(r, ClipsearchError) else r.joint for r in results]
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -233,9 +240,9 @@ class Batcher:
                 item.request.set_item(item.index, value)
             self.metrics.batch_tokens.labels(batch.lane).observe(batch.cost)
         else:
-            vectors = self.engine.finish_images(batch.outputs, n)
+            embeddings = self.engine.finish_images(batch.outputs, n)
             for row, item in enumerate(batch.items):
-                item.request.set_item(item.index, vectors[row])
+                item.request.set_item(item.index, embeddings[row])
         m, tower, lane = self.metrics, batch.tower, batch.lane
         prep = sum(item.prep_s for item in batch.items) / n
         waited = sum(batch.started - item.request.submitted for item in batch.items) / n

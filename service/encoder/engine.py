@@ -24,7 +24,7 @@ from service.core.bundle.manifest import Bundle
 from service.core.bundle.preprocess import preprocess_image
 from service.core.bundle.tokenize import TextTokenizer
 from service.core.config import Settings
-from service.core.embeddings import EncoderInfo, TextEmbeddings
+from service.core.embeddings import EncoderInfo, ImageEmbedding, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
 from service.encoder.arrays import (
     ImageResult,
@@ -35,6 +35,7 @@ from service.encoder.arrays import (
     pad_batch,
     token_counts,
 )
+from service.encoder.image_outputs import ImageOutputs, checked_rows
 from service.encoder.session import batch_profile, create_session, on_gpu, run_bound
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class EncoderEngine:
         self._image = create_session(
             bundle.path(it.file), enc, batch_profile(enc, {it.input_name: (3, size, size)})
         )
-        _check_io(self._image, it.file, [it.input_name], [it.output_name])
+        self._image_outputs = ImageOutputs(bundle)
+        _check_io(self._image, it.file, [it.input_name], self._image_outputs.names)
 
         self._text_outputs = [tt.output_name]
         if de.source == "text_tower":
@@ -139,7 +141,7 @@ class EncoderEngine:
         return EncoderInfo(
             bundle=m.ref,
             provider=self.provider,
-            spaces=m.spaces.model_dump(),
+            spaces=m.spaces.model_dump(exclude_none=True),
             trained=m.trained,
             max_text_tokens=m.text_tower.max_tokens,
         )
@@ -273,30 +275,33 @@ class EncoderEngine:
             bytes(data), self.bundle.manifest.image_tower, limits.max_image_pixels
         )
 
-    def forward_images(self, batch: np.ndarray) -> np.ndarray:
-        """The core stage: [n, 3, S, S] model inputs → raw [n, dim] outputs."""
+    def forward_images(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The core stage: [n, 3, S, S] model inputs → the tower's raw outputs."""
         it = self.bundle.manifest.image_tower
-        [out] = self._run(self._image, it.file, [it.output_name], {it.input_name: batch})
-        return out
+        return self._run(self._image, it.file, self._image_outputs.names, {it.input_name: batch})
 
-    def finish_images(self, out: np.ndarray, n: int) -> np.ndarray:
-        """The postprocess stage: shape check and L2 normalisation."""
-        it = self.bundle.manifest.image_tower
-        return self._postprocess(out, n, self.bundle.manifest.spaces.image, it.file)
+    def finish_images(self, outs: list[np.ndarray], n: int) -> list[ImageEmbedding]:
+        """The postprocess stage: shape checks, L2 normalisation, class names."""
+        return self._image_outputs.finish(outs, n)
 
-    def run_images(self, batch: np.ndarray) -> np.ndarray:
-        """[n, 3, S, S] model inputs → [n, dim] L2-normalised embeddings."""
+    def run_images(self, batch: np.ndarray) -> list[ImageEmbedding]:
+        """[n, 3, S, S] model inputs → one :class:`ImageEmbedding` each."""
         return self.finish_images(self.forward_images(batch), batch.shape[0])
 
-    def embed_images(self, images: Sequence[bytes]) -> list[ImageResult]:
-        results = self.preprocess_images(images)
-        idx_all, tensors = good_items(results)
+    def encode_images(self, images: Sequence[bytes]) -> list[ImageEmbedding | ClipsearchError]:
+        """Each encoded image → its :class:`ImageEmbedding`, or its own error."""
+        prepared = self.preprocess_images(images)
+        done: dict[int, ImageEmbedding] = {}
+        idx_all, tensors = good_items(prepared)
         for s in chunks(len(idx_all), self.settings.encoder.bulk.max_batch_size):
-            idx = idx_all[s]
-            vectors = self.run_images(np.stack(tensors[s]))
-            for i, vec in zip(idx, vectors, strict=True):
-                results[i] = vec
-        return results
+            done.update(zip(idx_all[s], self.run_images(np.stack(tensors[s])), strict=True))
+        return [r if isinstance(r, ClipsearchError) else done[i] for i, r in enumerate(prepared)]
+
+    def embed_images(self, images: Sequence[bytes]) -> list[ImageResult]:
+        """Each encoded image → its joint-space (``image``) vector, or its own error."""
+        return [
+            r if isinstance(r, ClipsearchError) else r.joint for r in self.encode_images(images)
+        ]
 
     # -- internals -----------------------------------------------------------------------
 
@@ -313,10 +318,4 @@ class EncoderEngine:
 
     @staticmethod
     def _postprocess(out: np.ndarray, n: int, dim: int, name: str) -> np.ndarray:
-        if out.shape != (n, dim):
-            raise ClipsearchError(
-                ErrorType.bundle_invalid,
-                f"{name} returned shape {out.shape}; the manifest says ({n}, {dim})",
-            )
-        # Always normalise: a no-op for bundles whose outputs already are.
-        return l2_normalize(out.astype(np.float32, copy=False))
+        return checked_rows(out, n, dim, name)

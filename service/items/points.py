@@ -26,6 +26,7 @@ import numpy as np
 from service.clients.base import EmbeddingClient
 from service.core.config import LimitsSettings
 from service.core.domain import Kind, Lane, MultiVector, Point, VectorValue, point_id
+from service.core.embeddings import ImageEmbedding
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.items.chunking import (
     MAX_CHUNKS,
@@ -34,6 +35,7 @@ from service.items.chunking import (
     estimate_tokens,
     split_in_two,
 )
+from service.items.describe import describe, label_summary
 
 # An estimate lets through a chunk the encoder then reports too long: it is halved, at most
 # this many times over (a 10,000-character caption halves to single characters in 14).
@@ -175,18 +177,26 @@ def build_points(
     *,
     lane: Lane,
 ) -> list[Point | ClipsearchError]:
-    """Embed items in batches; each item yields its point or its own error."""
+    """Embed items in batches; each item yields its point or its own error. An image without a
+    description gets one written from the classes the image tower sees, where the bundle names
+    classes (``service.items.describe``)."""
     out: list[Point | ClipsearchError | None] = [None] * len(items)
     vectors: list[dict[str, VectorValue]] = [{} for _ in items]
+    descriptions: list[str | None] = [it.description for it in items]
+    labels: list[list[dict[str, object]] | None] = [None] * len(items)
 
     image_idx = [i for i, it in enumerate(items) if it.image is not None]
     if image_idx:
-        images = embedder.embed_images([items[i].image or b"" for i in image_idx], lane=lane)
+        images = embedder.encode_images([items[i].image or b"" for i in image_idx], lane=lane)
         for i, result in zip(image_idx, images, strict=True):
             if isinstance(result, ClipsearchError):
                 out[i] = result
-            else:
-                vectors[i]["image"] = np.asarray(result, dtype=np.float32).tolist()
+                continue
+            vectors[i].update(image_vectors(result))
+            if result.labels:
+                labels[i] = label_summary(result.labels)
+                if descriptions[i] is None:
+                    descriptions[i] = describe(result.labels)
 
     idx = [i for i, it in enumerate(items) if out[i] is None and it.caption]
     if idx:
@@ -197,9 +207,9 @@ def build_points(
             else:
                 vectors[i]["caption"] = rows
 
-    idx = [i for i, it in enumerate(items) if out[i] is None and it.description]
+    idx = [i for i in range(len(items)) if out[i] is None and descriptions[i]]
     if idx:
-        emb = embedder.embed_texts([items[i].description or "" for i in idx], lane=lane)
+        emb = embedder.embed_texts([descriptions[i] or "" for i in idx], lane=lane)
         for row, i in enumerate(idx):
             vectors[i]["description"] = emb.sentence[row].tolist()
 
@@ -208,20 +218,30 @@ def build_points(
     for i, item in enumerate(items):
         if out[i] is not None:
             continue
-        out[i] = Point(
-            id=point_id(collection, item.key),
-            vectors=vectors[i],
-            payload={
-                "media_id": item.key,
-                "kind": item.kind.value,
-                "uri": item.uri,
-                "caption": item.caption,
-                "description": item.description,
-                "tags": list(item.tags),
-                "metadata": dict(item.metadata),
-                "created_at": now,
-                "model": model,
-                "sha256": item.sha256,
-            },
-        )
+        payload: dict[str, Any] = {
+            "media_id": item.key,
+            "kind": item.kind.value,
+            "uri": item.uri,
+            "caption": item.caption,
+            "description": descriptions[i],
+            "tags": list(item.tags),
+            "metadata": dict(item.metadata),
+            "created_at": now,
+            "model": model,
+            "sha256": item.sha256,
+        }
+        if labels[i] is not None:
+            payload["labels"] = labels[i]
+            # The description was written by the model, not given: say so.
+            payload["description_generated"] = item.description is None
+        out[i] = Point(id=point_id(collection, item.key), vectors=vectors[i], payload=payload)
     return [p for p in out if p is not None]
+
+
+def image_vectors(embedding: ImageEmbedding) -> dict[str, VectorValue]:
+    """An image's named vectors: ``image`` (joint space) and, where the bundle has it,
+    ``visual``."""
+    out: dict[str, VectorValue] = {"image": np.asarray(embedding.joint, np.float32).tolist()}
+    if embedding.visual is not None:
+        out["visual"] = np.asarray(embedding.visual, np.float32).tolist()
+    return out

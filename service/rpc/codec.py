@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 
 from service.core.domain import Lane
-from service.core.embeddings import EncoderHealth, EncoderInfo, TextEmbeddings
+from service.core.embeddings import (
+    EncoderHealth,
+    EncoderInfo,
+    ImageEmbedding,
+    Label,
+    TextEmbeddings,
+)
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.rpc.proto import encoder_pb2 as pb
 
@@ -25,7 +31,7 @@ _LANE_NAMES: dict[int, Lane] = {
     pb.LANE_BULK: "bulk",
 }
 
-ImageResults = list[np.ndarray | ClipsearchError]
+ImageResults = list[ImageEmbedding | ClipsearchError]
 
 
 def lane_to_proto(lane: str) -> pb.Lane:
@@ -115,28 +121,49 @@ def texts_from_proto(message: pb.TextResult) -> TextEmbeddings:
     )
 
 
-def images_to_proto(results: Sequence[np.ndarray | ClipsearchError], dim: int) -> pb.ImageResult:
-    rows = [r for r in results if not isinstance(r, ClipsearchError)]
-    matrix = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
-    items: list[pb.ImageItem] = []
+def images_to_proto(
+    results: Sequence[ImageEmbedding | ClipsearchError], dim: int, visual_dim: int | None = None
+) -> pb.ImageResult:
+    good = [r for r in results if not isinstance(r, ClipsearchError)]
+    message = pb.ImageResult(
+        vectors=encode_matrix(_rows([r.joint for r in good], dim)),
+    )
+    if visual_dim is not None:
+        rows = [r.visual for r in good if r.visual is not None]
+        message.visual.CopyFrom(encode_matrix(_rows(rows, visual_dim)))
     row = 0
     for result in results:
         if isinstance(result, ClipsearchError):
-            items.append(pb.ImageItem(error=error_to_proto(result)))
-        else:
-            items.append(pb.ImageItem(row=row))
-            row += 1
-    return pb.ImageResult(vectors=encode_matrix(matrix), items=items)
+            message.items.append(pb.ImageItem(error=error_to_proto(result)))
+            continue
+        labels = [
+            pb.Label(name=lb.name, score=lb.score, broader=list(lb.broader)) for lb in result.labels
+        ]
+        message.items.append(pb.ImageItem(row=row, labels=labels))
+        row += 1
+    return message
+
+
+def _rows(rows: Sequence[np.ndarray], dim: int) -> np.ndarray:
+    return np.stack(rows) if rows else np.zeros((0, dim), np.float32)
 
 
 def images_from_proto(message: pb.ImageResult) -> ImageResults:
     vectors = decode_matrix(message.vectors)
+    visual = decode_matrix(message.visual) if message.HasField("visual") else None
     out: ImageResults = []
     for item in message.items:
         if item.WhichOneof("result") == "error":
             out.append(error_from_proto(item.error))
-        elif item.row < vectors.shape[0]:
-            out.append(vectors[item.row])
+        elif item.row < vectors.shape[0] and (visual is None or item.row < visual.shape[0]):
+            labels = tuple(Label(lb.name, lb.score, tuple(lb.broader)) for lb in item.labels)
+            out.append(
+                ImageEmbedding(
+                    joint=vectors[item.row],
+                    visual=None if visual is None else visual[item.row],
+                    labels=labels,
+                )
+            )
         else:
             out.append(ClipsearchError(ErrorType.internal, f"row {item.row} is not in the reply"))
     return out

@@ -43,7 +43,12 @@ from service.core.schemas.api import GroupBy, Mode
 from service.store.base import VectorStore
 
 MODES: tuple[Mode, ...] = ("image", "caption", "description", "hybrid", "auto")
-DEFAULT_WEIGHTS: dict[VectorName, float] = {"image": 1.0, "caption": 1.0, "description": 1.0}
+DEFAULT_WEIGHTS: dict[VectorName, float] = {
+    "image": 1.0,
+    "caption": 1.0,
+    "description": 1.0,
+    "visual": 1.0,
+}
 RRF_K = 60
 
 
@@ -85,18 +90,32 @@ class SearchService:
         self._collection = collection
 
     def channels_for(self, query: Query, mode: Mode) -> tuple[VectorName, ...]:
+        # Image→image goes by the visual features where the bundle has them (near duplicates,
+        # "more like this"); the joint space is what text searches.
+        look: VectorName = "visual" if "visual" in self._embedder.info().spaces else "image"
         if query.image is not None:
             plan: dict[Mode, tuple[VectorName, ...]] = {
-                "image": ("image",),
+                "image": (look,),
                 "caption": ("caption",),
-                "hybrid": ("image", "caption"),
-                "auto": ("image",),
+                "hybrid": (look, "caption"),
+                "auto": (look,),
             }
             if mode not in plan:
                 raise invalid(f"mode {mode!r} needs a text query (it searches text descriptions)")
             return plan[mode]
         if query.item_id is not None and mode in ("auto", "hybrid"):
-            return ("image", "caption", "description")  # those the item has (_item_vectors)
+            # Those the item has (_item_vectors).
+            return (
+                ("visual", "image", "caption", "description")
+                if look == "visual"
+                else (
+                    "image",
+                    "caption",
+                    "description",
+                )
+            )
+        if query.item_id is not None and mode == "image":
+            return (look,)  # an item without visual features falls back (_item_vectors)
         if mode == "auto":
             trained = self._embedder.info().trained
             return ("image", "caption", "description") if trained else ("caption", "description")
@@ -110,9 +129,10 @@ class SearchService:
         exclude: str | None = None
         if query.item_id is not None:
             exclude, vectors = self._item_vectors(query.item_id, channels, len(channels) == 1)
-            channels = tuple(c for c in channels if c in vectors)
+            channels = tuple(vectors)  # those the item could fill, in the planned order
         else:
             vectors = self._embed(query, channels)
+            channels = tuple(c for c in channels if c in vectors)
         end = options.offset + options.limit
         if options.group_by is None and len(channels) == 1 and exclude is None:
             hits = self._store.search(
@@ -147,11 +167,14 @@ class SearchService:
             joint, sentence = emb.joint[0].tolist(), emb.sentence[0].tolist()
             return {c: (sentence if c == "description" else joint) for c in channels}
         assert query.image is not None
-        (result,) = self._embedder.embed_images([query.image], lane="interactive")
+        (result,) = self._embedder.encode_images([query.image], lane="interactive")
         if isinstance(result, ClipsearchError):
             raise result
-        vector = np.asarray(result, dtype=np.float32).tolist()
-        return {c: vector for c in channels}
+        joint = np.asarray(result.joint, dtype=np.float32).tolist()
+        out: dict[VectorName, list[float]] = {c: joint for c in channels if c != "visual"}
+        if "visual" in channels and result.visual is not None:
+            out["visual"] = np.asarray(result.visual, dtype=np.float32).tolist()
+        return out
 
     def find(self, item_id: str, *, with_vectors: bool = False) -> Record:
         """An item by its point id or by the id (media id) it was added with."""
@@ -175,7 +198,10 @@ class SearchService:
             "image": image or (caption if cross else None),
             "caption": caption or (image if cross else None),
             "description": _one_vector(stored.get("description")),
+            "visual": _one_vector(stored.get("visual")),
         }
+        if cross and channels == ("visual",) and found["visual"] is None:
+            channels = ("image",)  # a text item, or one made before visual features
         vectors = {c: v for c in channels if (v := found[c]) is not None}
         if not vectors:
             raise invalid(

@@ -82,6 +82,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         self.metrics = metrics
         self.stopping = False
         self._dim = self.engine.bundle.manifest.spaces.image
+        self._visual_dim = self.engine.bundle.manifest.spaces.visual
 
     # -- RPCs ----------------------------------------------------------------------------
 
@@ -238,6 +239,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
             for item in result:
                 if isinstance(item, ClipsearchError):
                     self.metrics.errors.labels(item.type.value).inc()
-            slot.response = pb.EmbedResponse(images=codec.images_to_proto(result, self._dim))
+            images = codec.images_to_proto(result, self._dim, self._visual_dim)
+            slot.response = pb.EmbedResponse(images=images)
         slot.pending = None  # drop the batcher's request: the encoded reply is all we keep
         return slot.response

@@ -33,6 +33,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LabelsSpec(_Strict):
+    """Classes the image tower names: its ``ids_output_name`` (int64 [n, top_k]) and
+    ``scores_output_name`` (float32 [n, top_k], probabilities, best first) outputs index the
+    classes of ``file`` (``labels.json``, see ``service.core.bundle.labels``). The encoder returns
+    them with each image; ingestion writes an uncaptioned image's description from them."""
+
+    file: str
+    ids_output_name: str = "label_ids"
+    scores_output_name: str = "label_scores"
+    top_k: int = Field(gt=0, le=100)
+
+
 class ImageTower(_Strict):
     file: str
     input_name: str = "pixel_values"
@@ -44,6 +56,12 @@ class ImageTower(_Strict):
     std: tuple[float, float, float]
     output_dim: int = Field(gt=0)
     normalized: bool = False
+    # A second output of the same graph: visual features for image→image search (near
+    # duplicates, "more like this"), stored as the ``visual`` vector. The joint-space output
+    # stays what text queries search.
+    visual_output_name: str | None = None
+    visual_dim: int | None = Field(None, gt=0)
+    labels: LabelsSpec | None = None
 
 
 class TextTower(_Strict):
@@ -87,6 +105,26 @@ class Spaces(_Strict):
     image: int = Field(gt=0)
     caption: int = Field(gt=0)
     description: int = Field(gt=0)
+    visual: int | None = Field(None, gt=0)
+
+
+class Component(_Strict):
+    """Where one part of a bundle comes from, so an operator can judge it."""
+
+    part: str  # "image backbone", "text tower", "vocabulary", ...
+    origin: str  # package and version, or "trained here"
+    license: str
+    notes: str = ""  # e.g. the published ImageNet top-1 accuracy
+
+
+class Card(_Strict):
+    """What a bundle is for and what it was measured to do (its EVAL.md has the detail)."""
+
+    domain: str  # e.g. "real photographs, ImageNet-1k vocabulary"
+    components: tuple[Component, ...] = ()
+    # Measured figures, name -> value (e.g. "real_photos.object.r_at_1": 0.9).
+    figures: dict[str, float] = Field(default_factory=dict)
+    limitations: str = ""
 
 
 class Manifest(_Strict):
@@ -100,6 +138,7 @@ class Manifest(_Strict):
     description_embedder: DescriptionEmbedder
     spaces: Spaces
     files: dict[str, str] = Field(description="relative path -> sha256 hex of every file")
+    card: Card | None = None
 
     @property
     def ref(self) -> str:
@@ -116,6 +155,11 @@ class Manifest(_Strict):
             raise ValueError("image and caption live in one joint space: dims must match")
         if self.spaces.description != self.description_embedder.output_dim:
             raise ValueError("spaces.description must equal description_embedder.output_dim")
+        it = self.image_tower
+        if (it.visual_output_name is None) != (it.visual_dim is None):
+            raise ValueError("image_tower.visual_output_name and visual_dim go together")
+        if self.spaces.visual != it.visual_dim:
+            raise ValueError("spaces.visual must equal image_tower.visual_dim (or both be unset)")
         if self.description_embedder.source == "text_tower":
             tt = self.text_tower
             if not tt.sentence_output_name or tt.sentence_dim != self.spaces.description:
@@ -130,6 +174,8 @@ class Manifest(_Strict):
 
     def referenced_files(self) -> list[str]:
         names = [self.image_tower.file, self.text_tower.file, self.text_tower.tokenizer]
+        if self.image_tower.labels is not None:
+            names.append(self.image_tower.labels.file)
         de = self.description_embedder
         if de.source == "onnx":
             names += [de.file or "", de.tokenizer or ""]

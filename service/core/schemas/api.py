@@ -52,6 +52,11 @@ class SearchRequest(BaseModel):
             raise ValueError(f"'image' is not valid base64: {exc}") from exc
 
 
+class HitLabel(BaseModel):
+    name: str
+    score: float
+
+
 class Hit(BaseModel):
     id: str
     score: float
@@ -59,6 +64,13 @@ class Hit(BaseModel):
     uri: str | None = None
     caption: str | None = None
     description: str | None = None
+    description_generated: bool = Field(
+        False, description="the description was written at ingest from the labels, not given"
+    )
+    labels: list[HitLabel] = Field(
+        default_factory=list,
+        description="the classes the image tower saw, best first (bundles that name classes)",
+    )
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Video segments: which video, which time range, and the keyframe thumbnail's URL path.
@@ -76,6 +88,8 @@ class Hit(BaseModel):
             uri=payload.get("uri"),
             caption=payload.get("caption"),
             description=payload.get("description"),
+            description_generated=bool(payload.get("description_generated", False)),
+            labels=[HitLabel.model_validate(lb) for lb in payload.get("labels") or []],
             tags=list(payload.get("tags") or []),
             metadata=dict(payload.get("metadata") or {}),
             video_id=payload.get("video_id"),

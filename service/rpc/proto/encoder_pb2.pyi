@@ -77,21 +77,35 @@ class TextResult(_message.Message):
     tokens: TokenCounts
     def __init__(self, joint: _Optional[_Union[Matrix, _Mapping]] = ..., sentence: _Optional[_Union[Matrix, _Mapping]] = ..., tokens: _Optional[_Union[TokenCounts, _Mapping]] = ...) -> None: ...
 
+class Label(_message.Message):
+    __slots__ = ("name", "score", "broader")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BROADER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    score: float
+    broader: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., broader: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ImageItem(_message.Message):
-    __slots__ = ("row", "error")
+    __slots__ = ("row", "error", "labels")
     ROW_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     row: int
     error: Error
-    def __init__(self, row: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, row: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("vectors", "items")
+    __slots__ = ("vectors", "items", "visual")
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_FIELD_NUMBER: _ClassVar[int]
     vectors: Matrix
     items: _containers.RepeatedCompositeFieldContainer[ImageItem]
-    def __init__(self, vectors: _Optional[_Union[Matrix, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ImageItem, _Mapping]]] = ...) -> None: ...
+    visual: Matrix
+    def __init__(self, vectors: _Optional[_Union[Matrix, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ImageItem, _Mapping]]] = ..., visual: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("texts", "images", "error")

@@ -181,7 +181,7 @@ def start_writer(
     cluster: Cluster, tiny_bundle_dir: Path, collection: str, data_dir: Path | None = None
 ) -> Writer:
     spaces = load_bundle(tiny_bundle_dir).manifest.spaces
-    cluster.store.ensure_collection(collection, spaces.model_dump())  # type: ignore[arg-type]
+    cluster.store.ensure_collection(collection, spaces.model_dump(exclude_none=True))  # type: ignore[arg-type]
     settings = Settings(
         collection=collection,
         broker=BrokerSettings(url=cluster.redis_url, writer_block_ms=200),

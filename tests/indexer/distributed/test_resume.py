@@ -33,9 +33,9 @@ class CountingEmbedder:
         self.inner = inner
         self.images = 0
 
-    def embed_images(self, images: Sequence[bytes], **kw: Any) -> Any:
+    def encode_images(self, images: Sequence[bytes], **kw: Any) -> Any:
         self.images += len(images)
-        return self.inner.embed_images(images, **kw)
+        return self.inner.encode_images(images, **kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -41,14 +41,14 @@ class GatedEmbedder:
         self._now = 0
         self._lock = threading.Lock()
 
-    def embed_images(self, images: Sequence[bytes], **kw: Any) -> Any:
+    def encode_images(self, images: Sequence[bytes], **kw: Any) -> Any:
         with self._lock:
             self.calls += 1
             self._now += 1
             self.inside = max(self.inside, self._now)
         try:
             self.gate.wait(60)
-            return self.inner.embed_images(images, **kw)
+            return self.inner.encode_images(images, **kw)
         finally:
             with self._lock:
                 self._now -= 1

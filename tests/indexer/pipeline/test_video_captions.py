@@ -68,3 +68,29 @@ def test_a_caption_over_the_limit_fails_the_video_naming_it(
         segments(video, embedder, tmp_path, "word " * 2001)
     assert err.value.type is ErrorType.invalid_input
     assert "the limit is 10000 (limits.max_caption_chars)" in err.value.message
+
+
+def test_segments_of_an_undescribed_video_get_descriptions_from_their_frames(
+    video: Path, tiny_labelled_bundle_dir: Path, tmp_path: Path
+) -> None:
+    """With a bundle that names classes: each segment's description says what its frames show
+    (here: the shot's colour), its visual vector pools theirs; a given description wins."""
+    engine = EncoderEngine(load_bundle(tiny_labelled_bundle_dir), Settings())
+    labelled = InProcessEmbeddingClient(engine)
+    try:
+        entry = SourceEntry(str(video), "vid", kind="video")
+        points, _ = video_entry_points(entry, labelled, "media", Settings(data_dir=tmp_path))
+        given = SourceEntry(str(video), "vid", description="a short film", kind="video")
+        described, _ = video_entry_points(given, labelled, "media", Settings(data_dir=tmp_path))
+    finally:
+        labelled.close()
+    assert len(points) > 1
+    texts = [p.payload["description"] for p in points]
+    assert all(t.startswith("A photo of ") and "scene" in t for t in texts)
+    assert len(set(texts)) > 1  # the shots differ in colour, so do their descriptions
+    for point in points:
+        assert point.payload["description_generated"] is True
+        assert point.payload["labels"][0]["name"] in point.payload["description"]
+        assert {"image", "visual", "description"} <= set(point.vectors)
+    assert all(p.payload["description"] == "a short film" for p in described)
+    assert not any(p.payload["description_generated"] for p in described)

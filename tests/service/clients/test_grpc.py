@@ -18,6 +18,7 @@ from service.clients.grpc import GrpcEmbeddingClient
 from service.clients.inprocess import InProcessEmbeddingClient
 from service.core.bundle.manifest import load_bundle
 from service.core.config import BulkLaneSettings, EncoderSettings, LaneSettings
+from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
 from service.encoder.engine import EncoderEngine
 from service.worker.server import WorkerServer
@@ -241,3 +242,34 @@ def test_a_worker_that_comes_up_later_with_another_bundle_is_not_ready(
             health = client.health()
         client.close()
     assert health.ready and health.detail["endpoints"][late]["ready"] is False
+
+
+@pytest.mark.parametrize("lane", ["interactive", "bulk"])
+def test_visual_features_and_labels_cross_the_wire(
+    tiny_labelled_bundle_dir: Path, lane: Lane
+) -> None:
+    """A bundle that names classes: the worker's answer is the engine's, field for field."""
+    images = png_images(5)
+    images[2] = b"corrupt"
+    with running_worker(tiny_labelled_bundle_dir) as (server, engine):
+        client = GrpcEmbeddingClient([address(server)], worker_settings().encoder)
+        try:
+            assert client.info().spaces["visual"] == engine.bundle.manifest.spaces.visual
+            results = client.encode_images(images, lane=lane)
+        finally:
+            client.close()
+        direct = engine.encode_images(images)
+    for got, want in zip(results, direct, strict=True):
+        if isinstance(want, ClipsearchError):
+            assert isinstance(got, ClipsearchError) and got.type is want.type
+            continue
+        assert not isinstance(got, ClipsearchError)
+        assert got.visual is not None and want.visual is not None and want.labels
+        np.testing.assert_array_equal(got.joint, want.joint)
+        np.testing.assert_array_equal(got.visual, want.visual)
+        assert [(lb.name, lb.broader) for lb in got.labels] == [
+            (lb.name, lb.broader) for lb in want.labels
+        ]
+        np.testing.assert_allclose(
+            [lb.score for lb in got.labels], [lb.score for lb in want.labels], rtol=1e-6
+        )

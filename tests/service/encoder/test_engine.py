@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from models.data.scenes import generate_scenes
-from service.core.bundle.manifest import Bundle, load_bundle
+from service.core.bundle.manifest import Bundle, load_bundle, sha256_file
 from service.core.config import EncoderSettings, LimitsSettings, Settings
+from service.core.embeddings import ImageEmbedding
 from service.core.errors import ClipsearchError, ErrorType
 from service.encoder.engine import EncoderEngine
 from service.encoder.session import CPU, batch_profile, create_session, provider_chain
@@ -271,3 +272,44 @@ def test_manifest_naming_a_missing_output_is_bundle_invalid(
     with pytest.raises(ClipsearchError, match="embeddings") as info:
         EncoderEngine(load_bundle(root), Settings())
     assert info.value.type is ErrorType.bundle_invalid
+
+
+def test_a_labelled_bundle_returns_visual_features_and_named_classes(
+    tiny_labelled_bundle_dir: Path,
+) -> None:
+    engine = EncoderEngine(load_bundle(tiny_labelled_bundle_dir), Settings())
+    red, blue, bad = engine.encode_images(
+        [_png_colour((220, 30, 30)), _png_colour((30, 40, 220)), b"nope"]
+    )
+    assert isinstance(bad, ClipsearchError)
+    assert isinstance(red, ImageEmbedding) and isinstance(blue, ImageEmbedding)
+    assert red.labels[0].name == "red scene" and blue.labels[0].name == "blue scene"
+    assert red.labels[0].broader == ("coloured scene", "scene")
+    assert red.labels[0].score >= red.labels[1].score
+    assert red.visual is not None and red.visual.shape == (48,)
+    assert np.isclose(np.linalg.norm(red.visual), 1.0, atol=1e-5)
+    # embed_images is the joint vector alone, as for any bundle.
+    np.testing.assert_array_equal(engine.embed_images([_png_colour((220, 30, 30))])[0], red.joint)
+    assert engine.info().spaces["visual"] == 48
+
+
+def test_labels_outside_the_class_list_are_a_bundle_error(
+    tiny_labelled_bundle_dir: Path, tmp_path: Path
+) -> None:
+    broken = Path(shutil.copytree(tiny_labelled_bundle_dir, tmp_path / "b"))
+    labels = json.loads((broken / "labels.json").read_text())
+    labels["classes"] = labels["classes"][:1]  # the tower names seven classes
+    (broken / "labels.json").write_text(json.dumps(labels))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"]["labels.json"] = sha256_file(broken / "labels.json")
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    engine = EncoderEngine(load_bundle(broken), Settings())
+    with pytest.raises(ClipsearchError) as err:
+        engine.encode_images([_png_colour((30, 40, 220))])
+    assert err.value.type is ErrorType.bundle_invalid and "outside" in err.value.message
+
+
+def _png_colour(rgb: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), rgb).save(buf, format="PNG")
+    return buf.getvalue()

@@ -63,6 +63,9 @@ class Recording:
     def embed_images(self, images: Sequence[bytes], *, lane: Lane = "interactive") -> Any:
         return self.inner.embed_images(images, lane=lane)
 
+    def encode_images(self, images: Sequence[bytes], *, lane: Lane = "interactive") -> Any:
+        return self.inner.encode_images(images, lane=lane)
+
     def ready(self) -> bool:
         return True
 

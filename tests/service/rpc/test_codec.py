@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.core.embeddings import EncoderHealth, EncoderInfo, TextEmbeddings
+from service.core.embeddings import (
+    EncoderHealth,
+    EncoderInfo,
+    ImageEmbedding,
+    Label,
+    TextEmbeddings,
+)
 from service.core.errors import ClipsearchError, ErrorType
 from service.rpc import codec
 from service.rpc.proto import encoder_pb2 as pb
@@ -37,17 +43,41 @@ def test_texts_carry_token_counts_when_known() -> None:
 
 def test_images_keep_each_items_error_in_place() -> None:
     bad = ClipsearchError(ErrorType.unsupported_media, "not an image", {"index": 1})
-    rows = [np.full(3, 1, np.float32), bad, np.full(3, 2, np.float32)]
+    rows = [
+        ImageEmbedding(np.full(3, 1, np.float32)),
+        bad,
+        ImageEmbedding(np.full(3, 2, np.float32)),
+    ]
     message = codec.images_to_proto(rows, dim=3)
-    assert message.vectors.rows == 2
+    assert message.vectors.rows == 2 and not message.HasField("visual")
     back = codec.images_from_proto(pb.ImageResult.FromString(message.SerializeToString()))
-    np.testing.assert_array_equal(back[0], rows[0])
-    np.testing.assert_array_equal(back[2], rows[2])
+    for got, want in ((back[0], rows[0]), (back[2], rows[2])):
+        assert isinstance(got, ImageEmbedding) and isinstance(want, ImageEmbedding)
+        np.testing.assert_array_equal(got.joint, want.joint)
+        assert got.visual is None and got.labels == ()
     err = back[1]
     assert isinstance(err, ClipsearchError)
     assert (err.type, err.message, err.detail) == (bad.type, bad.message, bad.detail)
     assert codec.images_from_proto(codec.images_to_proto([bad], dim=3))[0].type is bad.type  # type: ignore[union-attr]
     assert codec.images_from_proto(codec.images_to_proto([], dim=3)) == []
+
+
+def test_images_carry_visual_features_and_labels() -> None:
+    cat = (Label("tabby cat", 0.75, ("domestic cat", "cat")), Label("tiger cat", 0.125))
+    rows: list[ImageEmbedding | ClipsearchError] = [
+        ImageEmbedding(np.full(3, 1, np.float32), np.full(5, 3, np.float32), cat),
+        ClipsearchError(ErrorType.invalid_input, "broken"),
+        ImageEmbedding(np.full(3, 2, np.float32), np.full(5, 4, np.float32)),
+    ]
+    message = codec.images_to_proto(rows, dim=3, visual_dim=5)
+    back = codec.images_from_proto(pb.ImageResult.FromString(message.SerializeToString()))
+    first, last = back[0], back[2]
+    assert isinstance(first, ImageEmbedding) and isinstance(last, ImageEmbedding)
+    assert first.visual is not None and last.visual is not None
+    np.testing.assert_array_equal(first.visual, np.full(5, 3, np.float32))
+    np.testing.assert_array_equal(last.visual, np.full(5, 4, np.float32))
+    assert first.labels == cat and last.labels == ()
+    assert isinstance(back[1], ClipsearchError)
 
 
 def test_info_health_and_lanes() -> None:

@@ -20,7 +20,8 @@ from service.store.edge import QdrantEdgeStore
 from service.store.server import QdrantServerStore
 
 COLL = "media__tiny__1"
-DIMS: dict[str, int] = {"image": 16, "caption": 16, "description": 24}
+# "visual": the image→image features of a bundle that has them (the photo bundle).
+DIMS: dict[str, int] = {"image": 16, "caption": 16, "description": 24, "visual": 20}
 N = 300
 KINDS = ("image", "video_segment", "text")
 TAGS = ("cat", "dog", "beach", "night", "car", "food", "snow", "city")

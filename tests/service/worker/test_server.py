@@ -73,8 +73,8 @@ def test_texts_and_images_with_a_corrupt_item(tiny_bundle_dir: Path) -> None:
         assert reply.images.vectors.rows == 2
         values = codec.images_from_proto(reply.images)
         direct = engine.embed_images(good)
-        np.testing.assert_array_equal(values[0], direct[0])
-        np.testing.assert_array_equal(values[3], direct[1])
+        np.testing.assert_array_equal(values[0].joint, direct[0])  # type: ignore[union-attr]
+        np.testing.assert_array_equal(values[3].joint, direct[1])  # type: ignore[union-attr]
         assert sample(server, "clipsearch_worker_errors_total", type="unsupported_media") >= 1
 
 
@@ -183,7 +183,7 @@ def test_embed_stream_answers_every_request_in_order(tiny_bundle_dir: Path) -> N
         rest = codec.images_from_proto(reply.results[3].images)
         direct = engine.embed_images(good)
         for got, want in zip([first[0], *rest], direct, strict=True):
-            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got.joint, want)  # type: ignore[union-attr]
         assert sample(server, RPCS, method="EmbedStream", code="OK") == 1
 
 

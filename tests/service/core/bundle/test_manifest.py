@@ -124,3 +124,24 @@ def test_write_manifest_round_trips(bundle_copy: Path) -> None:
     reloaded = load_bundle(bundle_copy).manifest
     assert reloaded.version == "0.2.0"
     assert Manifest.model_validate(reloaded.model_dump()) == reloaded
+
+
+def test_visual_features_and_labels_are_declared_consistently(
+    tiny_labelled_bundle_dir: Path, tmp_path: Path
+) -> None:
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(tiny_labelled_bundle_dir, tmp_path / name))
+
+    assert load_bundle(tiny_labelled_bundle_dir).manifest.spaces.visual == 48
+    wrong_space = copy("space")
+    _edit_manifest(wrong_space, lambda m: m["spaces"].update(visual=32))
+    assert "spaces.visual" in str(_load_error(wrong_space).detail)
+    half = copy("half")
+    _edit_manifest(half, lambda m: m["image_tower"].update(visual_output_name=None))
+    assert "go together" in str(_load_error(half).detail)
+    unlisted = copy("unlisted")
+    _edit_manifest(unlisted, lambda m: m["files"].pop("labels.json"))
+    assert "labels.json" in str(_load_error(unlisted).detail)
+    tampered = copy("tampered")
+    (tampered / "labels.json").write_text("{}")
+    assert "labels.json" in _load_error(tampered).message
