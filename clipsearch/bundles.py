@@ -2,7 +2,7 @@
 bundle that ``make run`` builds when the zoo has no default.
 
 Serving never builds a bundle: the tiny test bundle is made offline (``clipsearch models tiny``,
-which ``make run`` calls on a checkout without ``models/zoo/default``) into
+which ``make run`` calls on a checkout without ``models/zoo/photo``) into
 ``<data_dir>/bundles/tiny-test``, and only found there.
 """
 
@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 # The shipped bundles: data beside the code (``models/zoo``), read as files, never imported.
 ZOO_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
-DEFAULT_ZOO_BUNDLE = "default"
+# What a newcomer meets: real photographs (models/zoo/photo). The synthetic-scenes model is the
+# zoo's "scenes" bundle.
+DEFAULT_ZOO_BUNDLE = "photo"
 TINY_BUNDLE = "tiny-test"
 
 

@@ -133,7 +133,7 @@ def demo(
 
     settings = _settings(host=host, port=port, data_dir=data_dir, bundle=bundle)
     demo_dir = (settings.data_dir / "demo").resolve()
-    if not any(demo_dir.glob("*.png")):
+    if not any(demo_dir.rglob("*.png")):
         where = "" if data_dir is None else f" --data-dir {data_dir}"
         typer.echo(
             f"no demo scenes in {demo_dir}: make them with `clipsearch models demo-data{where}` "
@@ -152,11 +152,15 @@ def demo(
         job_id = components.jobs.submit("ingest_directory", {"source": str(demo_dir)})
         url = f"http://{s.host}:{s.port}"
         log.info("indexing the demo scenes: job %s (GET %s/v1/jobs/%s)", job_id, url, job_id)
+        cat = demo_dir / "photos" / "chelsea.png"
+        text, image = (
+            ("a cat", cat) if cat.is_file() else ("a red circle", demo_dir / "scene-0000.png")
+        )
         typer.echo(
             f"\nclipsearch demo is serving on {url}  (API docs: {url}/docs)\ntry:\n"
             f"  curl -s {url}/v1/search -H 'content-type: application/json' "
-            '-d \'{"text": "a red circle", "mode": "description", "limit": 3}\'\n'
-            f"  curl -s {url}/v1/search/image -F file=@{demo_dir}/scene-0000.png -F limit=3\n"
+            f'-d \'{{"text": "{text}", "limit": 3}}\'\n'
+            f"  curl -s {url}/v1/search/image -F file=@{image} -F limit=3\n"
         )
         return components
 

@@ -7,10 +7,15 @@ import it, and ``export`` needs the export extra (torch, open_clip) only when it
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 app = typer.Typer(
     help="Export, build engines for, and evaluate model bundles.", no_args_is_help=True
@@ -85,6 +90,52 @@ def evaluate(
     raise typer.Exit(eval_command(bundle=bundle, n=n, out=out, baselines=baseline or []))
 
 
+@app.command("eval-photos")
+def eval_photos(
+    bundle: Annotated[Path, typer.Argument(help="bundle folder")],
+    baseline: Annotated[
+        list[str] | None, typer.Option(help="NAME=BUNDLE_DIR, a baseline column (repeatable)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder (default: the bundle)")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="photo corpus cache (default .cache/clipsearch/photos)")
+    ] = None,
+) -> None:
+    """Evaluate bundles on real photographs through the HTTP API of a real gateway each;
+    writes photos-eval.json and PHOTOS-EVAL.md."""
+    from models.eval.photos.cli import eval_photos_command
+
+    raise typer.Exit(
+        eval_photos_command(
+            bundle=bundle, baselines=baseline or [], out=out, cache=cache, gateway=_photo_gateway
+        )
+    )
+
+
+@contextmanager
+def _photo_gateway(bundle: Path, data_dir: Path) -> Iterator[TestClient]:
+    """A real gateway (real lifespan: encoder, embedded store, job runner) on ``bundle``, served
+    in-process: its TestClient is an httpx-style client. Embedded whatever the environment says,
+    so an evaluation never writes into a shared Qdrant or queue."""
+    from fastapi.testclient import TestClient
+
+    from clipsearch.bootstrap import build_components
+    from service.core.config import Settings
+    from service.gateway.app import create_app
+
+    settings = Settings(
+        data_dir=data_dir,
+        bundle=str(bundle),
+        qdrant={"url": None},  # type: ignore[arg-type]
+        broker={"url": None},  # type: ignore[arg-type]
+        encoder={"endpoints": []},  # type: ignore[arg-type]
+        auth={"api_keys": {}},  # type: ignore[arg-type]
+    )
+    # raise_server_exceptions=False: a 500 reaches the evaluation as the HTTP answer a user gets.
+    with TestClient(create_app(settings, build_components), raise_server_exceptions=False) as c:
+        yield c
+
+
 @app.command()
 def tiny(out: Annotated[Path, typer.Argument(help="bundle folder to write")]) -> None:
     """Build the tiny test bundle (lexical text tower, colour-layout image tower)."""
@@ -99,10 +150,15 @@ def demo_data(
         Path | None, typer.Option("--data-dir", help="data dir [CLIPSEARCH_DATA_DIR]")
     ] = None,
     scenes: Annotated[int, typer.Option(min=1, help="demo scenes to generate")] = 60,
+    photos: Annotated[
+        bool, typer.Option(help="the sample photos of scikit-image and scikit-learn")
+    ] = True,
 ) -> None:
     """What `clipsearch demo` serves, made offline (`make run` runs this first): synthetic
-    scenes under <data-dir>/demo, and the tiny test bundle when there is no bundle to serve
-    (no CLIPSEARCH_BUNDLE and no models/zoo/default). Both are kept once written."""
+    scenes (captioned and described) under <data-dir>/demo, the sample photos that ship with
+    scikit-image and scikit-learn (read out of their wheels, uncaptioned) under
+    <data-dir>/demo/photos, and the tiny test bundle when there is no bundle to serve (no
+    CLIPSEARCH_BUNDLE and no models/zoo/photo). Everything is kept once written."""
     from clipsearch.bundles import DEFAULT_ZOO_BUNDLE, ZOO_DIR, tiny_bundle_dir
     from models.data.scenes import write_demo_dataset
     from models.tiny import build_tiny_bundle
@@ -116,9 +172,32 @@ def demo_data(
     else:
         write_demo_dataset(demo_dir, n=scenes)
         typer.echo(f"demo scenes: wrote {scenes} to {demo_dir}")
+    if photos:
+        _demo_photos(demo_dir / "photos", settings.data_dir / "cache" / "photos")
     tiny = tiny_bundle_dir(settings)
     if settings.bundle or (ZOO_DIR / DEFAULT_ZOO_BUNDLE / MANIFEST_NAME).is_file():
         return
     if not (tiny / MANIFEST_NAME).is_file():
         build_tiny_bundle(tiny, seed=0)
         typer.echo(f"no shipped default bundle: built the tiny test bundle in {tiny}")
+
+
+def _demo_photos(folder: Path, cache: Path) -> None:
+    """Copy the scikit-image and scikit-learn sample photos (pinned, checked by sha256) into
+    ``folder``; without a package index to fetch the wheels from, say so and go on."""
+    import shutil
+
+    from models.eval.photos.corpus import DEMO_SOURCES, CorpusUnavailable, assemble
+
+    if folder.is_dir() and any(folder.iterdir()):
+        typer.echo(f"demo photos: {folder} (kept)")
+        return
+    try:
+        corpus = assemble(cache, DEMO_SOURCES, progress=lambda m: typer.echo(m, err=True))
+    except CorpusUnavailable as exc:
+        typer.echo(f"demo photos: skipped ({exc}); the demo serves the scenes alone", err=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for photo in corpus.photos:
+        shutil.copyfile(photo.path, folder / photo.path.name)
+    typer.echo(f"demo photos: wrote {len(corpus.photos)} to {folder}")

@@ -37,7 +37,7 @@ RUN rm -rf models/zoo \
  && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 
 FROM ${CUDA_IMAGE} AS worker-gpu
-ARG BUNDLE=models/zoo/default
+ARG BUNDLE=models/zoo/photo
 ENV PATH=/opt/venv/bin:$PATH \
     LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/tensorrt_libs:${LD_LIBRARY_PATH} \
     PYTHONDONTWRITEBYTECODE=1 \

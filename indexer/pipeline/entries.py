@@ -294,8 +294,9 @@ def segment_vectors(
     description: str | None,
 ) -> tuple[dict[str, VectorValue], dict[str, Any]]:
     """A segment's vectors, its frames' pooled (``pool_frames``) beside the video's own texts,
-    and its payload's ``description`` (the video's, else one written from the classes its
-    frames show, where the bundle names classes, then embedded for this segment alone)."""
+    and its payload's ``description``: the video's; for a video with no caption or description,
+    one written from the classes its frames show (where the bundle names classes), embedded for
+    this segment alone."""
     vectors: dict[str, VectorValue] = {
         "image": pool_frames(np.stack([f.joint for f in frames])).tolist(),
         **texts,
@@ -307,8 +308,10 @@ def segment_vectors(
     labels = merge_labels([f.labels for f in frames])
     if labels:
         payload["labels"] = label_summary(labels)
-        payload["description_generated"] = description is None
-        if description is None:
+        # Only for a video with no text of its own (as for images: service.items.points).
+        generate = description is None and "caption" not in texts
+        payload["description_generated"] = generate
+        if generate:
             payload["description"] = written = describe(labels)
             emb = embedder.embed_texts([written or ""], lane="bulk")
             vectors["description"] = emb.sentence[0].tolist()

@@ -104,7 +104,7 @@ def end_to_end(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=Path, default=ROOT / "models/zoo/default")
+    parser.add_argument("--bundle", type=Path, default=ROOT / "models/zoo/photo")
     parser.add_argument("--seconds", type=int, default=60, help="length of the test video")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")

@@ -13,6 +13,7 @@ import argparse
 import logging
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -61,6 +62,16 @@ def _check_bundle(path: Path, what: str) -> str | None:
     return None
 
 
+def bundles_ok(bundle: Path, baselines: dict[str, Path], say: Callable[[str], None]) -> bool:
+    """Whether ``bundle`` and every baseline load and verify; each problem said."""
+    problems = [_check_bundle(bundle, "bundle")]
+    problems += [_check_bundle(p, f"baseline {name!r}") for name, p in baselines.items()]
+    for problem in problems:
+        if problem:
+            say(f"error: {problem}")
+    return not any(problems)
+
+
 def eval_command(
     bundle: Path,
     n: int,
@@ -90,12 +101,7 @@ def eval_command(
         say(f"error: {exc}")
         return EXIT_USAGE
     bundle = Path(bundle)
-    problems = [_check_bundle(bundle, "bundle")]
-    problems += [_check_bundle(p, f"baseline {name!r}") for name, p in named.items()]
-    if any(problems):
-        for problem in problems:
-            if problem:
-                say(f"error: {problem}")
+    if not bundles_ok(bundle, named, say):
         return EXIT_BUNDLE
 
     from models.eval.runner import evaluate, write_report  # onnxruntime only when it runs

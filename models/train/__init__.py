@@ -1,1 +1,1 @@
-"""Training of clipsearch's default CLIP variant (``python -m models.train``)."""
+"""Training of clipsearch's scenes CLIP variant (``python -m models.train``)."""

@@ -1,6 +1,6 @@
-"""Train clipsearch's default CLIP variant and export it as a bundle.
+"""Train clipsearch's scenes CLIP variant (synthetic scenes) and export it as a bundle.
 
-    python -m models.train --out models/zoo/default --seed 0
+    python -m models.train --out models/zoo/scenes --seed 0
     python -m models.train --out /tmp/no-hn --seed 0 --no-hard-negatives   # eval baseline
     python -m models.train --out /tmp/init --seed 0 --init-only            # untrained image tower
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from models.data.scenes import generate_split
-from models.export.default import export_default_bundle
 from models.export.quantize import compact_minilm
+from models.export.scenes import export_scenes_bundle
 from models.train.cache import cached_token_states
 from models.train.dataset import build_train_data
 from models.train.loop import TrainConfig, TrainResult, train
@@ -97,13 +97,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         timings["train_s"] = result.seconds
     t = time.perf_counter()
     summary = (
-        "clipsearch default: frozen all-MiniLM-L6-v2 text tower with a trained head, a small "
+        "clipsearch scenes: frozen all-MiniLM-L6-v2 text tower with a trained head, a small "
         "CNN image tower trained from scratch on synthetic shape scenes, and a colour-shape "
         "conjunction channel in both."
         if not args.init_only
         else "Untrained baseline: image tower and text projection at initialisation."
     )
-    report = export_default_bundle(
+    report = export_scenes_bundle(
         args.out,
         minilm=minilm,
         model=model,

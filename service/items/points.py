@@ -177,9 +177,9 @@ def build_points(
     *,
     lane: Lane,
 ) -> list[Point | ClipsearchError]:
-    """Embed items in batches; each item yields its point or its own error. An image without a
-    description gets one written from the classes the image tower sees, where the bundle names
-    classes (``service.items.describe``)."""
+    """Embed items in batches; each item yields its point or its own error. An image with no
+    caption and no description gets a description written from the classes the image tower
+    sees, where the bundle names classes (``service.items.describe``)."""
     out: list[Point | ClipsearchError | None] = [None] * len(items)
     vectors: list[dict[str, VectorValue]] = [{} for _ in items]
     descriptions: list[str | None] = [it.description for it in items]
@@ -195,7 +195,9 @@ def build_points(
             vectors[i].update(image_vectors(result))
             if result.labels:
                 labels[i] = label_summary(result.labels)
-                if descriptions[i] is None:
+                # Only an image with no text of its own: a caption already says what it shows,
+                # better than any classifier (and a second, weaker text would dilute it).
+                if descriptions[i] is None and not items[i].caption:
                     descriptions[i] = describe(result.labels)
 
     idx = [i for i, it in enumerate(items) if out[i] is None and it.caption]
@@ -233,7 +235,7 @@ def build_points(
         if labels[i] is not None:
             payload["labels"] = labels[i]
             # The description was written by the model, not given: say so.
-            payload["description_generated"] = item.description is None
+            payload["description_generated"] = item.description is None and not item.caption
         out[i] = Point(id=point_id(collection, item.key), vectors=vectors[i], payload=payload)
     return [p for p in out if p is not None]
 

@@ -6,7 +6,9 @@ Channels (query embedding → stored vector):
 - ``image``: text (joint space) or image query against the ``image`` vector;
 - ``caption``: text (joint space) or image query against the ``caption`` multivector, by MaxSim:
   a point scores its best-matching chunk, so a sentence deep in a long caption is found;
-- ``description``: text (sentence space) against ``description`` — vision-free, text only.
+- ``description``: text (sentence space) against ``description`` — vision-free, text only;
+- ``visual``: image query against the ``visual`` features, where the bundle has them (image→image:
+  near duplicates, "more like this"); such a bundle's image queries search it instead of ``image``.
 
 An item query ("more like this") searches with a stored point's own vectors and leaves the point
 itself out; ``auto`` and ``hybrid`` fuse the channels the item has a vector for. Its caption is
@@ -14,10 +16,12 @@ many vectors, and a query is one: it asks with the mean direction of the chunks 
 caption). Asked for one joint-space channel it lacks (``image`` of a text item, ``caption`` of
 an uncaptioned image), it asks with its other joint-space vector.
 
-``hybrid`` fuses channels by weighted reciprocal-rank fusion. ``auto`` picks for the query: an
-image query searches ``image``; a text query is hybrid over the channels the bundle serves well —
-all three with a trained bundle, caption and description only with an untrained test bundle,
-whose text→image channel is noise and would only dilute the fusion.
+``hybrid`` fuses channels fairly (``service.search.fusion``: the weighted mean of an item's
+standardised similarity over the channels it has, so an uncaptioned photo or a text-only
+document is not outranked for the vectors it lacks). ``auto`` picks for the query: an image query
+searches ``image`` (or ``visual``); a text query is hybrid over the channels the bundle serves
+well — all three with a trained bundle, caption and description only with an untrained test
+bundle, whose text→image channel is noise and would only dilute the fusion.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from service.core.domain import (
 )
 from service.core.errors import ClipsearchError, invalid, not_found
 from service.core.schemas.api import GroupBy, Mode
+from service.search.fusion import fuse
 from service.store.base import VectorStore
 
 MODES: tuple[Mode, ...] = ("image", "caption", "description", "hybrid", "auto")
@@ -49,7 +54,6 @@ DEFAULT_WEIGHTS: dict[VectorName, float] = {
     "description": 1.0,
     "visual": 1.0,
 }
-RRF_K = 60
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ class SearchService:
         options: SearchOptions,
         depth: int,
     ) -> list[StoredHit]:
-        """The top ``depth`` hits of one channel, or of the weighted RRF of several."""
+        """The top ``depth`` hits of one channel, or of several fused (``fusion.fuse``)."""
         if len(channels) == 1:
             return self._store.search(
                 self._collection,
@@ -227,13 +231,11 @@ class SearchService:
                 filter=options.filter,
                 score_threshold=options.score_threshold,
             )
-        scores: dict[str, float] = {}
-        payloads: dict[str, StoredHit] = {}
+        hits: dict[VectorName, list[StoredHit]] = {}
         for channel in channels:
-            weight = float(options.weights.get(channel, 1.0))
-            if weight <= 0:
+            if float(options.weights.get(channel, 1.0)) <= 0:
                 continue
-            ranked = self._store.search(
+            hits[channel] = self._store.search(
                 self._collection,
                 channel,
                 vectors[channel],
@@ -241,13 +243,9 @@ class SearchService:
                 filter=options.filter,
                 score_threshold=options.score_threshold,
             )
-            for rank, hit in enumerate(ranked):
-                scores[hit.id] = scores.get(hit.id, 0.0) + weight / (RRF_K + rank + 1)
-                payloads.setdefault(hit.id, hit)
-        order = sorted(scores, key=lambda pid: (-scores[pid], pid))
-        return [
-            StoredHit(id=pid, score=scores[pid], payload=payloads[pid].payload) for pid in order
-        ]
+        ids = list(dict.fromkeys(h.id for found in hits.values() for h in found))
+        records = self._store.retrieve(self._collection, ids, with_vectors=True)
+        return fuse(hits, records, vectors, options.weights)[:depth]
 
 
 def _one_vector(value: VectorValue | None) -> list[float] | None:

@@ -18,9 +18,10 @@ from service.core.errors import ClipsearchError, ErrorType
 
 def test_the_shipped_default_is_served_when_nothing_is_configured(tmp_path: Path) -> None:
     path = bundles.resolve_bundle(Settings(data_dir=tmp_path))
-    assert path == bundles.ZOO_DIR / "default"
+    assert path == bundles.ZOO_DIR / "photo"
     manifest = load_bundle(path).manifest  # checksums verified
-    assert manifest.trained and manifest.name == "default"
+    assert manifest.trained and manifest.name == "photo"
+    assert manifest.image_tower.labels is not None and manifest.spaces.visual
 
 
 def test_without_a_default_nothing_is_built_and_the_error_says_how(
@@ -56,10 +57,11 @@ def test_without_a_default_the_tiny_bundle_built_offline_is_served_and_named_in_
 
 def test_configured_bundles(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     assert bundles.resolve_bundle(Settings(bundle=str(tiny_bundle_dir))) == tiny_bundle_dir
-    assert bundles.resolve_bundle(Settings(bundle="default")) == bundles.ZOO_DIR / "default"
+    assert bundles.resolve_bundle(Settings(bundle="scenes")) == bundles.ZOO_DIR / "scenes"
+    assert load_bundle(bundles.ZOO_DIR / "scenes").manifest.ref == "scenes@2.0.0"
     for missing in (str(tmp_path / "nope"), "no-such-bundle", "tiny-test"):
         with pytest.raises(ClipsearchError) as err:
             bundles.resolve_bundle(Settings(bundle=missing, data_dir=tmp_path / "data"))
         assert err.value.type is ErrorType.bundle_invalid
         assert "CLIPSEARCH_BUNDLE" in err.value.message
-        assert "default" in err.value.detail["zoo"]
+        assert {"photo", "scenes"} <= set(err.value.detail["zoo"])

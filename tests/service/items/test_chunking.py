@@ -16,9 +16,7 @@ from service.items.chunking import (
     split_in_two,
 )
 
-ZOO_TOKENIZER = (
-    Path(__file__).resolve().parents[3] / "models" / "zoo" / "default" / "tokenizer.json"
-)
+ZOO_TOKENIZER = Path(__file__).resolve().parents[3] / "models" / "zoo" / "scenes" / "tokenizer.json"
 
 PROSE = (
     "A red circle sits on the left of the picture. Next to it, a small blue square! "

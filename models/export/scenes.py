@@ -1,4 +1,4 @@
-"""Export clipsearch's default variant (trained CNN + MiniLM text tower) as a model bundle.
+"""Export clipsearch's scenes variant (trained CNN + MiniLM text tower) as a model bundle.
 
 Files: ``image.onnx`` (pixel_values -> image_embeds, dynamic batch), ``text.onnx`` (input_ids,
 attention_mask, dynamic batch and sequence -> text_embeds, sentence_embeds), ``tokenizer.json``
@@ -216,7 +216,7 @@ def build_manifest(
 ) -> Manifest:
     """Both towers end in :func:`models.train.towers.joint_embedding`: unit-length outputs."""
     return Manifest(
-        name="default",
+        name="scenes",
         version=version,
         summary=summary,
         trained=trained,
@@ -248,7 +248,7 @@ def build_manifest(
     )
 
 
-def export_default_bundle(
+def export_scenes_bundle(
     out_dir: Path,
     *,
     minilm: MiniLM,
