@@ -9,18 +9,19 @@ from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid
 
 
-def resolve_local_dir(source: str, allowed_roots: Sequence[Path]) -> Path:
-    """Resolve ``source`` (symlinks included) and require it to be a directory under a root."""
+def resolve_local_dir(source: str, allowed: Sequence[Path]) -> Path:
+    """Resolve ``source`` (symlinks included) and require it to be a directory under one of the
+    ``allowed`` roots."""
     if not source or "\0" in source:
         raise invalid("source must be a directory path")
-    if not allowed_roots:
+    if not allowed:
         raise ClipsearchError(
             ErrorType.forbidden,
             "local ingestion is disabled: no allowed roots are configured "
             "(set CLIPSEARCH_SOURCES__ALLOWED_ROOTS or pass --allow-root to serve)",
         )
     path = Path(source).expanduser().resolve()
-    roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+    roots = [Path(r).expanduser().resolve() for r in allowed]
     if not under_roots(path, roots):
         raise ClipsearchError(
             ErrorType.forbidden,

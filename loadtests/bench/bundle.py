@@ -15,7 +15,6 @@ this one run on the same PNGs.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.scenes import generate_split
+from loadtests.bench.encoder import make_inputs
 from service.core.bundle.manifest import load_bundle
 from service.core.config import EncoderSettings, Settings
 from service.encoder.engine import EncoderEngine
@@ -83,13 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    scenes = generate_split("test", BATCH)
-    pngs = []
-    for scene in scenes:
-        buf = io.BytesIO()
-        scene.render(128).save(buf, format="PNG")
-        pngs.append(buf.getvalue())
-    queries = [scene.captions["short"][0] for scene in scenes]
+    inputs = make_inputs(BATCH)  # the encoder benchmark's: 128 px scene PNGs, short captions
+    pngs, queries = inputs.pngs, inputs.texts
     bundles = [
         measure(b, args.threads, args.seconds, pngs, queries) for b in args.bundles or zoo_bundles()
     ]
