@@ -41,3 +41,16 @@ def kept_in_top(
     was = sorted(set(before[:k]) & set(relevant))
     now = set(after[:k])
     return [i for i in was if i in now], [i for i in was if i not in now]
+
+
+RRF_K = 60
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[str]:
+    """Ids by the sum over rankings of 1 / (k + position): the fusion the gateway used before
+    ``service.search.fusion``, kept here as the mixed check's ablation (ties by id)."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for position, hit in enumerate(ranking, start=1):
+            scores[hit] = scores.get(hit, 0.0) + 1.0 / (k + position)
+    return sorted(scores, key=lambda i: (-scores[i], i))

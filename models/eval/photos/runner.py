@@ -9,7 +9,10 @@ URL is a running gateway with an empty collection, and:
    explicit mode, ranking the whole collection;
 3. queries each photo's near-duplicates (centre crop, flip, JPEG 40) by upload;
 4. the mixed-collection check: adds captioned scenes and text-only documents, reruns the
-   object queries in the default mode and reports which matching photos left the top 5.
+   object queries in the default mode and reports which matching photos left the top 5; and
+   the same for reciprocal-rank fusion of the three single-channel searches (``image``,
+   ``caption``, ``description``), fused here from their API results: the ablation of the
+   gateway's fusion, before and after the items are added.
 
 It returns a JSON-ready dict; ``report`` turns one per bundle into the Markdown section.
 """
@@ -27,7 +30,7 @@ from typing import Any
 from models.eval.photos.api import Api, Hits, HttpClient
 from models.eval.photos.catalog import PACKAGES
 from models.eval.photos.corpus import Corpus
-from models.eval.photos.metrics import best_rank, kept_in_top, summarise
+from models.eval.photos.metrics import best_rank, kept_in_top, reciprocal_rank_fusion, summarise
 from models.eval.photos.transforms import TRANSFORMS, near_duplicate
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ SEARCH_LIMIT = 100  # the API's largest page: the whole photo collection fits in
 NEAR_DUP_LIMIT = 10
 TOP_KEPT = 3  # hits kept per query in the JSON, for the report's examples
 MIXED_TOP = 5
+RRF_CHANNELS: tuple[str, ...] = ("image", "caption", "description")
 _CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
@@ -69,6 +73,7 @@ class CaptionedItem:
     id: str
     image: EvalImage
     caption: str
+    description: str | None = None  # the scene's own, as `make run`'s demo scenes carry it
 
 
 @dataclass(frozen=True)
@@ -109,14 +114,15 @@ def corpus_images(corpus: Corpus) -> list[EvalImage]:
 
 
 def demo_captioned(folder: Path, n: int = 60) -> list[CaptionedItem]:
-    """The demo scenes (``models.data.scenes``) with their short captions."""
+    """The demo scenes (``models.data.scenes``) with their short captions and descriptions."""
     from models.data.scenes import write_demo_dataset
 
     items = []
     for path in write_demo_dataset(folder, n=n):
         caption = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
+        description = Path(f"{path.with_suffix('')}.desc.txt").read_text(encoding="utf-8").strip()
         image = EvalImage(path.stem, path.read_bytes(), path.name)  # "scene-0007"
-        items.append(CaptionedItem(image.id, image, caption))
+        items.append(CaptionedItem(image.id, image, caption, description))
     return items
 
 
@@ -149,7 +155,16 @@ def evaluate_photos(
     mixed = None
     if captioned or documents:
         say(f"photos: mixed collection (+{len(captioned)} captioned, +{len(documents)} texts)")
+        objects = [q for q in usable if q.kind == "object"]
+        rrf_before = [_rrf(api, q.text) for q in objects]
         mixed = _mixed(api, usable, default["queries"], captioned, documents, ids)
+        mixed["rrf_ablation"] = _rrf_kept(api, objects, rrf_before)
+        # Then the scenes as `make run` serves them: caption and description (a third vector).
+        described = [c for c in captioned if c.description]
+        if described:
+            again = _mixed(api, usable, default["queries"], described, documents, ids, True)
+            again["rrf_ablation"] = _rrf_kept(api, objects, rrf_before)
+            mixed["described"] = again
     return {
         "bundle": ready.get("model") or default["model"],
         "collection_size": size,
@@ -194,6 +209,24 @@ def _run_queries(
         "all": summarise([r["rank"] for r in records], size),
         "queries": records,
     }
+
+
+def _rrf(api: Api, text: str) -> list[str]:
+    """Reciprocal-rank fusion of the single-channel searches, as the gateway fused before."""
+    rankings = [api.search_text(text, mode=m, limit=SEARCH_LIMIT).ids for m in RRF_CHANNELS]
+    return reciprocal_rank_fusion(rankings)
+
+
+def _rrf_kept(
+    api: Api, objects: Sequence[TextQuery], before: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """How many matching photos reciprocal-rank fusion keeps in its top 5 once the captioned
+    and text-only items are in: ``before`` is its ranking on the photos alone."""
+    pairs = kept = 0
+    for q, ranking in zip(objects, before, strict=True):
+        stayed, gone = kept_in_top(q.relevant, ranking, _rrf(api, q.text), MIXED_TOP)
+        pairs, kept = pairs + len(stayed) + len(gone), kept + len(stayed)
+    return {"fusion": "reciprocal rank, k=60", "pairs_in_top5_before": pairs, "pairs_kept": kept}
 
 
 def _query_row(q: TextQuery) -> dict[str, Any]:
@@ -243,9 +276,11 @@ def _mixed(
     captioned: Sequence[CaptionedItem],
     documents: Sequence[Document],
     photo_ids: set[str],
+    with_descriptions: bool = False,
 ) -> dict[str, Any]:
-    for item in captioned:
-        api.add(item.id, image=item.image.upload, caption=item.caption)
+    for item in captioned:  # a second pass replaces the same ids: nothing doubles
+        description = item.description if with_descriptions else None
+        api.add(item.id, image=item.image.upload, caption=item.caption, description=description)
     # Text-only documents arrive both ways an ingestion source can carry them.
     for n, doc in enumerate(documents):
         if n % 2 == 0:

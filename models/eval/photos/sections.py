@@ -95,6 +95,21 @@ def mixed_section(results: dict[str, dict[str, Any]], names: list[str]) -> list[
         for f in main["fell_out"]
     ]
     lines += ["", f"Fell out ({names[0]}): " + ("; ".join(fell) if fell else "none") + "."]
+    lines += _ablation_lines(results, names, None)
+    if main.get("described"):
+        d = main["described"]
+        lines += [
+            "",
+            "The same check with the scenes as `make run` serves them, caption and description "
+            "(a third vector each), matching photos kept in the top 5: "
+            + "; ".join(
+                f"{n} {m['pairs_kept']} of {m['pairs_in_top5_before']}"
+                for n in names
+                if (m := (results[n].get("mixed") or {}).get("described"))
+            )
+            + f" (added items in the top 5 for {names[0]}: {d['added_items_in_top5']}).",
+        ]
+        lines += _ablation_lines(results, names, "described")
     return lines
 
 
@@ -183,3 +198,26 @@ def dev_overlap_section(
         )
     lines += table(["bundle", "queries", "R@1", "R@5", "object queries", "object R@1"], rows)
     return lines
+
+
+def _ablation_lines(
+    results: dict[str, dict[str, Any]], names: list[str], variant: str | None
+) -> list[str]:
+    """The reciprocal-rank-fusion ablation of one variant of the mixed check, if it ran."""
+
+    def ablation(name: str) -> dict[str, Any] | None:
+        mixed = results[name].get("mixed") or {}
+        found: dict[str, Any] | None = (mixed.get(variant) if variant else mixed) or None
+        return found.get("rrf_ablation") if found else None
+
+    kept = [
+        f"{n} {a['pairs_kept']} of {a['pairs_in_top5_before']}" for n in names if (a := ablation(n))
+    ]
+    if not kept:
+        return []
+    return [
+        "",
+        "Ablation: the same check with reciprocal-rank fusion of the image, caption and "
+        "description searches (fused from their API results; the gateway's fusion before "
+        "`service/search/fusion.py`), matching photos kept in its top 5: " + "; ".join(kept) + ".",
+    ]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from models.eval.photos.metrics import best_rank, kept_in_top, summarise
+from models.eval.photos.metrics import (
+    best_rank,
+    kept_in_top,
+    reciprocal_rank_fusion,
+    summarise,
+)
 
 
 def test_best_rank_is_the_first_relevant_hit() -> None:
@@ -37,3 +42,12 @@ def test_kept_in_top_splits_the_relevant_photos_that_were_in_the_top() -> None:
     kept, gone = kept_in_top({"cat", "dog", "late"}, before, after, k=5)
     assert kept == ["cat"]
     assert gone == ["dog"]  # "late" was never in the top 5: it cannot fall out
+
+
+def test_reciprocal_rank_fusion_sums_over_rankings_and_favours_many_channels() -> None:
+    # "photo" is first in one ranking; "captioned" second in three: the sum lets it win (the
+    # unfairness the gateway's fusion removed, kept here as the ablation).
+    rankings = [["photo", "captioned"], ["captioned"], ["x", "captioned"]]
+    assert reciprocal_rank_fusion(rankings) == ["captioned", "photo", "x"]
+    assert reciprocal_rank_fusion([["b", "a"], ["a", "b"]]) == ["a", "b"]  # a tie goes by id
+    assert reciprocal_rank_fusion([]) == []

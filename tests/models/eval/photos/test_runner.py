@@ -55,6 +55,9 @@ def gateway(
         yield client
 
 
+CAPTIONED_ID = "scene-0000"  # the first demo scene
+
+
 @pytest.fixture(scope="module")
 def result(gateway: TestClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     images = [
@@ -105,9 +108,19 @@ def test_mixed_collection_adds_items_through_the_api(
     assert mixed["collection_size"] == len(COLOURS) + 5
     assert mixed["object_queries"] == 1
     assert mixed["pairs_kept"] <= mixed["pairs_in_top5_before"]
+    ablation = mixed["rrf_ablation"]
+    assert ablation["fusion"] == "reciprocal rank, k=60"
+    assert 0 <= ablation["pairs_kept"] <= ablation["pairs_in_top5_before"] >= 1
+    # The second pass: the scenes again, now with their descriptions, replacing themselves.
+    described = mixed["described"]
+    assert described["collection_size"] == mixed["collection_size"]
+    assert described["pairs_kept"] <= described["pairs_in_top5_before"]
+    assert described["rrf_ablation"]["pairs_in_top5_before"] == ablation["pairs_in_top5_before"]
     # Text-only documents went in both ways a source can carry them; photos without either.
     assert gateway.get("/v1/items/doc-0").json()["description"] == DOCUMENTS[0].text
     assert gateway.get("/v1/items/doc-1").json()["caption"] == DOCUMENTS[1].text
+    scene = gateway.get(f"/v1/items/{CAPTIONED_ID}").json()
+    assert scene["caption"] and scene["description"] and not scene["description_generated"]
     red = gateway.get("/v1/items/red").json()
     assert red["caption"] is None and red["kind"] == "image"
 
