@@ -88,3 +88,8 @@ def test_import_contracts_are_not_silenced() -> None:
     layered = {c["containers"][0] for c in linter["contracts"] if c.get("containers")}
     assert {"service", "indexer"} <= layered
     assert all(c["exhaustive"] for c in linter["contracts"] if c.get("containers"))
+
+
+if __name__ == "__main__":  # `python -m tests.test_layout`: the import edges between packages
+    for (importer, imported), where in sorted(_edges().items()):
+        print(f"{importer} -> {imported}: {len(where)} imports")
