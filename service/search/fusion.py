@@ -8,9 +8,11 @@ score is the weighted *mean* over the channels it has of its standardised simila
 * the union of candidates is re-scored exactly from their stored vectors (a multivector by
   MaxSim, its best row), so an item is scored in every channel it has, also where it fell
   outside that channel's top ``depth``;
-* a channel's similarities are standardised by the mean and spread of that channel's top hits
-  (as Qdrant's distribution-based score fusion does), because channels live on different
-  scales: an image-to-text cosine of 0.3 can be as strong a match as a text-to-text 0.8;
+* a channel's similarities are standardised by the mean and spread of that channel's top
+  ``SCALE_HITS`` hits (as Qdrant's distribution-based score fusion does), because channels live
+  on different scales: an image-to-text cosine of 0.3 can be as strong a match as a text-to-text
+  0.8. A fixed count, not however many the caller fetched: the scores, hence the order, of a
+  query stay the same on every page and with or without grouping;
 * an item's score is the weighted mean of its standardised similarities: a photo that is the
   best match in its image and description channels ranks above a captioned item that is
   middling in three.
@@ -30,6 +32,8 @@ from service.core.domain import Record, StoredHit, VectorName, VectorValue
 
 # A channel whose top hits all score alike would otherwise divide by ~0 and dominate.
 MIN_SPREAD = 0.02
+# The top hits of a channel that set its scale; callers fetch at least this many.
+SCALE_HITS = 50
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,11 @@ def fuse(
     """``records`` (the candidates, with vectors) ranked by their fused score, best first.
     ``hits``: each channel's own top hits, which set its scale; a channel with none is left
     out (no candidate has that vector, or none passed the filter)."""
-    scales = {c: channel_scale([h.score for h in found]) for c, found in hits.items() if found}
+    scales = {
+        c: channel_scale([h.score for h in found[:SCALE_HITS]])
+        for c, found in hits.items()
+        if found
+    }
     unit = {
         c: (q := np.asarray(queries[c], dtype=np.float64)) / max(float(np.linalg.norm(q)), 1e-12)
         for c in scales

@@ -44,7 +44,7 @@ from service.core.domain import (
 )
 from service.core.errors import ClipsearchError, invalid, not_found
 from service.core.schemas.api import GroupBy, Mode
-from service.search.fusion import fuse
+from service.search.fusion import SCALE_HITS, fuse
 from service.store.base import VectorStore
 
 MODES: tuple[Mode, ...] = ("image", "caption", "description", "hybrid", "auto")
@@ -108,16 +108,8 @@ class SearchService:
                 raise invalid(f"mode {mode!r} needs a text query (it searches text descriptions)")
             return plan[mode]
         if query.item_id is not None and mode in ("auto", "hybrid"):
-            # Those the item has (_item_vectors).
-            return (
-                ("visual", "image", "caption", "description")
-                if look == "visual"
-                else (
-                    "image",
-                    "caption",
-                    "description",
-                )
-            )
+            every: tuple[VectorName, ...] = ("image", "caption", "description")
+            return ("visual", *every) if look == "visual" else every  # those it has (_item_vectors)
         if query.item_id is not None and mode == "image":
             return (look,)  # an item without visual features falls back (_item_vectors)
         if mode == "auto":
@@ -150,7 +142,12 @@ class SearchService:
             )
         else:
             # Grouping needs more candidates than the page: a video's other segments fall out.
-            depth = max(50, 3 * end) if options.group_by is None else min(1000, max(100, 10 * end))
+            # Never fewer than SCALE_HITS: fusion sets each channel's scale from that many.
+            depth = (
+                max(SCALE_HITS, 3 * end)
+                if options.group_by is None
+                else min(1000, max(100, 10 * end))
+            )
             ranked = self._ranked(channels, vectors, options, depth)
             if exclude is not None:  # depth > end: the page stays full without the item
                 ranked = [hit for hit in ranked if hit.id != exclude]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.core.domain import Point, Record, StoredHit
-from service.search.fusion import MIN_SPREAD, fuse
+from service.search.fusion import MIN_SPREAD, SCALE_HITS, fuse
 from service.store.edge import QdrantEdgeStore
 
 DIMS = {"image": 8, "caption": 8, "description": 6}
@@ -129,3 +129,24 @@ def test_a_weight_of_zero_and_an_empty_channel_leave_the_channel_out() -> None:
     assert [h.id for h in image_only] == ["a", "b"]
     empty = fuse({"image": hits["image"], "caption": []}, [a, b], q, {"image": 1.0, "caption": 1.0})  # type: ignore[arg-type]
     assert [h.id for h in empty] == ["a", "b"]
+
+
+def test_scores_do_not_depend_on_how_many_hits_were_fetched() -> None:
+    """A channel's scale comes from its top SCALE_HITS hits, so a second page or a grouped
+    search (which fetch deeper) score and order the same items the same."""
+    rng = np.random.default_rng(3)
+    q = {"image": _unit(rng.standard_normal(4)), "description": _unit(rng.standard_normal(4))}
+    records = [
+        Record(f"r{i:03d}", {}, {c: _unit(rng.standard_normal(4)) for c in q}) for i in range(120)
+    ]
+
+    def hits(depth: int) -> dict[str, list[StoredHit]]:
+        out = {}
+        for c in q:
+            scored = [StoredHit(r.id, float(np.dot(q[c], r.vectors[c])), {}) for r in records]
+            out[c] = sorted(scored, key=lambda h: -h.score)[:depth]
+        return out
+
+    shallow = fuse(hits(SCALE_HITS), records, q, dict.fromkeys(q, 1.0))  # type: ignore[arg-type]
+    deep = fuse(hits(3 * SCALE_HITS), records, q, dict.fromkeys(q, 1.0))  # type: ignore[arg-type]
+    assert [(h.id, h.score) for h in shallow] == [(h.id, h.score) for h in deep]
