@@ -6,39 +6,74 @@ indexer workers. Nothing imports this package; it imports ``service`` and ``inde
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
-from clipsearch.bundles import load_configured_bundle
+from clipsearch.bundles import TINY_BUNDLE, load_configured_bundle, resolve_bundle
 from indexer.distributed.resources import IndexerResources
 from indexer.distributed.writer import Writer
 from service.clients.base import EmbeddingClient, JobQueue
+from service.core.bundle.manifest import Bundle, load_bundle
 from service.core.config import Settings
 from service.core.domain import collection_dims
-from service.core.errors import ClipsearchError
-from service.gateway.state import Components
+from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.gateway.state import Components, startup_progress
 from service.search.planner import SearchService
+from service.search.querylog import LoggedSearchService, QueryLog
 from service.store.versions import VersionedStore
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from service.encoder.registry import BundleRegistry
 
 log = logging.getLogger(__name__)
 
-# How long start-up waits for a remote encoder worker to turn ready.
-ENCODER_WAIT_S = 120.0
+T = TypeVar("T")
+# Errors that a dependency not there yet gives (a worker not listening, a Qdrant server still
+# starting): start-up tries again. Anything else (a bad bundle, a locked data dir, a collection
+# of other dimensions) cannot heal by waiting: start-up fails with it.
+TRANSIENT = frozenset({ErrorType.unavailable, ErrorType.timeout, ErrorType.overloaded})
+
+
+def build_registry(settings: Settings) -> BundleRegistry:
+    """The configured bundles, not yet warmed up: ``settings.bundle`` (the default) and then
+    ``settings.encoder.extra_bundles`` (zoo names or folders, resolved like the default)."""
+    from service.encoder.engine import EncoderEngine
+    from service.encoder.registry import BundleRegistry
+
+    registry = BundleRegistry(settings)
+    try:
+        registry.add(EncoderEngine(load_configured_bundle(settings), settings))
+        for name in settings.encoder.extra_bundles:
+            bundle = load_configured_bundle(settings.model_copy(update={"bundle": name}))
+            registry.add(EncoderEngine(bundle, settings))
+    except BaseException:
+        registry.close()
+        raise
+    return registry
 
 
 def build_embedder(settings: Settings, *, wait_for_workers: bool = True) -> EmbeddingClient:
     """The in-process engine (warmed up), or a client of the configured encoder workers.
 
-    ``wait_for_workers``: the gateway waits (up to ``ENCODER_WAIT_S``) and asks the workers what
-    they serve; an indexer takes the client as it is and lets its tasks retry while workers start.
+    ``wait_for_workers``: the gateway waits (``until_reachable``: as long as it takes) and asks
+    the workers what they serve; an indexer takes the client as it is and lets its tasks retry
+    while workers start.
     """
     if settings.in_process_encoder:
         from service.clients.inprocess import InProcessEmbeddingClient
-        from service.encoder.engine import EncoderEngine
 
-        engine = EncoderEngine(load_configured_bundle(settings), settings)
-        engine.warmup()
-        log.info("embedding with %s in-process (%s)", engine.bundle.manifest.ref, engine.provider)
-        return InProcessEmbeddingClient(engine)
+        registry = build_registry(settings)
+        try:
+            registry.warmup()
+        except BaseException:
+            registry.close()
+            raise
+        provider = registry.default.engine.provider
+        log.info("embedding with %s in-process (%s)", ", ".join(registry.refs()), provider)
+        return InProcessEmbeddingClient(registry=registry)
     from service.clients.grpc import GrpcEmbeddingClient
 
     client = GrpcEmbeddingClient(
@@ -46,14 +81,13 @@ def build_embedder(settings: Settings, *, wait_for_workers: bool = True) -> Embe
     )
     if not wait_for_workers:
         return client
+    # Workers may not listen yet (started after the gateway, a slow image pull) or still warm up
+    # (a TensorRT build takes minutes): go on once one answers Info, however long that takes;
+    # readiness then follows the client's health.
     try:
-        client.wait_ready(ENCODER_WAIT_S)
-    except ClipsearchError as exc:
-        # Workers may still be warming up (a TensorRT build takes minutes): go on if one answers
-        # Info at all; readiness then follows the client's health.
-        log.warning("%s", exc.message)
-    try:
-        info = client.info()
+        info = until_reachable(
+            settings, f"encoder workers at {', '.join(settings.encoder.endpoints)}", client.info
+        )
     except BaseException:
         client.close()
         raise
@@ -64,38 +98,109 @@ def build_embedder(settings: Settings, *, wait_for_workers: bool = True) -> Embe
 def build_components(settings: Settings) -> Components:
     from indexer.jobs.local import InProcessJobQueue
     from indexer.reindex import InProcessReindexer
-    from service.clients.inprocess import InProcessEmbeddingClient
     from service.store.factory import open_store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    embedder = build_embedder(settings)
+    # The store before the model: a data dir that another gateway holds fails at once.
     store = open_store(settings)
     try:
+        embedder = build_embedder(settings)
+    except BaseException:
+        store.close()
+        raise
+    try:
         info = embedder.info()  # from the workers when remote: no bundle needed here
-        store.ensure(settings.collection, collection_dims(info.spaces), info.bundle)
-        reindexer = InProcessReindexer(settings=settings, embedder=embedder, store=store)
+        dims = collection_dims(info.spaces)
+        # A Qdrant server still starting is waited for; the embedded store answers at once.
+        where = f"the Qdrant server at {settings.qdrant.url}" if settings.qdrant.url else "store"
+        until_reachable(
+            settings, where, lambda: store.ensure(settings.collection, dims, info.bundle)
+        )
+        query_log = QueryLog(settings.admin.query_log_size) if settings.admin.query_log else None
+        reindexer = InProcessReindexer(
+            settings=settings,
+            embedder=embedder,
+            store=store,
+            resolve_bundle=partial(rollout_bundle, settings),
+            query_log=query_log,
+        )
         if settings.in_process_jobs:
             jobs: JobQueue = InProcessJobQueue(settings=settings, embedder=embedder, store=store)
             writer = None
         else:
             jobs, writer = _celery_jobs(settings, store)
     except BaseException:
+        embedder.close()
         store.close()
         raise
     return Components(
         embedder=embedder,
         store=store,
         jobs=jobs,
-        search=SearchService(embedder, store, settings.collection),
+        search=(
+            SearchService(embedder, store, settings.collection)
+            if query_log is None
+            else LoggedSearchService(embedder, store, settings.collection, log=query_log)
+        ),
         collection=settings.collection,
         reindexer=reindexer,
-        registries=(
-            [embedder.batcher.metrics.registry]
-            if isinstance(embedder, InProcessEmbeddingClient)
-            else []
-        ),
+        registries=served_registries(embedder),
         writer=writer,
     )
+
+
+def served_registries(embedder: EmbeddingClient) -> list[CollectorRegistry]:
+    """The embedder's own Prometheus series, served by the gateway's /metrics after its own:
+    the in-process encoder's batchers, or the gRPC client's per-worker health, hedges and
+    retries."""
+    from service.clients.grpc import GrpcEmbeddingClient
+    from service.clients.inprocess import InProcessEmbeddingClient
+
+    if isinstance(embedder, InProcessEmbeddingClient):
+        return [embedder.batcher.metrics.registry]
+    if isinstance(embedder, GrpcEmbeddingClient):
+        return [embedder.metrics.registry]
+    return []
+
+
+def until_reachable(settings: Settings, what: str, attempt: Callable[[], T]) -> T:
+    """``attempt()``, tried again after each transient error (``TRANSIENT``: the dependency is
+    not there yet) with doubling waits up to ``startup.backoff_max_s``, for as long as it takes:
+    a gateway started before its dependency is ready within one wait of it appearing. The
+    Runtime building the gateway names ``what`` in ``/health/ready`` and logs each change (not
+    each retry); its close ends the wait. Any other error is raised at once."""
+    progress = startup_progress(settings)
+    waits = progress.backoffs()
+    while True:
+        try:
+            result = attempt()
+        except ClipsearchError as exc:
+            if exc.type not in TRANSIENT:
+                raise
+            progress.waiting(what, exc.message)
+            progress.sleep(next(waits))
+            continue
+        progress.waiting(None)
+        return result
+
+
+def rollout_bundle(settings: Settings, spec: str) -> Bundle:
+    """The bundle a rollout names (a zoo name, a bundle folder, or ``tiny``: the tiny test
+    bundle built for this data dir), loaded with every file's checksum verified. (not_found)
+    when it names no bundle, (invalid_input) when it is broken: nothing is loaded either way."""
+    name = TINY_BUNDLE if spec == "tiny" else spec
+    try:
+        folder = resolve_bundle(settings.model_copy(update={"bundle": name}), quiet=True)
+    except ClipsearchError as exc:
+        raise not_found(exc.message, {"bundle": spec, **_detail(exc)}) from exc
+    try:
+        return load_bundle(folder)
+    except ClipsearchError as exc:
+        raise invalid(f"bundle {spec!r} cannot be served: {exc.message}", _detail(exc)) from exc
+
+
+def _detail(exc: ClipsearchError) -> dict[str, object]:
+    return dict(exc.detail) if isinstance(exc.detail, dict) else {}
 
 
 def _celery_jobs(settings: Settings, store: VersionedStore) -> tuple[JobQueue, Writer]:

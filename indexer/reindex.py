@@ -1,69 +1,107 @@
-"""Zero-downtime reindex: build a collection's next version, then swap the alias.
+"""Model rollouts: build a collection's next version (with the same or another bundle) beside
+the live one, compare the two on real queries, then switch queries and vectors together.
 
-The gateway runs reindexes on a thread of its own (``POST /v1/admin/reindex``), in both job
-modes; the heavy part is embedding on the encoder's ``bulk`` lane, wherever the encoder runs.
+The gateway runs rollouts on a thread of its own (``POST /v1/admin/reindex``), in both job
+modes; the heavy part is embedding on the target bundle's ``bulk`` lane, wherever it runs.
 
-1. ``VersionedStore.begin`` creates ``<name>__<bundle>__<n+1>`` and the ``<name>.next`` alias:
-   from then on (after twice the alias cache time) every write to ``<name>`` also goes there.
+1. ``start`` resolves the bundle (a served ``name@version`` or name; else a zoo name, a bundle
+   folder or ``tiny``, loaded and verified by the resolver ``clipsearch.bootstrap`` gives and
+   added to the in-process encoder beside the served ones), then ``VersionedStore.begin``
+   creates ``<name>__<bundle>__<n+1>`` with that bundle's vector dims, and the ``<name>.next``
+   alias: from then on (after twice the alias cache time) every write to ``<name>`` is embedded
+   once per bundle and each point lands in its bundle's version (dual write); deletes reach both.
 2. Rebuild: the current version is read page by page, and every point is made again from its
    stored source — the ``uri`` of an image or video (a local path under the allowed roots, or a
    URL through the fetch guard) or the caption and description of a text document — through the
-   same ``index_entries`` the ingestion jobs use, so a reindex applies today's pipeline (video
-   segmenting, caption chunking, the vector layout). Point ids do not change; ``tags`` and
-   ``created_at`` carry over.
+   same ``index_entries`` the ingestion jobs use, with the target bundle. Point ids do not change;
+   ``tags`` and ``created_at`` carry over.
 3. Reconcile: whatever the rebuild could not remake (an image posted inline, whose bytes were
-   never stored; a source gone since) is copied with its vectors, which the same bundle made,
-   and named in ``notes``. Segments of a video that was rebuilt are not copied: the rebuild
-   decided its segments.
-4. ``swap``: one atomic alias update makes the new version current and keeps the old one as
-   ``<name>.previous`` for ``rollback``.
+   never stored; a source gone since) is copied with its vectors when the same bundle builds the
+   new version; with another bundle it is made again where it can be, else counted ``missing``
+   and named in ``notes``.
+4. Compare: the rollout waits in ``ready`` with a ``comparison`` of both versions over recent
+   real text queries (``service.search.querylog``) and the operator's golden set: top-10
+   overlap, golden recall@1/@10, score percentiles and p50 latency of each.
+5. ``promote`` (or ``"promote": "auto"``): one atomic alias update makes the new version
+   current and the old one ``<name>.previous``; queries follow the alias, so the query model
+   switches with it (``SearchService`` embeds with the bundle of the version it reads).
+   ``rollback`` switches both back; replaced versions beyond ``admin.retention`` are dropped.
 
-A failure or a cancel drops the new version and leaves the current one as it was; a reindex
-running when the gateway died is marked ``interrupted`` on restart and its version dropped.
-Only the bundle this gateway embeds with can build a version: the query side must embed with
-the model that built the vectors it searches.
+A failure or a cancel drops the new version and leaves the current one as it was; a rollout
+building when the gateway died is marked ``failed`` (interrupted) on restart and its version
+dropped; one that was ``ready`` stays ready if its bundle can be loaded again.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
+
+import numpy as np
 
 from indexer.jobs.records import RecordFiles, now_iso
 from indexer.pipeline.entries import index_entries, local_path
-from indexer.sources.fetch import Fetcher
 from indexer.sources.read import SourceEntry
 from indexer.sources.roots import allowed_roots, under_roots
 from service.clients.base import EmbeddingClient
-from service.core.config import Settings
-from service.core.domain import FilterValue, Kind, Point, Record, collection_dims
+from service.core.bundle.manifest import Bundle
+from service.core.config import Settings, VideoSettings
+from service.core.domain import FilterValue, Kind, Point, Record, StoredHit, collection_dims
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.items.delete import video_segments
+from service.items.fetch import Fetcher
+from service.search.planner import Query, SearchOptions, SearchService
+from service.search.querylog import QueryLog
 from service.store.base import VectorStore
-from service.store.versions import NEXT, VersionedStore
+from service.store.files import write_json
+from service.store.versions import NEXT, PREVIOUS, VersionedStore, parse_version
 
 log = logging.getLogger(__name__)
 
 PAGE = 64
 MAX_NOTES_KEPT = 1000
+MAX_GOLDEN_QUERIES = 1000
+MAX_EXPECTED_IDS = 100
+COMPARE_TOP = 10
+QUERIES_SHOWN = 20  # per-query rows kept in a comparison
 _KEPT_FIELDS = ("tags", "created_at")
+PROMOTE_MODES = ("manual", "auto")
+ACTIVE = ("queued", "building", "ready", "promoting")
+RUNNING = ("queued", "building")
+
+# A bundle spec (served name@version or name, zoo name, folder, "tiny") -> the loaded, verified
+# bundle: not_found when it names nothing, invalid_input when its files fail their checksums.
+BundleResolver = Callable[[str], Bundle]
 
 
 class InProcessReindexer:
-    """Reindexes one at a time on a thread; records under ``<data_dir>/reindex``."""
+    """Builds one version at a time on a thread; records under ``<data_dir>/reindex``, golden
+    sets under ``<data_dir>/golden``."""
 
     def __init__(
-        self, *, settings: Settings, embedder: EmbeddingClient, store: VersionedStore
+        self,
+        *,
+        settings: Settings,
+        embedder: EmbeddingClient,
+        store: VersionedStore,
+        resolve_bundle: BundleResolver | None = None,
+        query_log: QueryLog | None = None,
     ) -> None:
         self._settings = settings
         self._embedder = embedder
         self._store = store
+        self._resolve = resolve_bundle
+        self._query_log = query_log
         self._files = RecordFiles(settings.data_dir / "reindex", "reindex")
+        self._golden_dir = settings.data_dir / "golden"
         self._lock = threading.Lock()
+        self._starting = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
         self._cancelled: set[str] = set()
         self._thread: threading.Thread | None = None
@@ -71,50 +109,85 @@ class InProcessReindexer:
         self._load_existing()
 
     # -- Reindexer protocol ------------------------------------------------------------------
-    def start(self, collection: str, bundle: str | None = None) -> dict[str, Any]:
-        info = self._embedder.info()
-        if bundle is not None and bundle not in (info.bundle, info.bundle.split("@", 1)[0]):
-            raise invalid(
-                f"this gateway embeds with {info.bundle}; a version built with {bundle!r} "
-                "could not be searched by it. Serve that bundle (CLIPSEARCH_BUNDLE, on the "
-                "gateway and its encoder workers) and reindex from there",
-            )
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                running = next(r for r in self._records.values() if r["state"] == "running")
+    def start(
+        self, collection: str, bundle: str | None = None, promote: str = "manual"
+    ) -> dict[str, Any]:
+        if promote not in PROMOTE_MODES:
+            raise invalid(f"promote must be one of {list(PROMOTE_MODES)}, not {promote!r}")
+        aliases = self._store.aliases(fresh=True)
+        if collection not in aliases:
+            if self._store.inner.collection_exists(collection):
                 raise ClipsearchError(
                     ErrorType.conflict,
-                    f"reindex {running['id']} of {running['collection']!r} is still running",
+                    f"collection {collection!r} predates versioning and this store cannot "
+                    "rename it; export and re-ingest it into a new collection",
                 )
-            source = self._store.aliases(fresh=True).get(collection)
-            dims = collection_dims(info.spaces)
-            target = self._store.begin(collection, dims, info.bundle)
+            raise not_found(f"collection {collection!r} does not exist")
+        self._check_free(collection, aliases)
+        source = aliases[collection]
+        source_bundle = self._source_bundle(source)
+        with self._starting:  # one start at a time: a bundle load must not race another start
+            self._check_free(collection, self._store.aliases(fresh=True))
+            target_bundle, loaded = self._target_bundle(bundle, source_bundle)
+            if target_bundle != source_bundle and not self._settings.in_process_jobs:
+                if loaded:
+                    self._drop_bundle(target_bundle)
+                raise invalid(
+                    f"a rollout onto another bundle ({target_bundle}) needs this gateway's own "
+                    "job runner: Celery indexer workers embed with their own bundle, so their "
+                    "writes could not reach both versions. Reindex with the current bundle, or "
+                    "run the rollout on a gateway without CLIPSEARCH_BROKER__URL",
+                    {"bundle": target_bundle, "source_bundle": source_bundle},
+                )
+            try:
+                info = self._embedder.info(bundle=target_bundle)
+                target = self._store.begin(collection, collection_dims(info.spaces), info.bundle)
+            except BaseException:
+                if loaded:
+                    self._drop_bundle(target_bundle)
+                raise
             now = now_iso()
             record: dict[str, Any] = {
                 "id": uuid.uuid4().hex,
                 "kind": "reindex",
                 "collection": collection,
                 "bundle": info.bundle,
+                "source_bundle": source_bundle,
+                "bundle_spec": bundle,
+                "loaded": loaded,
+                "promote": promote,
                 "source": source,
                 "target": target,
-                "state": "running",
+                "state": "queued",
+                "phase": None,
                 "total": 0,
                 "done": 0,
                 "rebuilt": 0,
                 "copied": 0,
+                "missing": 0,
                 "notes": [],
                 "rate_per_s": None,
                 "eta_s": None,
+                "comparison": None,
                 "created_at": now,
                 "updated_at": now,
             }
-            self._records[record["id"]] = record
-            self._persist(record)
+            with self._lock:
+                self._records[record["id"]] = record
+                self._persist(record)
             self._thread = threading.Thread(
                 target=self._run, args=(record["id"],), name="reindex", daemon=True
             )
             self._thread.start()
-        log.info("reindex %s: %s -> %s", record["id"], source, target)
+        log.info(
+            "rollout %s of %s: %s (%s) -> %s (%s)",
+            record["id"],
+            collection,
+            source,
+            source_bundle,
+            target,
+            info.bundle,
+        )
         return self.status(record["id"])
 
     def status(self, reindex_id: str) -> dict[str, Any]:
@@ -122,28 +195,91 @@ class InProcessReindexer:
             record = self._records.get(reindex_id)
             if record is None:
                 raise not_found(f"no reindex {reindex_id!r}")
-            return json.loads(json.dumps(record))
+            return cast(dict[str, Any], json.loads(json.dumps(record)))
 
     def list(self) -> list[dict[str, Any]]:
         with self._lock:
             records = sorted(self._records.values(), key=lambda r: r["created_at"], reverse=True)
-            return json.loads(json.dumps(records))
+            return cast(list[dict[str, Any]], json.loads(json.dumps(records)))
 
     def cancel(self, reindex_id: str) -> dict[str, Any]:
         record = self.status(reindex_id)
-        if record["state"] != "running":
-            raise ClipsearchError(
-                ErrorType.conflict, f"reindex {reindex_id} is {record['state']}; nothing to cancel"
-            )
-        self._cancelled.add(reindex_id)
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=60)
-        return self.status(reindex_id)
+        state = record["state"]
+        if state in RUNNING:
+            self._cancelled.add(reindex_id)
+            thread = self._thread
+            if thread is not None:
+                thread.join(timeout=60)
+            return self.status(reindex_id)
+        if state == "ready":
+            with self._lock:
+                if self._records[reindex_id]["state"] != "ready":
+                    raise _not_in(reindex_id, self._records[reindex_id]["state"], "cancel")
+                self._records[reindex_id]["state"] = "promoting"  # nobody promotes it meanwhile
+            try:
+                self._store.abort(record["collection"])
+            except BaseException:
+                self._update(reindex_id, state="ready")
+                raise
+            self._update(reindex_id, state="cancelled", finished_at=now_iso())
+            self._forget_bundle(record)
+            log.info("rollout %s cancelled; %s dropped", reindex_id, record["target"])
+            return self.status(reindex_id)
+        raise _not_in(reindex_id, state, "cancel")
+
+    def promote(self, reindex_id: str) -> dict[str, Any]:
+        with self._lock:
+            record = self._records.get(reindex_id)
+            if record is None:
+                raise not_found(f"no reindex {reindex_id!r}")
+            if record["state"] != "ready":
+                raise _not_in(reindex_id, record["state"], "promote")
+            record.update(state="promoting", updated_at=now_iso())
+            self._persist(record)
+        return self._promote(reindex_id)
 
     def rollback(self, collection: str) -> dict[str, Any]:
+        aliases = self._store.aliases(fresh=True)
+        previous = aliases.get(collection + PREVIOUS)
+        if collection not in aliases:
+            raise not_found(f"collection {collection!r} does not exist")
+        if previous is not None and collection + NEXT not in aliases:
+            bundle = self._source_bundle(previous)
+            if not self._ensure_served(bundle):
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"cannot roll {collection!r} back to {previous}: its bundle {bundle} is not "
+                    "served here and cannot be loaded again; serve it "
+                    "(CLIPSEARCH_ENCODER__EXTRA_BUNDLES) and retry",
+                    {"bundle": bundle},
+                )
         current, previous = self._store.rollback(collection)
-        return {"collection": collection, "from": current, "to": previous}
+        return {
+            "collection": collection,
+            "from": current,
+            "to": previous,
+            "bundle": self._source_bundle(previous),
+        }
+
+    def set_golden(self, collection: str, queries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The operator's golden set of ``collection``: ``[{"text", "expected": [ids]}]`` (ids:
+        point ids, the ids items were added with, or their source URIs); it replaces the one
+        before."""
+        if collection not in self._store.names():
+            raise not_found(f"collection {collection!r} does not exist")
+        cleaned = _golden(queries)
+        self._golden_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self._golden_dir / f"{collection}.json", {"queries": cleaned})
+        return {"collection": collection, "queries": len(cleaned)}
+
+    def golden(self, collection: str) -> builtins.list[dict[str, Any]]:
+        path = self._golden_dir / f"{collection}.json"
+        if not path.is_file():
+            return []
+        queries: builtins.list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))[
+            "queries"
+        ]
+        return queries
 
     def ready(self) -> bool:
         return True
@@ -154,6 +290,117 @@ class InProcessReindexer:
         if thread is not None:
             thread.join(timeout=30)
 
+    # -- bundles -----------------------------------------------------------------------------
+    def _served(self) -> builtins.list[str]:
+        info = self._embedder.info()
+        return [b.ref for b in info.bundles] or [info.bundle]
+
+    def _source_bundle(self, version: str) -> str:
+        """The bundle that built ``version``; the default bundle's for a pre-versioning one."""
+        parsed = parse_version(version)
+        if parsed is not None and parsed.bundle:
+            return parsed.bundle
+        return self._embedder.info().bundle
+
+    def _target_bundle(self, spec: str | None, source_bundle: str) -> tuple[str, bool]:
+        """The bundle ``spec`` names, served or loaded now; and whether this loaded it."""
+        if spec is None:
+            return source_bundle, False
+        if not isinstance(spec, str) or not spec.strip():
+            raise invalid("bundle must be a non-empty name")
+        served = self._served()
+        if spec in served:
+            return spec, False
+        by_name = [ref for ref in served if ref.rpartition("@")[0] == spec]
+        if by_name:
+            return by_name[0], False  # served() lists the default first
+        add = getattr(self._embedder, "add_bundle", None)
+        if add is None:
+            raise invalid(
+                f"bundle {spec!r} is not served by the encoder workers, which serve "
+                f"{', '.join(served)}; they cannot load a bundle at run time, so a rollout can "
+                "only use a bundle they already serve: start them with --bundle for it too "
+                "(or CLIPSEARCH_ENCODER__EXTRA_BUNDLES) and retry",
+                {"bundle": spec, "served": served},
+            )
+        if self._resolve is None:
+            raise invalid(f"bundle {spec!r} is not served and this gateway cannot load bundles")
+        bundle = self._resolve(spec)  # not_found / invalid_input, nothing changed yet
+        ref = bundle.manifest.ref
+        if ref in self._served():
+            return ref, False
+        add(bundle)
+        log.info("rollout: loaded bundle %s from %s", ref, bundle.root)
+        return ref, True
+
+    def _ensure_served(self, ref: str | None) -> bool:
+        """Whether ``ref`` is served, loading it again (from the spec a rollout recorded) if
+        this encoder can."""
+        if ref is None or ref in self._served():
+            return True
+        add = getattr(self._embedder, "add_bundle", None)
+        specs = [
+            r["bundle_spec"]
+            for r in sorted(self._records.values(), key=lambda r: r["created_at"], reverse=True)
+            if r.get("bundle") == ref and r.get("bundle_spec")
+        ]
+        if add is None or self._resolve is None or not specs:
+            return False
+        try:
+            bundle = self._resolve(specs[0])
+            if bundle.manifest.ref != ref:
+                log.error("bundle %r is now %s, not %s", specs[0], bundle.manifest.ref, ref)
+                return False
+            add(bundle)
+        except ClipsearchError as exc:
+            if exc.type == ErrorType.conflict:  # loaded meanwhile
+                return True
+            log.error("cannot load bundle %s again from %r: %s", ref, specs[0], exc.message)
+            return False
+        log.info("loaded bundle %s again from %r", ref, specs[0])
+        return True
+
+    def _forget_bundle(self, record: Mapping[str, Any]) -> None:
+        """Drop a bundle this rollout loaded, once no version of any collection uses it."""
+        ref = record["bundle"]
+        if not record.get("loaded"):
+            return
+        used = {v.bundle for n in self._store.list_collections() if (v := parse_version(n))}
+        if ref not in used:
+            self._drop_bundle(ref)
+
+    def _drop_bundle(self, ref: str) -> None:
+        drop = getattr(self._embedder, "drop_bundle", None)
+        if drop is None:
+            return
+        try:
+            drop(ref, grace_s=5.0)
+        except ClipsearchError as exc:
+            log.warning("bundle %s not dropped: %s", ref, exc.message)
+
+    def _check_free(self, collection: str, aliases: Mapping[str, str]) -> None:
+        with_next = aliases.get(collection + NEXT)
+        for record in self._records.values():
+            if record["collection"] == collection and record["state"] in ACTIVE:
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"rollout {record['id']} of {collection!r} is {record['state']}; promote or "
+                    "cancel it first",
+                    {"id": record["id"], "state": record["state"]},
+                )
+        if with_next is not None:
+            raise ClipsearchError(
+                ErrorType.conflict, f"a reindex of {collection!r} is already building {with_next}"
+            )
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            running = [r for r in self._records.values() if r["state"] in RUNNING]
+            which = f" ({running[0]['collection']!r}, {running[0]['id']})" if running else ""
+            raise ClipsearchError(
+                ErrorType.conflict,
+                f"another rollout is building{which}; one builds at a time",
+            )
+
     # -- the run -----------------------------------------------------------------------------
     def _run(self, reindex_id: str) -> None:
         record = self.status(reindex_id)
@@ -162,31 +409,122 @@ class InProcessReindexer:
             # Writers cache the alias list for up to alias_ttl_s: after twice that, all of them
             # dual-write, so reading the current version from here on misses nothing.
             time.sleep(2 * self._store.alias_ttl_s)
-            build = _Build(self, reindex_id, source, target, collection)
+            self._update(reindex_id, state="building", phase="rebuild")
+            build = _Build(self, record)
             build.rebuild()
+            self._update(reindex_id, phase="reconcile")
             build.reconcile()
             if self._stopping(reindex_id):
                 raise _Stopped
-            self._store.swap(collection)
+            self._update(reindex_id, phase="compare")
+            comparison = self._compare(record)
+            if self._stopping(reindex_id):
+                raise _Stopped
+            with self._lock:
+                auto = self._records[reindex_id]["promote"] == "auto"
             self._update(
                 reindex_id,
-                state="completed",
-                finished_at=now_iso(),
+                state="promoting" if auto else "ready",
+                phase=None,
+                comparison=comparison,
                 points=self._store.count(target),
                 eta_s=0.0,
+                built_at=now_iso(),
             )
-            log.info("reindex %s completed: %s is now %s", reindex_id, collection, target)
+            log.info("rollout %s ready: %s built with %s", reindex_id, target, record["bundle"])
+            if auto:
+                self._promote(reindex_id)
         except _Stopped:
             self._store.abort(collection)
-            state = "cancelled" if reindex_id in self._cancelled else "interrupted"
-            self._update(reindex_id, state=state, finished_at=now_iso())
-            log.info("reindex %s %s; %s still serves %s", reindex_id, state, source, collection)
+            cancelled = reindex_id in self._cancelled
+            self._update(
+                reindex_id,
+                state="cancelled" if cancelled else "failed",
+                phase=None,
+                error=None if cancelled else "interrupted: the gateway stopped during the build",
+                finished_at=now_iso(),
+            )
+            self._forget_bundle(record)
+            log.info("rollout %s stopped; %s still serves %s", reindex_id, source, collection)
         except Exception as exc:
-            log.exception("reindex %s failed", reindex_id)
+            log.exception("rollout %s failed", reindex_id)
             try:
                 self._store.abort(collection)
+                self._forget_bundle(record)
             finally:
-                self._update(reindex_id, state="failed", error=str(exc), finished_at=now_iso())
+                self._update(
+                    reindex_id, state="failed", phase=None, error=str(exc), finished_at=now_iso()
+                )
+
+    def _promote(self, reindex_id: str) -> dict[str, Any]:
+        """Swap (the record is ``promoting``): queries and vectors switch in one alias update."""
+        record = self.status(reindex_id)
+        collection = record["collection"]
+        try:
+            if not self._ensure_served(record["bundle"]):
+                raise ClipsearchError(
+                    ErrorType.unavailable,
+                    f"bundle {record['bundle']} is no longer served; cannot promote",
+                )
+            # Catch up on what reached only the current version since the build (a write
+            # embedded just before the rollout began, and stored after its pass).
+            _Build(self, record, catch_up=True).reconcile()
+            old, new = self._store.swap(collection, keep=self._settings.admin.retention)
+        except BaseException:
+            self._update(reindex_id, state="ready")
+            raise
+        self._update(
+            reindex_id,
+            state="completed",
+            finished_at=now_iso(),
+            promoted_at=now_iso(),
+            points=self._store.count(new),
+        )
+        log.info("rollout %s promoted: %s is now %s (was %s)", reindex_id, collection, new, old)
+        return self.status(reindex_id)
+
+    def _compare(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Both versions over recent real text queries and the golden set (module docstring)."""
+        collection = record["collection"]
+        search = SearchService(self._embedder, self._store, collection)
+        admin = self._settings.admin
+        texts = (
+            self._query_log.recent_texts(collection, admin.compare_queries)
+            if self._query_log is not None
+            else []
+        )
+        golden = self.golden(collection)
+        sides: dict[str, _Side] = {
+            "old": _Side(search, record["source"]),
+            "new": _Side(search, record["target"]),
+        }
+        rows: builtins.list[dict[str, Any]] = []
+        for text in texts:
+            if self._stopping(record["id"]):
+                raise _Stopped
+            old, new = (side.ask(text) for side in sides.values())
+            overlap = _overlap(old, new)
+            rows.append(
+                {"text": text, "overlap_at_10": overlap, "old": _ids(old), "new": _ids(new)}
+            )
+        for query in golden:
+            for side in sides.values():
+                side.judge(query["text"], query["expected"])
+        overlaps = [float(r["overlap_at_10"]) for r in rows]
+        return {
+            "source_bundle": record["source_bundle"],
+            "bundle": record["bundle"],
+            "sampled_queries": len(texts),
+            "image_queries_seen": (
+                self._query_log.counts(collection)["image"] if self._query_log else 0
+            ),
+            "golden_queries": len(golden),
+            "overlap_at_10": float(np.mean(overlaps)) if overlaps else None,
+            "old": sides["old"].report(),
+            "new": sides["new"].report(),
+            "queries": rows[:QUERIES_SHOWN],
+            "computed_at": now_iso(),
+        }
 
     def _stopping(self, reindex_id: str) -> bool:
         return reindex_id in self._cancelled or self._closing.is_set()
@@ -208,13 +546,160 @@ class InProcessReindexer:
     def _load_existing(self) -> None:
         aliases = self._store.aliases(fresh=True)
         for record in self._files.load_all():
-            if record.get("state") == "running":
-                record["state"] = "interrupted"
-                record["updated_at"] = now_iso()
-                if aliases.get(record["collection"] + NEXT) == record["target"]:
-                    self._store.abort(record["collection"])  # the half-built version
-                self._persist(record)
+            record.setdefault("bundle_spec", None)
+            record.setdefault("source_bundle", record.get("bundle"))
+            record.setdefault("comparison", None)
             self._records[record["id"]] = record
+        for record in self._records.values():
+            collection, target = record["collection"], record["target"]
+            building = aliases.get(collection + NEXT) == target
+            state = record["state"]
+            if state == "promoting" and aliases.get(collection) == target:
+                record.update(state="completed", finished_at=now_iso())
+            elif state in ("promoting", "ready") and building:
+                if self._ensure_served(record["bundle"]):
+                    record["state"] = "ready"  # still dual-writing: promote or cancel it
+                else:
+                    self._store.abort(collection)
+                    record.update(
+                        state="failed",
+                        error=f"its bundle {record['bundle']} could not be loaded again on "
+                        "restart; the version it built was dropped",
+                        finished_at=now_iso(),
+                    )
+            elif state in (*ACTIVE, "running", "interrupted"):  # the last two: older records
+                if building:
+                    self._store.abort(collection)  # the half-built version
+                record.update(
+                    state="failed",
+                    error="interrupted: the gateway stopped during the build",
+                    finished_at=now_iso(),
+                )
+            else:
+                continue
+            record["updated_at"] = now_iso()
+            self._persist(record)
+        # The versions searched now were built by bundles this encoder must serve.
+        for name in self._store.names():
+            current = aliases.get(name)
+            if current is not None and not self._ensure_served(self._source_bundle(current)):
+                log.error(
+                    "collection %s is searched with bundle %s, which is not served: its "
+                    "searches fail until it is (CLIPSEARCH_ENCODER__EXTRA_BUNDLES) or it is "
+                    "rolled back",
+                    name,
+                    self._source_bundle(current),
+                )
+            # Writes reach the previous version too, embedded by its bundle: one that cannot
+            # be served again would fail every write, so it is given up (no rollback to it).
+            previous = aliases.get(name + PREVIOUS)
+            if previous is not None and not self._ensure_served(self._source_bundle(previous)):
+                self._store.update_aliases({}, [name + PREVIOUS])
+                log.error(
+                    "collection %s: its previous version %s was built by bundle %s, which "
+                    "cannot be served again; it can no longer be rolled back to",
+                    name,
+                    previous,
+                    self._source_bundle(previous),
+                )
+
+
+def _not_in(reindex_id: str, state: str, action: str) -> ClipsearchError:
+    wanted = "ready" if action == "promote" else "queued, building or ready"
+    return ClipsearchError(
+        ErrorType.conflict,
+        f"rollout {reindex_id} is {state}; only a rollout that is {wanted} can {action}",
+        {"id": reindex_id, "state": state},
+    )
+
+
+def _golden(queries: Any) -> list[dict[str, Any]]:
+    """A golden set as given, checked: a non-empty list of ``{"text", "expected": [ids]}``."""
+    if not isinstance(queries, list) or not queries:
+        raise invalid("queries must be a non-empty list of {'text', 'expected': [ids]}")
+    if len(queries) > MAX_GOLDEN_QUERIES:
+        raise invalid(f"{len(queries)} golden queries; the limit is {MAX_GOLDEN_QUERIES}")
+    out = []
+    for i, query in enumerate(queries):
+        if not isinstance(query, Mapping) or set(query) != {"text", "expected"}:
+            raise invalid(f"golden query {i}: give exactly 'text' and 'expected'", {"index": i})
+        text, expected = query["text"], query["expected"]
+        if not isinstance(text, str) or not text.strip():
+            raise invalid(f"golden query {i}: 'text' must be a non-empty string", {"index": i})
+        if (
+            not isinstance(expected, list)
+            or not expected
+            or len(expected) > MAX_EXPECTED_IDS
+            or not all(isinstance(e, str) and e for e in expected)
+        ):
+            raise invalid(
+                f"golden query {i}: 'expected' must be 1 to {MAX_EXPECTED_IDS} item ids",
+                {"index": i},
+            )
+        out.append({"text": text.strip(), "expected": list(dict.fromkeys(expected))})
+    return out
+
+
+def _ids(hits: Sequence[StoredHit]) -> list[str]:
+    return [h.id for h in hits]
+
+
+def _overlap(old: Sequence[StoredHit], new: Sequence[StoredHit]) -> float:
+    """Shared ids of the two top-10s, over the longer list's length (1.0: the same ids)."""
+    longest = max(len(old), len(new))
+    return len(set(_ids(old)) & set(_ids(new))) / longest if longest else 1.0
+
+
+class _Side:
+    """One version in a comparison: its answers, scores, latencies and golden recall."""
+
+    def __init__(self, search: SearchService, version: str) -> None:
+        self.search = search
+        self.version = version
+        self.scores: list[float] = []
+        self.latency_ms: list[float] = []
+        self.recall: dict[int, list[float]] = {1: [], COMPARE_TOP: []}
+        self.score_kind: str | None = None
+
+    def ask(self, text: str) -> list[StoredHit]:
+        started = time.perf_counter()
+        result = self.search.search(
+            Query(text=text), SearchOptions(limit=COMPARE_TOP), version=self.version
+        )
+        self.latency_ms.append((time.perf_counter() - started) * 1000.0)
+        self.scores += [h.score for h in result.hits]
+        self.score_kind = result.score_kind
+        return result.hits
+
+    def judge(self, text: str, expected: Sequence[str]) -> None:
+        hits = self.ask(text)
+        for k in self.recall:
+            found = {
+                str(key)
+                for h in hits[:k]
+                for key in (h.id, h.payload.get("media_id"), h.payload.get("uri"))
+                if key
+            }
+            self.recall[k].append(len(found & set(expected)) / min(k, len(expected)))
+
+    def report(self) -> dict[str, Any]:
+        def pct(values: Sequence[float], q: float) -> float | None:
+            return float(np.percentile(values, q)) if values else None
+
+        def mean(values: Sequence[float]) -> float | None:
+            return float(np.mean(values)) if values else None
+
+        return {
+            "version": self.version,
+            "score_kind": self.score_kind,
+            "recall_at_1": mean(self.recall[1]),
+            "recall_at_10": mean(self.recall[COMPARE_TOP]),
+            "score_p10": pct(self.scores, 10),
+            "score_p50": pct(self.scores, 50),
+            "score_p90": pct(self.scores, 90),
+            "latency_p50_ms": pct(self.latency_ms, 50),
+            "searches": len(self.latency_ms),
+        }
 
 
 class _Stopped(Exception):
@@ -222,25 +707,31 @@ class _Stopped(Exception):
 
 
 class _Build:
-    """One reindex's passes over the current version."""
+    """One rollout's passes over the current version."""
 
     def __init__(
-        self, owner: InProcessReindexer, reindex_id: str, source: str, target: str, name: str
+        self, owner: InProcessReindexer, record: Mapping[str, Any], *, catch_up: bool = False
     ) -> None:
         self.owner = owner
-        self.id = reindex_id
-        self.source = source
-        self.target = target
-        self.name = name
+        self.id: str = record["id"]
+        self.source: str = record["source"]
+        self.target: str = record["target"]
+        self.name: str = record["collection"]
+        self.bundle: str = record["bundle"]
+        # The same bundle made the current version's vectors: what cannot be remade is copied.
+        self.same_bundle = record["bundle"] == record["source_bundle"]
         self.store = owner._store
         self.settings = owner._settings
         self.roots = allowed_roots(self.settings)  # resolved once: _readable runs per point
         self.rebuilt_videos: set[str] = set()
-        self.total = self.store.count(source)
+        self.total = self.store.count(self.source)
         self.done = 0
-        self.rebuilt = 0
+        self.rebuilt = record.get("rebuilt", 0) if catch_up else 0
+        self.copied: int = record.get("copied", 0) if catch_up else 0
+        self.missing: int = record.get("missing", 0) if catch_up else 0
         self.started = time.monotonic()
-        owner._update(reindex_id, total=self.total)
+        if not catch_up:
+            owner._update(self.id, total=self.total)
 
     def pages(self, collection: str, *, with_vectors: bool = False) -> Any:
         offset: str | None = None
@@ -256,7 +747,6 @@ class _Build:
                 return
 
     def rebuild(self) -> None:
-        into = _Into(self.store, self.target, self.source)
         seen_videos: set[str] = set()
         with Fetcher(self.settings) as fetcher:
             for records in self.pages(self.source):
@@ -270,49 +760,71 @@ class _Build:
                             continue
                         seen_videos.add(entry.id)
                     entries.append(entry)
-                outcomes = index_entries(
-                    entries,
-                    embedder=self.owner._embedder,
-                    store=cast(VectorStore, into),  # the three calls index_entries makes
-                    collection=self.name,
-                    settings=self.settings,
-                    fetcher=fetcher,
-                )
-                notes = []
-                for entry, outcome in zip(entries, outcomes, strict=True):
-                    if outcome.error:
-                        notes.append({"item": entry.id, "reason": f"not rebuilt: {outcome.error}"})
-                        continue
-                    self.rebuilt += 1
-                    if entry.kind == "video":
-                        self.rebuilt_videos.add(entry.id)
-                    notes += [{"item": entry.id, "reason": p} for p in outcome.partial]
-                self.owner._note(self.id, notes)
+                self.rebuilt += self._index(entries, fetcher)
                 self.done += len(records)
                 self._progress()
 
-    def reconcile(self) -> None:
-        """Copy what the rebuild could not make again; the same bundle made those vectors."""
-        copied = 0
-        for records in self.pages(self.source):
-            present = {r.id for r in self.store.retrieve(self.target, [r.id for r in records])}
-            missing = [
-                r.id
-                for r in records
-                if r.id not in present and r.payload.get("video_id") not in self.rebuilt_videos
-            ]
-            if not missing:
+    def _index(self, entries: Sequence[SourceEntry], fetcher: Fetcher) -> int:
+        """Make ``entries`` again into the new version with its bundle; how many were made."""
+        if not entries:
+            return 0
+        outcomes = index_entries(
+            entries,
+            embedder=self.owner._embedder,
+            store=cast(
+                VectorStore,
+                _Into(self.store, self.target, self.source, self.bundle, self.settings.video),
+            ),
+            collection=self.name,
+            settings=self.settings,
+            fetcher=fetcher,
+        )
+        notes = []
+        made = 0
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if outcome.error:
+                notes.append({"item": entry.id, "reason": f"not rebuilt: {outcome.error}"})
                 continue
-            full = self.store.retrieve(self.source, missing, with_vectors=True)
-            self.store.inner.upsert(
-                self.target, [Point(r.id, dict(r.vectors), dict(r.payload)) for r in full]
-            )
-            copied += len(full)
-            self.owner._note(
-                self.id,
-                [{"item": _label(r), "reason": "copied from the previous version"} for r in full],
-            )
-        self.owner._update(self.id, copied=copied)
+            made += 1
+            if entry.kind == "video":
+                self.rebuilt_videos.add(entry.id)
+            notes += [{"item": entry.id, "reason": p} for p in outcome.partial]
+        self.owner._note(self.id, notes)
+        return made
+
+    def reconcile(self) -> None:
+        """What the rebuild did not make: copied when the same bundle made its vectors, else
+        made again where its source can be read, else counted missing."""
+        copied, missing = self.copied, self.missing
+        with Fetcher(self.settings) as fetcher:
+            for records in self.pages(self.source):
+                present = {r.id for r in self.store.retrieve(self.target, [r.id for r in records])}
+                absent = [
+                    r
+                    for r in records
+                    if r.id not in present and r.payload.get("video_id") not in self.rebuilt_videos
+                ]
+                if not absent:
+                    continue
+                if self.same_bundle:
+                    full = self.store.retrieve(
+                        self.source, [r.id for r in absent], with_vectors=True
+                    )
+                    self.store.inner.upsert(
+                        self.target, [Point(r.id, dict(r.vectors), dict(r.payload)) for r in full]
+                    )
+                    copied += len(full)
+                    why = "copied from the previous version"
+                    self.owner._note(self.id, [{"item": _label(r), "reason": why} for r in full])
+                    continue
+                entries = {e.id: e for r in absent if (e := self._entry(r.payload)) is not None}
+                self.rebuilt += self._index(list(entries.values()), fetcher)
+                made = {r.id for r in self.store.retrieve(self.target, [r.id for r in absent])}
+                lost = [r for r in absent if r.id not in made]
+                missing += len(lost)
+                why = f"missing: cannot be made with {self.bundle} (its source is not stored)"
+                self.owner._note(self.id, [{"item": _label(r), "reason": why} for r in lost])
+        self.owner._update(self.id, copied=copied, missing=missing, rebuilt=self.rebuilt)
 
     def _entry(self, payload: Mapping[str, Any]) -> SourceEntry | None:
         """The source a point was made from, or None when it cannot be read again."""
@@ -320,7 +832,9 @@ class _Build:
         uri = payload.get("uri")
         common: dict[str, Any] = {
             "caption": payload.get("caption"),
-            "description": payload.get("description"),
+            "description": None
+            if payload.get("description_generated")
+            else payload.get("description"),
             "metadata": payload.get("metadata") or {},
         }
         if uri is not None and not self._readable(str(uri)):
@@ -359,33 +873,61 @@ class _Build:
 
 class _Into:
     """The store as ``index_entries`` sees it during a rebuild: every write lands in the new
-    version, keeping the fields a rebuild cannot know, and is taken back if its item was
-    deleted from the current version meanwhile (a delete that came before the write)."""
+    version, embedded by its bundle, keeping the fields a rebuild cannot know, and is taken
+    back if its item was deleted from the current version meanwhile (a delete that came before
+    the write). A video is cut again from its source, so its segments are checked by the time
+    they span: a segment the user deleted left a span no stored segment covers, and the
+    rebuild must not bring it back."""
 
-    def __init__(self, store: VersionedStore, target: str, source: str) -> None:
+    def __init__(
+        self, store: VersionedStore, target: str, source: str, bundle: str, video: VideoSettings
+    ) -> None:
         self._store = store
         self._target = target
         self._source = source
+        self._bundle = bundle
+        self._video = video
+
+    def write_bundles(self, collection: str) -> list[str | None]:
+        del collection
+        return [self._bundle]
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
-        del collection  # the alias: ids come from it, writes go to the new version
+        # ``collection``: the alias; ids come from it, writes go to the new version.
         old = {r.id: r.payload for r in self._store.retrieve(self._source, [p.id for p in points])}
         merged = [Point(p.id, p.vectors, {**p.payload, **_kept(old.get(p.id))}) for p in points]
         self._store.inner.upsert(self._target, merged)
         # Asked after the write: a delete before it found nothing to delete in the new version.
         plain = [p.id for p in merged if not p.payload.get("video_id")]
         there = {r.id for r in self._store.retrieve(self._source, plain)}
-        # A rebuilt video may have more segments than before: ask by video, not by point.
-        videos = {str(v) for p in merged if (v := p.payload.get("video_id"))}
-        gone_videos = {v for v in videos if self._store.count(self._source, {"video_id": v}) == 0}
-        gone = [
-            p.id
-            for p in merged
-            if (p.id not in there and not p.payload.get("video_id"))
-            or p.payload.get("video_id") in gone_videos
-        ]
+        gone = [p.id for p in merged if not p.payload.get("video_id") and p.id not in there]
+        videos: dict[str, list[Point]] = {}
+        for p in merged:
+            if video_id := p.payload.get("video_id"):
+                videos.setdefault(str(video_id), []).append(p)
+        for video_id, segments in videos.items():
+            gone += self._deleted_segments(collection, video_id, segments)
         if gone:
             self._store.inner.delete(self._target, gone)
+
+    def _deleted_segments(
+        self, collection: str, video_id: str, segments: Sequence[Point]
+    ) -> list[str]:
+        """The rebuilt ``segments`` whose span is not (at least half) covered by the segments
+        of the video still in the current version: deleted since, one by one or all."""
+        try:
+            stored = video_segments(
+                self._store, collection, video_id, self._video, version=self._source
+            )
+        except ClipsearchError as exc:
+            if exc.type != ErrorType.not_found:
+                raise
+            return [p.id for p in segments]  # the whole video was deleted
+        spans = sorted(
+            (float(r.payload.get("t_start") or 0.0), float(r.payload.get("t_end") or 0.0))
+            for r in stored
+        )
+        return [p.id for p in segments if not _covered(p.payload, spans)]
 
     def retrieve(
         self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
@@ -396,6 +938,13 @@ class _Into:
     def count(self, collection: str, filter: Mapping[str, FilterValue] | None = None) -> int:  # noqa: A002
         del collection
         return self._store.count(self._target, filter)
+
+
+def _covered(payload: Mapping[str, Any], spans: Sequence[tuple[float, float]]) -> bool:
+    """Whether at least half of a segment's span lies inside the (sorted, disjoint) ``spans``."""
+    start, end = float(payload.get("t_start") or 0.0), float(payload.get("t_end") or 0.0)
+    inside = sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
+    return inside >= 0.5 * (end - start)
 
 
 def _kept(payload: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -6,6 +6,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # WordNet 3.0 (ImageNet's class ids are its noun synsets): the photo bundle's broader terms.
 [ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
+# The browser test of /docs and /redoc: Playwright drives Debian's Chromium (no browser download).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${need[*]}"

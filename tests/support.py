@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import http.server
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,3 +56,53 @@ def serve_directory(root: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_gateway(
+    tmp: Path, bundle: Path, *args: str, env: dict[str, str] | None = None, ready_s: float = 120
+) -> Iterator[str]:
+    """A real `clipsearch serve` process on a free loopback port (HTTP alone unless ``env``
+    sets ``CLIPSEARCH_GRPC_PORT``), data under ``tmp/data``, its output in ``tmp/serve.log``;
+    yields its base URL once ``/health/ready`` answers 200, and stops it on exit."""
+    import httpx
+
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(Path.cwd()),
+        "CLIPSEARCH_GRPC_PORT": "0",
+        **(env or {}),
+    }
+    log_path = tmp / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clipsearch", "serve", "--port", str(port),
+             "--data-dir", str(tmp / "data"), "--bundle", str(bundle), *args],
+            env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + ready_s
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -1,17 +1,24 @@
-"""HTTP client side of the CLI: ingest with a progress bar, search as a table."""
+"""HTTP client side of the CLI: ingest with a progress bar, search, jobs.
+
+Results go to stdout, whole (ids and full file names, never cut to the terminal's width), or as
+JSON with ``--json``; progress, counts and errors go to stderr, so ``clipsearch search ... | head``
+and ``--json | jq`` see results alone.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 POLL_S = 0.5
 
@@ -38,37 +45,71 @@ def _connect(server: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def ingest(server: str, source: dict[str, Any], api_key: str | None) -> int:
+def print_json(data: Any) -> None:
+    """``--json``: one JSON document on stdout, the API's own shape."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def ingest(
+    server: str, source: dict[str, Any], api_key: str | None, *, as_json: bool = False
+) -> int:
     """Start a job and follow it; returns the number of failed items."""
-    return _start_and_follow(server, api_key, "/v1/ingest", {"source": source})
+    return _start_and_follow(server, api_key, "/v1/ingest", {"source": source}, as_json)
 
 
-def job_action(server: str, job_id: str, action: str, api_key: str | None) -> int:
+def job_action(
+    server: str, job_id: str, action: str, api_key: str | None, *, as_json: bool = False
+) -> int:
     """``clipsearch jobs``: show or cancel a job (print it; 0 unless the request failed), or
     resume one / retry its failed items (follow the job it answers with, as ``ingest`` does)."""
     if action in ("retry", "retry-failed"):
-        return _start_and_follow(server, api_key, f"/v1/jobs/{job_id}/{action}", None)
+        return _start_and_follow(server, api_key, f"/v1/jobs/{job_id}/{action}", None, as_json)
     method = "DELETE" if action == "cancel" else "GET"
     try:
         with _client(server, api_key) as http:
             job = _check(http.request(method, f"/v1/jobs/{job_id}"))
     except httpx.TransportError:
         raise _connect(server) from None
-    _summary(Console(stderr=True), job)
+    if as_json:
+        print_json(job)
+    else:
+        _summary(job)
     return 0
 
 
+def list_jobs(
+    server: str, api_key: str | None, *, limit: int, offset: int, as_json: bool = False
+) -> None:
+    """``clipsearch jobs list``: one line per job, newest first (``GET /v1/jobs``)."""
+    try:
+        with _client(server, api_key) as http:
+            page = _check(http.get("/v1/jobs", params={"limit": limit, "offset": offset}))
+    except httpx.TransportError:
+        raise _connect(server) from None
+    if as_json:
+        print_json(page)
+        return
+    shown = len(page["jobs"])
+    first = page["offset"] + 1 if shown else page["offset"]
+    typer.echo(f"jobs {first}-{page['offset'] + shown} of {page['total']}", err=True)
+    for job in page["jobs"]:
+        typer.echo(_job_line(job))
+
+
 def _start_and_follow(
-    server: str, api_key: str | None, path: str, body: dict[str, Any] | None
+    server: str, api_key: str | None, path: str, body: dict[str, Any] | None, as_json: bool
 ) -> int:
-    console = Console(stderr=True)
     try:
         with _client(server, api_key) as http:
             job_id = _check(http.post(path, json=body))["job_id"]
-            job = _follow(http, job_id, console)
+            typer.echo(f"job {job_id} started", err=True)
+            job = _follow(http, job_id, Console(stderr=True))
     except httpx.TransportError:
         raise _connect(server) from None
-    _summary(console, job)
+    if as_json:
+        print_json(job)
+    else:
+        _summary(job)
     if job["state"] != "completed":
         return max(1, job["failed"])
     return int(job["failed"])
@@ -103,20 +144,32 @@ def _follow(http: httpx.Client, job_id: str, console: Console) -> dict[str, Any]
             time.sleep(POLL_S)
 
 
-def _summary(console: Console, job: dict[str, Any]) -> None:
-    # soft_wrap: paths stay whole on one line, so they can be copied and grepped.
+def _job_line(job: dict[str, Any]) -> str:
     skipped = f" ({job['skipped']} already indexed)" if job.get("skipped") else ""
-    console.print(
+    return (
         f"job {job['id']}: {job['state']}, {job['done']} indexed{skipped}, {job['failed']} "
-        f"failed, {job['total']} in all",
-        soft_wrap=True,
+        f"failed, {job['total']} in all"
     )
+
+
+def _summary(job: dict[str, Any]) -> None:
+    """The job on stdout as plain lines: paths whole on one line each (no wrapping, no markup
+    read into a file name), so they can be copied and grepped."""
+    typer.echo(_job_line(job))
     for err in job["errors"]:
-        console.print(f"  [red]failed[/red] {err['item']}: {err['reason']}", soft_wrap=True)
+        typer.echo(f"  failed {display_uri(err['item'])}: {err['reason']}")
     if job["state"] not in ("completed", "queued", "running"):
-        console.print(
-            f"[red]job ended {job['state']}[/red] {job.get('error') or ''}", soft_wrap=True
-        )
+        error = job.get("error")
+        typer.echo(f"job ended {job['state']}" + (f": {error}" if error else ""))
+
+
+def display_uri(uri: str) -> str:
+    """A ``file:`` URI as the local path it names (``my%20scenes`` back to ``my scenes``), to
+    copy into a shell; any other URI as it is."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        return uri
+    return url2pathname(parts.path)
 
 
 def progress_fields(job: dict[str, Any]) -> tuple[str, str, str]:
@@ -145,6 +198,8 @@ def search(
     mode: str,
     limit: int,
     api_key: str | None,
+    as_json: bool = False,
+    grpc_target: str | None = None,
 ) -> None:
     body: dict[str, Any] = {"mode": mode, "limit": limit}
     if image is not None:
@@ -155,21 +210,57 @@ def search(
             raise typer.Exit(2) from None
     else:
         body["text"] = text
+    if grpc_target is not None:
+        print_hits(search_grpc(grpc_target, body, api_key), as_json=as_json)
+        return
     try:
         with _client(server, api_key) as http:
             result = _check(http.post("/v1/search", json=body))
     except httpx.TransportError:
         raise _connect(server) from None
-    table = Table(
-        title=f"{len(result['hits'])} hits · {result['took_ms']:.1f} ms · {result['model']}"
+    print_hits(result, as_json=as_json)
+
+
+def search_grpc(target: str, body: dict[str, Any], api_key: str | None) -> dict[str, Any]:
+    """``POST /v1/search``'s body sent over the gateway's gRPC API; the answer in REST's shape."""
+    from service.clients.search_grpc import SearchClient
+    from service.core.errors import ClipsearchError
+
+    image = base64.b64decode(body["image"]) if "image" in body else None
+    try:
+        with SearchClient(target, api_key=api_key, timeout_s=60.0) as grpc_client:
+            answer = grpc_client.search(
+                text=body.get("text"), image=image, mode=body["mode"], limit=body["limit"]
+            )
+    except ClipsearchError as exc:
+        typer.echo(f"error (gRPC {target}): {exc.type.value}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    return answer.model_dump(mode="json")
+
+
+def print_hits(result: dict[str, Any], *, as_json: bool = False) -> None:
+    """A search answer (``SearchResponse``): a count line on stderr, then one line per hit on
+    stdout: rank, score, kind, id, the whole URI (a video segment's time range as a media
+    fragment, ``#t=start,end``) and the caption; or the answer as JSON."""
+    if as_json:
+        print_json(result)
+        return
+    hits = result["hits"]
+    typer.echo(
+        f"{len(hits)} hits · {result['took_ms']:.1f} ms · {result['model']} · "
+        f"mode {result.get('mode', '?')}",
+        err=True,
     )
-    for column in ("score", "kind", "caption", "uri"):
-        table.add_column(column)
-    for hit in result["hits"]:
-        table.add_row(
-            f"{hit['score']:.4f}",
-            hit.get("kind") or "",
-            hit.get("caption") or "",
-            hit.get("uri") or "",
+    kind_width = max((len(hit.get("kind") or "-") for hit in hits), default=1)
+    id_width = max((len(hit["id"]) for hit in hits), default=1)
+    for rank, hit in enumerate(hits, 1):
+        uri = display_uri(hit.get("uri") or "-")
+        if hit.get("t_start") is not None and hit.get("t_end") is not None:
+            uri = f"{uri}#t={hit['t_start']:g},{hit['t_end']:g}"
+        caption = (
+            f"  {json.dumps(hit['caption'], ensure_ascii=False)}" if hit.get("caption") else ""
         )
-    Console().print(table)
+        typer.echo(
+            f"{rank:>3}  {hit['score']:>7.4f}  {(hit.get('kind') or '-'):<{kind_width}}  "
+            f"{hit['id']:<{id_width}}  {uri}{caption}"
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +40,9 @@ RootOpt = Annotated[
 ]
 ServerOpt = Annotated[str, typer.Option("--server", help="gateway URL")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="CLIPSEARCH_API_KEY")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print the result as JSON on stdout (the API's shape)")
+]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
@@ -50,6 +55,17 @@ def _settings(**overrides: Any) -> Settings:
     if roots:
         data["sources"]["allowed_roots"] = [*base.sources.allowed_roots, *roots]
     return Settings.model_validate(data)
+
+
+def _given_roots(roots: list[Path] | None) -> list[Path]:
+    """``--allow-root`` folders, made absolute; a folder that is not there is a typo to report
+    now, not a 403 at the first ingest."""
+    given = [root.expanduser().resolve() for root in roots or []]
+    for root in given:
+        if not root.is_dir():
+            typer.echo(f"--allow-root {root}: no such folder", err=True)
+            raise typer.Exit(2)
+    return given
 
 
 def _configure_logging(level: str) -> None:
@@ -86,6 +102,47 @@ def _check_bundle(settings: Settings) -> None:
         raise typer.Exit(2) from exc
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before anything loads: a port in use is one line and exit 1, not a
+    traceback after the model has loaded (uvicorn listens on this socket)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        typer.echo(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another server running "
+            "there? Choose another port with --port (CLIPSEARCH_PORT; `make run PORT=...`)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    return sock
+
+
+def _stop_on_failure(runtime: Any, server: Any) -> None:
+    """A failed start-up (data dir locked, corrupt bundle) stops the server: the process exits
+    with the reason instead of answering 503 for ever."""
+    if not runtime.wait():
+        server.should_exit = True
+
+
+def _with_grpc(app: Any, settings: Settings, sock: socket.socket) -> None:
+    """The gRPC API on ``grpc_port`` (0 = none), bound now and served for the app's lifespan;
+    a port in use is one line and exit 1, as for HTTP."""
+    from service.core.errors import ClipsearchError
+    from service.gateway.grpc import serve_grpc
+
+    if settings.grpc_port:
+        try:
+            serve_grpc(app, host=settings.host, port=settings.grpc_port)
+        except ClipsearchError as exc:
+            sock.close()
+            typer.echo(exc.message, err=True)
+            raise typer.Exit(1) from None
+
+
 def _serve(settings: Settings, factory: Any, allow_anonymous: bool) -> None:
     import uvicorn
 
@@ -94,12 +151,25 @@ def _serve(settings: Settings, factory: Any, allow_anonymous: bool) -> None:
     _configure_logging(settings.log_level)
     _check_exposure(settings, allow_anonymous)
     _check_bundle(settings)
-    uvicorn.run(
-        create_app(settings, factory),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
+    sock = _listen(settings.host, settings.port)
+    app = create_app(settings, factory)
+    _with_grpc(app, settings, sock)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        )
     )
+    runtime = app.state.runtime
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    logging.getLogger("clipsearch.serve").info("serving on %s (API docs: %s/docs)", url, url)
+    threading.Thread(
+        target=_stop_on_failure, args=(runtime, server), name="startup-watch", daemon=True
+    ).start()
+    server.run(sockets=[sock])
+    if runtime.error is not None:
+        typer.echo(f"clipsearch cannot start: {runtime.error}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -115,7 +185,11 @@ def serve(
     from clipsearch.bootstrap import build_components
 
     settings = _settings(
-        host=host, port=port, data_dir=data_dir, bundle=bundle, allowed_roots=allow_root
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        bundle=bundle,
+        allowed_roots=_given_roots(allow_root),
     )
     _serve(settings, build_components, allow_anonymous)
 
@@ -126,11 +200,14 @@ def demo(
     port: PortOpt = None,
     data_dir: DataDirOpt = None,
     bundle: BundleOpt = None,
+    allow_root: RootOpt = None,
 ) -> None:
     """Index the demo scenes under <data-dir>/demo and serve (`make run`; the scenes come from
-    `clipsearch models demo-data`)."""
+    `clipsearch models demo-data`); --allow-root lets you ingest a folder of your own too
+    (`make run ALLOW=DIR`)."""
     from clipsearch.bootstrap import build_components
 
+    roots = _given_roots(allow_root)
     settings = _settings(host=host, port=port, data_dir=data_dir, bundle=bundle)
     demo_dir = (settings.data_dir / "demo").resolve()
     if not any(demo_dir.rglob("*.png")):
@@ -142,7 +219,7 @@ def demo(
         )
         raise typer.Exit(2)
     settings = _settings(
-        host=host, port=port, data_dir=data_dir, bundle=bundle, allowed_roots=[demo_dir]
+        host=host, port=port, data_dir=data_dir, bundle=bundle, allowed_roots=[demo_dir, *roots]
     )
     _configure_logging(settings.log_level)
     log = logging.getLogger("clipsearch.demo")
@@ -178,9 +255,11 @@ def ingest(
     ],
     server: ServerOpt = DEFAULT_SERVER,
     api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Ingest through a running gateway, with a progress bar; exit 1 if any item failed."""
-    failed = remote.ingest(server, source_spec(sources), api_key)
+    """Ingest through a running gateway, with a progress bar (stderr); print the job (stdout);
+    exit 1 if any item failed."""
+    failed = remote.ingest(server, source_spec(sources), api_key, as_json=as_json)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -206,12 +285,26 @@ def search(
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
     server: ServerOpt = DEFAULT_SERVER,
     api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+    grpc: Annotated[
+        str | None, typer.Option("--grpc", help="ask the gRPC API at HOST:PORT, not --server")
+    ] = None,
 ) -> None:
-    """Search a running gateway and print a table of hits."""
+    """Search a running gateway: one line per hit on stdout (rank, score, kind, id, URI,
+    caption), or --json."""
     if (text is None) == (image is None):
         typer.echo("give a query text or --image FILE (not both)", err=True)
         raise typer.Exit(2)
-    remote.search(server, text=text, image=image, mode=mode, limit=limit, api_key=api_key)
+    remote.search(
+        server,
+        text=text,
+        image=image,
+        mode=mode,
+        limit=limit,
+        api_key=api_key,
+        as_json=as_json,
+        grpc_target=grpc,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -112,6 +112,48 @@ def eval_photos(
     )
 
 
+@app.command("eval-search")
+def eval_search(
+    bundle: Annotated[Path, typer.Argument(help="bundle folder")],
+    out: Annotated[Path | None, typer.Option(help="report folder (default: the bundle)")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="photo corpus cache (default .cache/clipsearch/photos)")
+    ] = None,
+) -> None:
+    """Mixed-kind search evaluation (image-only photos, captioned images, text-only documents,
+    video segments) through the HTTP API of a real gateway: R@1/R@10 per mode and item kind;
+    writes search-eval.json and SEARCH-EVAL.md."""
+    from models.eval.search.cli import eval_search_command
+
+    raise typer.Exit(
+        eval_search_command(bundle=bundle, out=out, cache=cache, gateway=_search_gateway)
+    )
+
+
+@contextmanager
+def _search_gateway(bundle: Path, data_dir: Path, allowed: Path) -> Iterator[TestClient]:
+    """``_photo_gateway`` that may also read files under ``allowed`` (the eval's videos), with
+    the default 5 s fixed video segments."""
+    from fastapi.testclient import TestClient
+
+    from clipsearch.bootstrap import build_components
+    from service.core.config import Settings
+    from service.gateway.app import create_app
+
+    settings = Settings(
+        data_dir=data_dir,
+        bundle=str(bundle),
+        qdrant={"url": None},  # type: ignore[arg-type]
+        broker={"url": None},  # type: ignore[arg-type]
+        encoder={"endpoints": []},  # type: ignore[arg-type]
+        auth={"api_keys": {}},  # type: ignore[arg-type]
+        sources={"allowed_roots": [allowed]},  # type: ignore[arg-type]
+        video={"segmenting": "fixed", "segment_s": 5.0},  # type: ignore[arg-type]
+    )
+    with TestClient(create_app(settings, build_components), raise_server_exceptions=False) as c:
+        yield c
+
+
 @contextmanager
 def _photo_gateway(bundle: Path, data_dir: Path) -> Iterator[TestClient]:
     """A real gateway (real lifespan: encoder, embedded store, job runner) on ``bundle``, served

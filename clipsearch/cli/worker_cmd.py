@@ -1,4 +1,8 @@
-"""``clipsearch worker``: one encoder worker process (one per GPU) serving gRPC ``Encoder``."""
+"""``clipsearch worker``: one encoder worker process (one per GPU) serving gRPC ``Encoder``.
+
+``--bundle A --bundle B`` serves both bundles (A the default for requests that name none); the
+environment's equivalent is ``CLIPSEARCH_BUNDLE=A`` with ``CLIPSEARCH_ENCODER__EXTRA_BUNDLES=B``.
+"""
 
 from __future__ import annotations
 
@@ -23,22 +27,31 @@ MetricsPortOpt = Annotated[
         min=0, max=65535, help="Prometheus port, 0 = off [CLIPSEARCH_WORKER__METRICS_PORT]"
     ),
 ]
-BundleOpt = Annotated[str | None, typer.Option(help="bundle folder or zoo name")]
+BundleOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="bundle folder or zoo name; repeat to serve several, the first the default "
+        "[CLIPSEARCH_BUNDLE, CLIPSEARCH_ENCODER__EXTRA_BUNDLES]"
+    ),
+]
 
 
 def worker_settings(
     port: int | None = None,
     host: str | None = None,
     metrics_port: int | None = None,
-    bundle: str | None = None,
+    bundle: str | list[str] | None = None,
 ) -> Settings:
-    """Environment first, then the options given on the command line."""
+    """Environment first, then the options given on the command line: the bundles given
+    replace the environment's default and extra bundles."""
     settings = Settings()
     given = {"port": port, "host": host, "metrics_port": metrics_port}
     worker = settings.worker.model_copy(update={k: v for k, v in given.items() if v is not None})
     update: dict[str, object] = {"worker": worker}
-    if bundle is not None:
-        update["bundle"] = bundle
+    bundles = [bundle] if isinstance(bundle, str) else list(bundle or [])
+    if bundles:
+        update["bundle"] = bundles[0]
+        update["encoder"] = settings.encoder.model_copy(update={"extra_bundles": bundles[1:]})
     return settings.model_copy(update=update)
 
 
@@ -49,9 +62,8 @@ def worker(
     bundle: BundleOpt = None,
 ) -> None:
     """Run an encoder worker: the model on this machine's accelerator behind gRPC."""
-    from clipsearch.bundles import load_configured_bundle
+    from clipsearch.bootstrap import build_registry
     from service.core.errors import ClipsearchError
-    from service.encoder.engine import EncoderEngine
     from service.worker.server import WorkerServer
 
     settings = worker_settings(port, host, metrics_port, bundle)
@@ -65,8 +77,7 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        engine = EncoderEngine(load_configured_bundle(settings), settings)
-        server = WorkerServer(settings, engine)
+        server = WorkerServer(settings, registry=build_registry(settings))
         server.start()
     except (ClipsearchError, OSError) as exc:
         log.error("the encoder worker cannot start: %s", exc)

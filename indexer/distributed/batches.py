@@ -30,12 +30,12 @@ from pydantic import ValidationError
 from indexer.distributed.lookups import request_matches
 from indexer.distributed.stream import PointStream
 from indexer.pipeline.entries import entry_points
-from indexer.sources.fetch import Fetcher, validate_url
 from indexer.sources.read import SourceEntry, SourceError, iter_source, kind_of, text_entry_id
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.core.schemas.sources import SourceSpec
+from service.items.fetch import Fetcher, validate_url
 from service.items.points import clean_text
 
 log = logging.getLogger(__name__)

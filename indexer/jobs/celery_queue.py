@@ -21,6 +21,13 @@ holds also for a job nobody asked about before Redis lost it.
   its tasks ask the writer (``indexer.distributed.lookups``), since the store may live in this
   gateway, out of the workers' reach.
 * ``retry_failed``: a new job over the failed items' task entries (kept in Redis by the writer).
+
+Redis away: the settler's ping (every ``SETTLE_INTERVAL_S``) keeps whether Redis answers, which
+``ready()`` returns without asking Redis. Meanwhile ``submit`` refuses at once with
+(unavailable) naming Redis and its URL (no password), leaving no record of the refused job;
+``status`` of a job still running answers the same 503 (an ended job's outcome is in its record);
+search, which needs no Redis, goes on. Once Redis answers again a new job runs, and a job whose
+progress Redis lost reads ``interrupted`` and resumes with ``retry``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from celery import Celery
 from pydantic import ValidationError
 
 from indexer.distributed.stream import PointStream
-from indexer.jobs.records import RecordFiles, new_job_record, now_iso
+from indexer.jobs.records import RecordFiles, new_job_record, newest_first, now_iso
 from indexer.sources.roots import resolve_local_dir
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
@@ -125,6 +132,11 @@ class CeleryJobQueue:
         self._lock = threading.RLock()
         self._open = {r["id"] for r in self._files.load_all() if _unsettled(r)}
         self._stop = threading.Event()
+        # Whether Redis answered the settler's last ping: readiness and submit read this, never
+        # Redis itself on a request's path. A first ping now (a refused connection fails fast).
+        self._redis_up = self._ping()
+        if not self._redis_up:
+            log.warning("%s", self._unreachable().message)
         self._settler = threading.Thread(target=self._settle_loop, name="job-settler", daemon=True)
         self._settler.start()
 
@@ -133,6 +145,8 @@ class CeleryJobQueue:
         if kind not in JOB_KINDS:
             raise invalid(f"unknown job kind {kind!r}")
         spec = self._checked_source(params.get("source", ""))
+        if not self._redis_up:  # refused before any record exists: nothing half-accepted
+            raise self._unreachable()
         job_id = uuid.uuid4().hex
         record = new_job_record(
             job_id, spec.model_dump(exclude_none=True), self._settings.collection
@@ -150,10 +164,24 @@ class CeleryJobQueue:
                 if progress is not None and status["state"] in ENDED:
                     self._keep_final(record, status)
             except redis.RedisError as exc:
-                raise ClipsearchError(
-                    ErrorType.unavailable, f"job progress is unreachable: {exc}", retry_after_s=5
-                ) from exc
+                if record.get("final"):  # an ended job's outcome is in its record
+                    return job_state(record, None)
+                raise self._unreachable() from exc
             return status
+
+    def list_jobs(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the records, each merged with its live progress as ``status`` does (one
+        Redis read per job on the page). A record deleted between listing and reading is left
+        out."""
+        ordered = newest_first(self._files.load_all())
+        page: list[dict[str, Any]] = []
+        for record in ordered[offset : offset + limit]:
+            try:
+                page.append(self.status(record["id"]))
+            except ClipsearchError as exc:
+                if exc.type is not ErrorType.not_found:
+                    raise
+        return page, len(ordered)
 
     def settle(self) -> None:
         """Look at each job not yet seen ended (``status`` keeps an ended job's outcome in its
@@ -232,10 +260,8 @@ class CeleryJobQueue:
         return self.submit("ingest", {"source": {"manifest_lines": entries}})
 
     def ready(self) -> bool:
-        try:
-            return bool(self._stream.redis.ping())
-        except redis.RedisError:
-            return False
+        """Whether Redis answered the last ping (cached: asks nothing)."""
+        return self._redis_up
 
     def close(self) -> None:
         self._stop.set()
@@ -259,18 +285,44 @@ class CeleryJobQueue:
                 queue=INDEX_QUEUE,
             )
         except Exception as exc:
-            record.update(state="failed", error=f"could not enqueue: {exc!r}", updated_at=now_iso())
-            self._persist(record)
-            raise ClipsearchError(
-                ErrorType.unavailable, "the job broker is unreachable", retry_after_s=5
-            ) from exc
+            self._redis_up = False
+            if resume:  # the job stays resumable: its record says why this attempt failed
+                record.update(
+                    state="failed", error=f"could not enqueue: {exc!r}", updated_at=now_iso()
+                )
+                self._persist(record)
+            else:  # a new job refused with 503 was never accepted: no record is left of it
+                self._files.path(job_id).unlink(missing_ok=True)
+            raise self._unreachable() from exc
         record.update(state="submitted", updated_at=now_iso())
         self._persist(record)
         with self._lock:
             self._open.add(job_id)
 
+    def _ping(self) -> bool:
+        try:
+            return bool(self._stream.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def _unreachable(self) -> ClipsearchError:
+        return ClipsearchError(
+            ErrorType.unavailable,
+            f"Redis (the job broker) at {self._settings.broker.safe_url} is unreachable: jobs "
+            "cannot be started or read until it is back; search is unaffected",
+            {"broker": self._settings.broker.safe_url},
+            retry_after_s=5,
+        )
+
     def _settle_loop(self) -> None:
         while not self._stop.wait(SETTLE_INTERVAL_S):
+            up = self._ping()
+            if up != self._redis_up:
+                if up:
+                    log.info("Redis at %s is back: jobs resume", self._settings.broker.safe_url)
+                else:
+                    log.warning("%s", self._unreachable().message)
+                self._redis_up = up
             try:
                 self.settle()
             except Exception:  # a bug here must not end the thread: the next pass may do

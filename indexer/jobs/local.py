@@ -28,10 +28,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from indexer.distributed.lookups import indexed_matches
-from indexer.jobs.records import RecordFiles, new_job_record, now_iso
+from indexer.jobs.records import RecordFiles, new_job_record, newest_first, now_iso
 from indexer.pipeline.batching import WriteBuffer, batched, prefetch
 from indexer.pipeline.entries import EntryOutcome, SkipCheck, entry_points
-from indexer.sources.fetch import Fetcher
 from indexer.sources.read import SourceEntry, SourceError, iter_source
 from indexer.sources.roots import resolve_local_dir
 from service.clients.base import EmbeddingClient
@@ -39,6 +38,7 @@ from service.core.config import Settings
 from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.core.schemas.sources import SourceSpec
+from service.items.fetch import Fetcher
 from service.store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,12 @@ class InProcessJobQueue:
             if record is None:
                 raise not_found(f"no job {job_id!r}")
             return json.loads(json.dumps(record))
+
+    def list_jobs(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        with self._lock:
+            ordered = newest_first(list(self._jobs.values()))
+            page = [json.loads(json.dumps(r)) for r in ordered[offset : offset + limit]]
+        return page, len(ordered)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Stop a queued or running job (between batches); what is indexed stays indexed."""
@@ -267,14 +273,21 @@ class InProcessJobQueue:
         fetcher: Fetcher,
         skip: SkipCheck | None,
     ) -> Generator[tuple[Sequence[SourceEntry], tuple[list[Point], list[EntryOutcome]]]]:
-        load = functools.partial(
-            entry_points,
-            embedder=self._embedder,
-            collection=collection,
-            settings=self._settings,
-            fetcher=fetcher,
-            skip=skip,
-        )
+        write_bundles = getattr(self._store, "write_bundles", None)
+
+        def load(batch: Sequence[SourceEntry]) -> tuple[list[Point], list[EntryOutcome]]:
+            # Asked per batch: during a model rollout each item is embedded by both bundles.
+            bundles = write_bundles(collection) if write_bundles is not None else [None]
+            return entry_points(
+                batch,
+                embedder=self._embedder,
+                collection=collection,
+                settings=self._settings,
+                fetcher=fetcher,
+                skip=skip,
+                bundles=bundles,
+            )
+
         batches = batched(entries, BATCH_SIZE)
         return prefetch(
             batches,

@@ -44,6 +44,11 @@ class RecordFiles:
         return records
 
 
+def newest_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Job records in the order ``GET /v1/jobs`` lists them: newest first; the id breaks ties."""
+    return sorted(records, key=lambda r: (str(r.get("created_at", "")), r["id"]), reverse=True)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 

@@ -99,6 +99,7 @@ class WriteBuffer(Generic[Outcome]):
         self._points, self._outcomes, self._since = [], [], None
         if points:
             # One id twice (a manifest naming one item twice, in two batches): the later wins,
-            # as it did when each batch was its own upsert.
-            self._write(list({p.id: p for p in points}.values()))
+            # as it did when each batch was its own upsert. Per bundle: during a model rollout
+            # an item has one point per bundle (``service.store.versions``), all kept.
+            self._write(list({(p.id, p.payload.get("model")): p for p in points}.values()))
         return outcomes

@@ -7,6 +7,10 @@ own reason. An image comes from a local path under the allowed roots or from a U
 embedded on the bulk lane and mean-pooled into the segment's ``image`` vector, with ``video_id``,
 ``t_start``, ``t_end`` and a keyframe thumbnail; readable segments of a damaged video are indexed
 and the unreadable ranges reported.
+
+Every embedding names its bundle: ``bundles`` (default: the encoder's default) lists those an
+entry is embedded with, one point per bundle, as during a model rollout
+(``VersionedStore.write_bundles``); the store routes each point to its bundle's version.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import numpy as np
 
 from indexer.pipeline.thumbnails import thumbnail_path, write_thumbnail
 from indexer.pipeline.video import SegmentError, VideoReader, pool_frames, thumbnail_jpeg
-from indexer.sources.fetch import Fetcher
 from indexer.sources.read import SourceEntry
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
@@ -33,9 +36,10 @@ from service.core.domain import Kind, Point, VectorValue, point_id
 from service.core.embeddings import ImageEmbedding
 from service.core.errors import ClipsearchError, invalid, too_large
 from service.items.describe import describe, label_summary, merge_labels
+from service.items.fetch import Fetcher
 from service.items.points import (
     Item,
-    build_points,
+    build_versioned_points,
     caption_multivectors,
     content_sha256,
     validate_item,
@@ -107,6 +111,7 @@ def entry_points(
     *,
     skip: SkipCheck | None = None,
     thumbnails: ThumbnailSink | None = None,
+    bundles: Sequence[str | None] = (None,),
 ) -> tuple[list[Point], list[EntryOutcome]]:
     """Load and embed (bulk lane) one batch without writing it: its points, and each entry's
     outcome in entry order. Both ingestion paths build points here; each then writes its own
@@ -158,9 +163,19 @@ def entry_points(
                 outcomes[i] = EntryOutcome(entry.id, skipped=True)
                 continue
         try:
-            video_points, partial = video_entry_points(
-                entry, embedder, collection, settings, thumbnails=thumbnails, data=data
-            )
+            video_points: list[Point] = []
+            partial: list[str] = []
+            for bundle in dict.fromkeys(bundles):
+                made, partial = video_entry_points(
+                    entry,
+                    embedder,
+                    collection,
+                    settings,
+                    thumbnails=thumbnails,
+                    data=data,
+                    bundle=bundle,
+                )
+                video_points += made
         except ClipsearchError as exc:
             outcomes[i] = EntryOutcome(entry.id, exc.message)
             continue
@@ -172,12 +187,14 @@ def entry_points(
                 point.payload["sha256"] = digest
         points += video_points
         outcomes[i] = EntryOutcome(entries[i].id, partial=partial)
-    results = build_points(embedder, collection, [item for _, item in loaded], lane="bulk")
+    results = build_versioned_points(
+        embedder, collection, [item for _, item in loaded], lane="bulk", bundles=bundles
+    )
     for (i, _), result in zip(loaded, results, strict=True):
         if isinstance(result, ClipsearchError):
             outcomes[i] = EntryOutcome(entries[i].id, result.message)
         else:
-            points.append(result)
+            points += result
             outcomes[i] = EntryOutcome(entries[i].id)
     return points, [outcomes[i] for i in range(len(entries))]
 
@@ -203,8 +220,13 @@ def index_entries(
     fetcher: Fetcher,
     skip: SkipCheck | None = None,
 ) -> list[EntryOutcome]:
-    """Load, embed (bulk lane) and upsert one batch; each entry's failure is its own."""
-    points, outcomes = entry_points(entries, embedder, collection, settings, fetcher, skip=skip)
+    """Load, embed (bulk lane) and upsert one batch; each entry's failure is its own. The
+    bundles are the store's for the collection (``write_bundles``) where it has them."""
+    write_bundles = getattr(store, "write_bundles", None)
+    bundles = write_bundles(collection) if write_bundles is not None else [None]
+    points, outcomes = entry_points(
+        entries, embedder, collection, settings, fetcher, skip=skip, bundles=bundles
+    )
     if points:
         store.upsert(collection, points)
     return outcomes
@@ -218,6 +240,7 @@ def video_entry_points(
     *,
     thumbnails: ThumbnailSink | None = None,
     data: bytes | None = None,
+    bundle: str | None = None,
 ) -> tuple[list[Point], list[str]]:
     """One point per readable segment, and a note per unreadable one; each segment's keyframe
     thumbnail goes to ``thumbnails`` (by default, written under ``settings.data_dir``). ``data``
@@ -235,8 +258,8 @@ def video_entry_points(
             f"caption is {len(caption)} characters; the limit is {limits.max_caption_chars} "
             "(limits.max_caption_chars)"
         )
-    texts = _text_vectors(embedder, caption, entry.description)
-    model = embedder.info().bundle
+    texts = _text_vectors(embedder, caption, entry.description, bundle)
+    model = embedder.info(bundle=bundle).bundle
     now = datetime.now(UTC).isoformat()
     save: ThumbnailSink = thumbnails or functools.partial(write_thumbnail, settings.data_dir)
     points: list[Point] = []
@@ -252,7 +275,7 @@ def video_entry_points(
                 partial.append(f"segment {part.index}{where}: {part.reason}")
                 continue
             frames = [_bmp(frame) for frame in part.frames]
-            results = embedder.encode_images(frames, lane="bulk")
+            results = embedder.encode_images(frames, lane="bulk", bundle=bundle)
             good = [r for r in results if not isinstance(r, ClipsearchError)]
             if not good:
                 partial.append(f"segment {part.index}: no frame could be embedded")
@@ -260,7 +283,7 @@ def video_entry_points(
             pid = point_id(collection, entry.id, part.index)
             thumb = thumbnail_path(collection, pid)
             save(thumb, thumbnail_jpeg(part.keyframe))
-            vectors, seen = segment_vectors(embedder, good, texts, entry.description)
+            vectors, seen = segment_vectors(embedder, good, texts, entry.description, bundle)
             points.append(
                 Point(
                     id=pid,
@@ -292,6 +315,7 @@ def segment_vectors(
     frames: Sequence[ImageEmbedding],
     texts: dict[str, VectorValue],
     description: str | None,
+    bundle: str | None = None,
 ) -> tuple[dict[str, VectorValue], dict[str, Any]]:
     """A segment's vectors, its frames' pooled (``pool_frames``) beside the video's own texts,
     and its payload's ``description``: the video's; for a video with no caption or description,
@@ -313,24 +337,25 @@ def segment_vectors(
         payload["description_generated"] = generate
         if generate:
             payload["description"] = written = describe(labels)
-            emb = embedder.embed_texts([written or ""], lane="bulk")
+            emb = embedder.embed_texts([written or ""], lane="bulk", bundle=bundle)
             vectors["description"] = emb.sentence[0].tolist()
     return vectors, payload
 
 
 def _text_vectors(
-    embedder: EmbeddingClient, caption: str | None, description: str | None
+    embedder: EmbeddingClient, caption: str | None, description: str | None, bundle: str | None
 ) -> dict[str, VectorValue]:
     """A video's caption (a multivector of its chunks) and description, embedded once and
     shared by its segments."""
     out: dict[str, VectorValue] = {}
     if caption:
-        [rows] = caption_multivectors(embedder, [caption], lane="bulk")
+        [rows] = caption_multivectors(embedder, [caption], lane="bulk", bundle=bundle)
         if isinstance(rows, ClipsearchError):
             raise rows
         out["caption"] = rows
     if description:
-        out["description"] = embedder.embed_texts([description], lane="bulk").sentence[0].tolist()
+        emb = embedder.embed_texts([description], lane="bulk", bundle=bundle)
+        out["description"] = emb.sentence[0].tolist()
     return out
 
 

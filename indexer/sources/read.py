@@ -4,7 +4,7 @@
 outside the allowed roots, a missing manifest, too many lines); then it yields one
 :class:`SourceEntry` per thing to index, or a :class:`SourceError` for an entry whose failure is
 its own, so one bad manifest line never stops the rest. Nothing is fetched or decoded here:
-URLs are checked for syntax only (addresses are vetted by ``indexer.sources.fetch`` when fetched).
+URLs are checked for syntax only (addresses are vetted by ``service.items.fetch`` when fetched).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, BinaryIO, Literal
 
 import httpx
 
-from indexer.sources.fetch import validate_url
-from indexer.sources.roots import allowed_roots, resolve_local_dir, under_roots
+from indexer.sources.roots import allowed_roots, how_to_allow, resolve_local_dir, under_roots
 from service.core.config import LimitsSettings, Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.core.schemas.sources import MAX_SOURCE_ITEMS, MAX_URL_CHARS, SourceSpec
+from service.items.fetch import validate_url
 
 EntryKind = Literal["image", "video", "text"]
 TextField = Literal["caption", "description"]
@@ -207,13 +207,19 @@ def _unlisted(failures: list[OSError]) -> Iterator[SourceError]:
 
 def _manifest_file(source: str, settings: Settings) -> Path:
     roots = allowed_roots(settings)
-    if not roots:
-        raise ClipsearchError(ErrorType.forbidden, "local ingestion is disabled: no allowed roots")
     path = Path(source).expanduser().resolve()
+    if not roots:
+        raise ClipsearchError(
+            ErrorType.forbidden,
+            f"local ingestion is disabled: no allowed roots; {how_to_allow(path.parent)}",
+        )
     if not under_roots(path, roots):
         detail = {"allowed_roots": [str(r) for r in roots]}
         raise ClipsearchError(
-            ErrorType.forbidden, f"manifest {source!r} is outside the allowed roots", detail
+            ErrorType.forbidden,
+            f"manifest {source!r} is outside the allowed roots "
+            f"({', '.join(str(r) for r in roots)}); {how_to_allow(path.parent)}",
+            detail,
         )
     if not path.is_file():
         raise invalid(f"manifest {source!r} does not exist or is not a file")
@@ -342,7 +348,10 @@ def _entry_uri(uri: str, base: Path | None, settings: Settings) -> tuple[str, En
         path = base / path
     real = path.resolve()
     if not under_roots(real, allowed_roots(settings)):
-        raise ClipsearchError(ErrorType.forbidden, f"{uri!r} is outside the allowed roots")
+        raise ClipsearchError(
+            ErrorType.forbidden,
+            f"{uri!r} is outside the allowed roots; {how_to_allow(real.parent)}",
+        )
     if not real.is_file():
         raise invalid(f"{uri!r} does not exist or is not a file")
     return real.as_uri(), kind_of(real.name)

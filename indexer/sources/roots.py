@@ -14,18 +14,18 @@ def resolve_local_dir(source: str, allowed: Sequence[Path]) -> Path:
     ``allowed`` roots."""
     if not source or "\0" in source:
         raise invalid("source must be a directory path")
+    path = Path(source).expanduser().resolve()
     if not allowed:
         raise ClipsearchError(
             ErrorType.forbidden,
-            "local ingestion is disabled: no allowed roots are configured "
-            "(set CLIPSEARCH_SOURCES__ALLOWED_ROOTS or pass --allow-root to serve)",
+            f"local ingestion is disabled: no allowed roots are configured; {how_to_allow(path)}",
         )
-    path = Path(source).expanduser().resolve()
     roots = [Path(r).expanduser().resolve() for r in allowed]
     if not under_roots(path, roots):
         raise ClipsearchError(
             ErrorType.forbidden,
-            f"path {source!r} is outside the allowed roots",
+            f"path {source!r} is outside the allowed roots "
+            f"({', '.join(str(r) for r in roots)}); {how_to_allow(path)}",
             {"allowed_roots": [str(r) for r in roots]},
         )
     if not path.exists():
@@ -33,6 +33,16 @@ def resolve_local_dir(source: str, allowed: Sequence[Path]) -> Path:
     if not path.is_dir():
         raise invalid(f"source {source!r} is not a directory")
     return path
+
+
+def how_to_allow(folder: Path) -> str:
+    """What a user does to let the gateway read ``folder``: the roots are fixed at start-up."""
+    return (
+        f"to allow it, restart the gateway with `--allow-root {folder}` "
+        f"(`clipsearch serve` or `demo`; `make run ALLOW={folder}`) "
+        f"or add it to CLIPSEARCH_SOURCES__ALLOWED_ROOTS (comma-separated; with a broker, "
+        f"the setting of the `clipsearch indexer` processes, which read the files)"
+    )
 
 
 def under_roots(path: Path, roots: list[Path]) -> bool:

@@ -80,11 +80,13 @@ def eval_command(
     *,
     split: str = "test",
     seed_offset: int = 0,
+    label: str | None = None,
     stream: TextIO | None = None,
 ) -> int:
     """Evaluate ``bundle`` (and baselines) on ``n`` scenes; write the report to ``out``.
 
     ``out`` defaults to the bundle folder, so ``EVAL.md`` ships beside ``manifest.json``.
+    ``label`` names the evaluated bundle for what it is in the report (beside the baselines).
     Messages go to ``stream`` (stderr by default); the return value is the exit code.
     """
     stream = stream or sys.stderr
@@ -97,6 +99,8 @@ def eval_command(
         named = parse_baselines(list(baselines))
         if n < 1:
             raise UsageError(f"--n must be at least 1, got {n}")
+        if label is not None and (not label.strip() or "|" in label or "\n" in label):
+            raise UsageError("--label must be one non-empty line without '|' (a table cell)")
     except UsageError as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
@@ -117,7 +121,7 @@ def eval_command(
         logger.debug("evaluation failed", exc_info=True)
         say(f"error: evaluation failed: {exc}")
         return EXIT_BUNDLE
-    json_path, md_path = write_report(result, out or bundle, baselines=base_results)
+    json_path, md_path = write_report(result, out or bundle, baselines=base_results, label=label)
     for t in result["targets"]:
         verdict = {True: "pass", False: "FAIL", None: "n/a"}[t["passed"]]
         value = "-" if t["value"] is None else f"{t['value']:.3f}"
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--split", default="test", help="scene split (default test)")
     parser.add_argument("--seed-offset", type=int, default=0, help="first scene index")
+    parser.add_argument(
+        "--label", default=None, help="what the evaluated bundle is, named in its report column"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return eval_command(
@@ -152,4 +159,5 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline,
         split=args.split,
         seed_offset=args.seed_offset,
+        label=args.label,
     )

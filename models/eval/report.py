@@ -106,15 +106,23 @@ def _header(cells: list[str]) -> list[str]:
     return [_row(cells), _row(["---"] * len(cells))]
 
 
-def to_markdown(result: dict[str, Any], baselines: dict[str, dict[str, Any]] | None = None) -> str:
+def to_markdown(
+    result: dict[str, Any],
+    baselines: dict[str, dict[str, Any]] | None = None,
+    *,
+    label: str | None = None,
+) -> str:
+    """The report; ``label`` names the evaluated bundle for what it is (its column and its line),
+    beside the baselines' names."""
     baselines = baselines or {}
     ref = result["bundle"]
+    value_col = f"value: {label}" if label else "value"
     rate = f"{result.get('images_per_s')} images/s, {result.get('texts_per_s')} texts/s"
     lines = [
         f"# Evaluation: `{ref}`",
         "",
         f"- bundle: `{ref}` ({'trained' if result.get('trained') else 'not trained'})"
-        f", folder `{result.get('bundle_dir')}`",
+        f", folder `{result.get('bundle_dir')}`" + (f"; {label}" if label else ""),
         f"- split: {result['split']}, n = {result['n']} (seen {result['n_seen']}, held-out "
         f"{result['n_held_out']}), seed offset {result.get('seed_offset', 0)}",
         f"- wall time: {result['wall_time_s']:.1f} s; throughput (preprocessing + inference): "
@@ -128,7 +136,7 @@ def to_markdown(result: dict[str, Any], baselines: dict[str, dict[str, Any]] | N
         "",
     ]
     base_cols = [f"baseline: {name} (`{b['bundle']}`)" for name, b in baselines.items()]
-    lines += _header(["target", "threshold", "value", "result", *base_cols])
+    lines += _header(["target", "threshold", value_col, "result", *base_cols])
     base_targets = [{t["id"]: t for t in check_targets(b)} for b in baselines.values()]
     for t in check_targets(result):
         value = _num(t["value"]) + (f" ({t['detail']})" if t["detail"] else "")
@@ -140,7 +148,8 @@ def to_markdown(result: dict[str, Any], baselines: dict[str, dict[str, Any]] | N
 
     lines += ["", "## Metrics", ""]
     gap_cols = ["gap (seen - held-out)", "gap, object-count matched"]
-    lines += _header(["metric", "all", "seen", "held-out", *gap_cols, *base_cols])
+    all_col = f"all: {label}" if label else "all"
+    lines += _header(["metric", all_col, "seen", "held-out", *gap_cols, *base_cols])
     m = result["metrics"]
     matched = result.get("gap_count_matched") or {}
     for key, label in METRICS:
@@ -174,11 +183,14 @@ def write_report(
     out_dir: Path,
     *,
     baselines: dict[str, dict[str, Any]] | None = None,
+    label: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``eval.json`` (result, targets, baselines) and ``EVAL.md`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {**result, "targets": check_targets(result)}
+    if label:
+        payload["label"] = label
     payload["baselines"] = {
         name: {**b, "targets": check_targets(b)} for name, b in (baselines or {}).items()
     }
@@ -189,5 +201,5 @@ def write_report(
         encoding="utf-8",
     )
     md_path = out_dir / MARKDOWN_NAME
-    md_path.write_text(to_markdown(result, baselines), encoding="utf-8")
+    md_path.write_text(to_markdown(result, baselines, label=label), encoding="utf-8")
     return json_path, md_path

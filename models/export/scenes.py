@@ -39,6 +39,7 @@ from models.train.towers import ClipModel, ImageEncoder, ImageTower, TextTower
 from service.core.bundle.manifest import (
     CLIP_MEAN,
     CLIP_STD,
+    Card,
     DescriptionEmbedder,
     Manifest,
     Spaces,
@@ -211,8 +212,46 @@ def _image_forwards(
     return out
 
 
+# What the scenes bundle is for (the manifest's card: shown at start-up, by /health/ready,
+# GET /v1/collections and the admin dashboard); a retrain writes it again.
+SCENES_CARD = Card(
+    domain=(
+        "demo only: synthetic rendered scenes of coloured shapes (circles, squares, triangles...)"
+        " and their captions; it does not understand photographs"
+    ),
+    intended_use=(
+        "Trying clipsearch end to end on its demo scenes (`clipsearch demo`, `make run`). Not for"
+        " real photographs: on photos it ranks the right image at about chance. For real media "
+        "export an OpenCLIP checkpoint (`clipsearch models export`) and roll the collection onto "
+        'it (POST /v1/admin/reindex {"bundle": ...}, then promote).'
+    ),
+    limitations=(
+        "Trained from scratch on rendered shape scenes: its vocabulary is colours, shapes, counts"
+        " and positions. A 56-dim colour x shape conjunction channel votes for toy-vocabulary "
+        "pairs on any input, so real photographs get confident but meaningless scores."
+    ),
+)
+
+# The ablation baseline (`models.train --no-conjunction`): the same recipe without the channel.
+NO_CONJUNCTION_CARD = SCENES_CARD.model_copy(
+    update={
+        "limitations": (
+            "Ablation baseline of the scenes recipe without its colour x shape conjunction "
+            "channel; trained from scratch on rendered shape scenes, for the scenes EVAL.md only."
+        )
+    }
+)
+
+
 def build_manifest(
-    root: Path, *, image_size: int, embed_dim: int, trained: bool, summary: str, version: str
+    root: Path,
+    *,
+    image_size: int,
+    embed_dim: int,
+    trained: bool,
+    summary: str,
+    version: str,
+    card: Card | None = SCENES_CARD,
 ) -> Manifest:
     """Both towers end in :func:`models.train.towers.joint_embedding`: unit-length outputs."""
     return Manifest(
@@ -245,6 +284,7 @@ def build_manifest(
         ),
         spaces=Spaces(image=embed_dim, caption=embed_dim, description=SENTENCE_DIM),
         files=hash_files(root, list(FILES)),
+        card=card,
     )
 
 
@@ -282,6 +322,9 @@ def export_scenes_bundle(
             trained=trained,
             summary=summary,
             version=version,
+            # The shipped card describes the conjunction channel; the ablation without it
+            # (`models.train --no-conjunction`) says what it is instead.
+            card=SCENES_CARD if model.cfg.conjunction else NO_CONJUNCTION_CARD,
         )
         tokenizer = TextTokenizer(root / "tokenizer.json", max_tokens=MAX_TOKENS, pad_id=PAD_ID)
         text_fw = _text_forwards(

@@ -2,7 +2,9 @@
 
 The defaults are the dev sweep's choice. ``--top-k 1`` builds the "top-1 class name only"
 ablation baseline from the same code; ``--colour-weight 0`` builds without the colour term, and
-``--views 5`` adds the four quadrant views (models/photo/dev/EXTRAS.md measured both).
+``--views 5`` adds the four quadrant views (models/photo/dev/EXTRAS.md measured both); ``--views 6``
+(the whole picture at ``--crop-input`` px and five crops) and ``--flip`` are the variants
+models/photo/dev/CROPS.md measured.
 ``--dev-root`` (the dev photos, unpacked by ``python -m models.photo.dev fetch --root DIR``)
 adds measured dev figures to the card and BUILD.md; ``--bench`` adds the image tower's CPU
 throughput.
@@ -20,6 +22,7 @@ from pathlib import Path
 from models.photo.build import PhotoConfig, build_photo_bundle
 from models.photo.classtext import TextConfig
 from models.photo.report import build_md, write_build_md
+from models.photo.tower import RULES, VARIANTS
 from models.photo.vocab import TEMPLATE_SETS
 
 DEFAULTS = PhotoConfig()
@@ -47,9 +50,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--views",
         type=int,
-        choices=(1, 5),
+        choices=(1, 5, 6),
         default=DEFAULTS.views,
-        help="5: the whole picture and its quadrants (the input doubles in size)",
+        help="5: the whole picture and its quadrants (the input doubles in size); 6: the whole "
+        "picture at --crop-input px and five crops of it (models/photo/dev/CROPS.md)",
+    )
+    p.add_argument("--crop-input", type=int, default=DEFAULTS.crop_input)
+    p.add_argument("--rule", choices=RULES[1:], default=DEFAULTS.rule, help="--views 6 only")
+    p.add_argument(
+        "--flip", action="store_true", help="average the whole picture with its mirror image"
     )
     p.add_argument("--view-gate", type=float, default=DEFAULTS.view_gate)
     p.add_argument("--view-weight", type=float, default=DEFAULTS.view_weight)
@@ -74,6 +83,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         (args.hypernym_weight >= 0, "--hypernym-weight must be 0 or more"),
         (0 <= args.view_gate < 1, "--view-gate must be in [0, 1)"),
         (args.view_weight >= 0, "--view-weight must be 0 or more"),
+        (
+            args.views != 6 or args.crop_input > VARIANTS[args.variant].image_size,
+            "--crop-input must be larger than the variant's image size",
+        ),
+        (args.crop_input <= 2 * VARIANTS[args.variant].image_size, "--crop-input too large"),
         (
             args.wordnet.is_file(),
             f"--wordnet {args.wordnet} is not a file (apt-get install wordnet-base)",
@@ -100,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         views=args.views,
         view_gate=args.view_gate,
         view_weight=args.view_weight,
+        crop_input=args.crop_input,
+        rule=args.rule,
+        flip=args.flip,
         version=args.version,
         wordnet=args.wordnet,
     )

@@ -53,7 +53,10 @@ CHOSEN_TEXT = TextConfig(templates="photo", synonyms=1, hypernyms=13, hypernym_w
 # models/photo/dev/EXTRAS.md: the colour term at 0.3 lifts the dev colour queries (R@1 0.52 ->
 # 0.60, mean rank 4.5 -> 2.6) and scenes, and costs the object queries one R@1 hit in 201 while
 # their mean rank improves. Five views (whole + quadrants) gained nothing on top of it on the dev
-# set, at a fifth of the speed, so one view stays the default.
+# set, at a fifth of the speed, so one view stays the default. models/photo/dev/CROPS.md: a 336 px
+# whole view with five crops (any of five rules), the mirror image, Lite2 and Lite0 + Lite2 all
+# score below one view on the dev criterion, and re-sweeping top-k/temperature/broader terms
+# on the best three finds nothing above one view at k=10, T=2.
 COLOUR_WEIGHT = 0.3
 
 
@@ -69,9 +72,12 @@ class PhotoConfig:
     temperature: float = 2.0
     label_k: int = 5
     colour_weight: float = COLOUR_WEIGHT  # 0 builds without the colour term
-    views: int = 1  # 1, or 5: the whole picture and its quadrants (input twice the size)
+    views: int = 1  # 1, 5 (whole + quadrants, input doubled) or 6 (whole + 5 crops, crop_input)
     view_gate: float = 0.5
     view_weight: float = 1.0
+    crop_input: int = 336  # views=6: the graph's input size; the crops are view_size
+    rule: str = "mean"  # views=6: how the six views' probabilities combine (tower.combine)
+    flip: bool = False  # average the whole picture's probabilities with its mirror image's
     version: str = VERSION
     wordnet: Path = DEFAULT_DATA_NOUN
 
@@ -82,8 +88,16 @@ class PhotoConfig:
 
     @property
     def image_size(self) -> int:
-        """The graph's input size: the view size, doubled when quadrants are views too."""
-        return self.view_size * (2 if self.views > 1 else 1)
+        """The graph's input size: the view size, doubled when quadrants are views too, and
+        ``crop_input`` when the crops are views."""
+        if self.views == 6:
+            return self.crop_input
+        return self.view_size * (2 if self.views == 5 else 1)
+
+    @property
+    def colour_size(self) -> int:
+        """The size of the picture the colour term reads (the whole picture's view)."""
+        return self.image_size if self.views == 6 else self.view_size
 
 
 @dataclass
@@ -127,7 +141,10 @@ def build_photo_bundle(
         views=config.views,
         view_gate=config.view_gate,
         view_weight=config.view_weight,
-        colour=ColourNames(config.view_size, LITE_MEAN, LITE_STD),
+        crop_size=config.view_size if config.views == 6 else 0,
+        rule=config.rule if config.views == 6 else "whole",
+        flip=config.flip,
+        colour=ColourNames(config.colour_size, LITE_MEAN, LITE_STD),
         colour_embeds=torch.from_numpy(colours),
         colour_weight=config.colour_weight,
     ).eval()

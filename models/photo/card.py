@@ -108,12 +108,11 @@ def build_manifest(
     figures: dict[str, float] | None = None,
 ) -> Manifest:
     t = config.text
-    views = (
-        f" over the whole picture and its four quadrants (a quadrant adds a class above "
-        f"probability {config.view_gate:g})"
-        if config.views > 1
-        else ""
-    )
+    views = {
+        5: f" over the whole picture and its four quadrants (a quadrant adds a class above "
+        f"probability {config.view_gate:g})",
+        6: f" over the whole picture and five crops of it, combined by {config.rule}",
+    }.get(config.views, "") + (" and its mirror image" if config.flip else "")
     colour = (
         f", plus the picture's basic colour terms at weight {config.colour_weight:g},"
         if config.colour_weight > 0
@@ -168,6 +167,11 @@ def build_manifest(
             domain=(
                 "real photographs; text search through ImageNet-1k's 1,000 classes and their "
                 "WordNet broader terms (zero-shot, ConSE)"
+            ),
+            intended_use=(
+                "Searching everyday photographs by the objects in them (ImageNet-1k's classes) "
+                "and finding similar photos; not a general CLIP: for open-vocabulary or "
+                "compositional queries export an OpenCLIP checkpoint (`clipsearch models export`)."
             ),
             components=components(config),
             figures=dict(figures or {}),

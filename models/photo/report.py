@@ -99,13 +99,7 @@ def build_md(
         f"(published ImageNet top-1 {VARIANTS[config.variant].published_top1}%)",
         f"- ConSE: top-k {config.top_k}, temperature {config.temperature:g}; labels: top "
         f"{config.label_k} by plain softmax",
-        (
-            f"- views: the whole picture ({config.view_size}px, averaged 2x2) and its four "
-            f"{config.view_size}px quadrants; a quadrant adds {config.view_weight:g} x its "
-            f"probability above {config.view_gate:g}"
-            if config.views > 1
-            else f"- views: one ({config.view_size}px)"
-        ),
+        _views_line(config),
         (
             f"- colour: basic colour terms (models/photo/colour.py) at weight "
             f"{config.colour_weight:g}"
@@ -124,6 +118,7 @@ def build_md(
         "table is models/photo/dev/SWEEP.md. The colour term and the views were measured by "
         "`python -m models.photo.dev extras` (models/photo/dev/EXTRAS.md).",
         "",
+        *_crops_section(),
         "## Dev figures (this bundle, ONNX Runtime, serving preprocessing)",
         "",
         *_dev_table(figures),
@@ -146,6 +141,56 @@ def build_md(
             "(onnxruntime CPU, 2 threads, batch 32, best of 5).",
         ]
     return "\n".join(lines) + "\n"
+
+
+CROPS_MD = Path(__file__).parent / "dev" / "CROPS.md"
+CROPS_TABLE = "## Variants at the chosen ConSE settings"
+
+
+def _crops_section(path: Path = CROPS_MD) -> list[str]:
+    """The dev table of crops, mirror images and a second backbone (CROPS.md), and the choice."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if CROPS_TABLE not in text:
+        return []
+    table = text.split(CROPS_TABLE, 1)[1].strip().split("\n\n", 1)[0].splitlines()
+    return [
+        "## Crops, mirror images, a second backbone (dev set)",
+        "",
+        "Measured by `python -m models.photo.dev crops` (models/photo/dev/CROPS.md, which also "
+        "re-sweeps top-k, temperature and the broader terms on the best three): the colour term "
+        "at the build's weight, ConSE at the chosen settings.",
+        "",
+        *table,
+        "",
+        "None beats one view on the dev criterion, so the bundle keeps one 224 px view. Crops "
+        "cost the single-object photos that most dev photos are (cut-out stamps) more than they "
+        "gain on the few full scenes, a 336 px whole view reads the stamps worse, the mirror "
+        "image gains one object query of 201 and loses one category query, and Lite2, alone or "
+        "averaged with Lite0, loses scenes; re-sweeping top-k, temperature and the broader terms "
+        "on the best three finds nothing above one view at k=10, T=2. The dev set has few "
+        "cluttered photos, so it cannot show what crops would do for a small object in a busy "
+        "picture.",
+        "",
+    ]
+
+
+def _views_line(config: PhotoConfig) -> str:
+    flip = ", averaged with its mirror image" if config.flip else ""
+    if config.views == 5:
+        return (
+            f"- views: the whole picture ({config.view_size}px, averaged 2x2){flip} and its four "
+            f"{config.view_size}px quadrants; a quadrant adds {config.view_weight:g} x its "
+            f"probability above {config.view_gate:g}"
+        )
+    if config.views == 6:
+        return (
+            f"- views: the whole picture ({config.image_size}px){flip} and five "
+            f"{config.view_size}px crops of it (four corners, the centre), combined by "
+            f"`{config.rule}`"
+        )
+    return f"- views: one ({config.view_size}px){flip}"
 
 
 def _cpus() -> int:

@@ -6,7 +6,8 @@ al., "Zero-Shot Learning by Convex Combination of Semantic Embeddings", ICLR 201
 embedding is the probability-weighted mean of the text embeddings of its top-k classes, so it
 lives in the text tower's sentence space and any text query can search it. One graph gives all
 four outputs, so serving runs the image through it once. Optional parts: a colour term
-(:mod:`models.photo.colour`) and class evidence from four quadrant views.
+(:mod:`models.photo.colour`), class evidence from four quadrant views or from five crops of a
+larger input, and the mirror image (models/photo/dev/EXTRAS.md and CROPS.md measured them).
 
 Text tower: all-MiniLM-L6-v2's sentence embedding (:class:`models.train.minilm.MiniLM`),
 exposed twice: as the joint-space output and as the description embedder's.
@@ -97,7 +98,7 @@ def feature_dim(net: nn.Module) -> int:
     return cast(nn.Linear, net._fc).in_features
 
 
-VIEWS = (1, 5)
+VIEWS = (1, 5, 6)
 
 
 class PhotoImageTower(nn.Module):
@@ -107,6 +108,12 @@ class PhotoImageTower(nn.Module):
     The top-k classes by log-probability are the top-k by softmax at any temperature, and a
     softmax renormalised over a subset is the softmax of that subset's log-probabilities; so one
     ``topk`` serves both the ConSE weights (temperature T, top_k) and the labels.
+
+    ``views=6``: the input is larger than ``crop_size`` (the backbone's own size); the backbone
+    sees the whole input at its size (it is fully convolutional with global pooling) and five
+    ``crop_size`` crops of it (:func:`crop_views`: four overlapping corners and the centre), and
+    ``rule`` (:func:`combine`) makes one distribution of the six. ``flip`` averages the whole
+    picture's probabilities with its mirror image's.
 
     ``views=5``: the input is twice the backbone's size; the backbone sees the whole picture
     (averaged down 2x2) and its four quadrants at full resolution. A quadrant adds a class only
@@ -133,6 +140,9 @@ class PhotoImageTower(nn.Module):
         views: int = 1,
         view_gate: float = 0.5,
         view_weight: float = 1.0,
+        crop_size: int = 0,
+        rule: str = "whole",
+        flip: bool = False,
         colour: nn.Module | None = None,
         colour_embeds: torch.Tensor | None = None,
         colour_weight: float = 0.0,
@@ -143,12 +153,17 @@ class PhotoImageTower(nn.Module):
             raise ValueError(f"need 1 <= top_k, label_k <= {classes} and temperature > 0")
         if views not in VIEWS or not 0 <= view_gate < 1 or view_weight < 0:
             raise ValueError(f"need views in {VIEWS}, 0 <= view_gate < 1 and view_weight >= 0")
+        if views == 6 and (crop_size < 1 or rule == "whole"):
+            raise ValueError("views=6 needs a crop_size and a rule that uses the crops")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
         if colour_weight < 0 or (colour_weight > 0 and (colour is None or colour_embeds is None)):
             raise ValueError("colour_weight > 0 needs a colour head and colour embeddings")
         self.backbone = backbone
         self.register_buffer("class_embeds", class_embeds.detach().float().contiguous())
         self.top_k, self.temperature, self.label_k = top_k, float(temperature), label_k
         self.views, self.view_gate, self.view_weight = views, float(view_gate), float(view_weight)
+        self.crop_size, self.rule, self.flip = crop_size, rule, flip
         self.colour = colour if colour_weight > 0 else None
         empty = torch.zeros(0, class_embeds.shape[1])
         picked = colour_embeds if colour_embeds is not None and colour_weight > 0 else empty
@@ -161,9 +176,20 @@ class PhotoImageTower(nn.Module):
 
     def class_log_probs(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled features of the whole picture, class log-probabilities [n, classes])."""
-        if self.views == 1:
+        if self.views == 1 and not self.flip:
             pooled, logits = self.features(pixel_values)
             return pooled, logits.log_softmax(dim=-1)
+        if self.views in (1, 6):
+            n = pixel_values.shape[0]
+            seen = torch.cat([pixel_values, pixel_values.flip(-1)]) if self.flip else pixel_values
+            pooled, logits = self.features(seen)
+            whole = logits.softmax(dim=-1)
+            whole = (whole[:n] + whole[n:]) / 2 if self.flip else whole
+            crops = None
+            if self.views == 6:
+                _, crop_logits = self.features(torch.cat(crop_views(pixel_values, self.crop_size)))
+                crops = crop_logits.softmax(dim=-1).reshape(5, n, -1).transpose(0, 1)
+            return pooled[:n], combine(whole, crops, self.rule).log()
         n = pixel_values.shape[0]
         whole, quadrants = split_views(pixel_values)
         pooled, logits = self.features(torch.cat([whole, *quadrants]))
@@ -172,7 +198,7 @@ class PhotoImageTower(nn.Module):
         return pooled[:n], mixed.log()
 
     def whole_view(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return pixel_values if self.views == 1 else F.avg_pool2d(pixel_values, 2)
+        return F.avg_pool2d(pixel_values, 2) if self.views == 5 else pixel_values
 
     def forward(
         self, pixel_values: torch.Tensor
@@ -202,11 +228,53 @@ def split_views(pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Te
     return F.avg_pool2d(pixel_values, 2), quadrants
 
 
+def crop_views(pixel_values: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Five ``size`` px crops of a larger square input: the four corners (top left, top right,
+    bottom left, bottom right; they overlap when ``size`` is more than half the input) and the
+    centre."""
+    side = pixel_values.shape[-1]
+    if not side // 2 <= size <= side:
+        raise ValueError(f"crop size {size} must be between half and all of {side}")
+    far, mid = side - size, (side - size) // 2
+    return [
+        pixel_values[:, :, top : top + size, left : left + size]
+        for top, left in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))
+    ]
+
+
 def mix_views(whole: torch.Tensor, crops: torch.Tensor, gate: float, weight: float) -> torch.Tensor:
     """Class probabilities [n, C] from the whole picture's [n, C] and the crops' [v, n, C]: each
     crop adds ``weight`` times what its probability of a class exceeds ``gate``, renormalised.
     Below the gate a crop adds nothing, so its guesses about a cut-up object stay out."""
     mixed = whole + weight * (crops - gate).clamp(min=0).sum(dim=0)
+    return mixed / mixed.sum(dim=-1, keepdim=True)
+
+
+RULES = ("whole", "max", "noisy_or", "whole_max", "mean", "gated")
+
+
+def combine(whole: torch.Tensor, crops: torch.Tensor | None, rule: str) -> torch.Tensor:
+    """One class distribution [n, C] from the whole picture's probabilities [n, C] and, unless
+    ``rule`` is ``whole``, its crops' [n, v, C]: ``max`` per class over all views; ``noisy_or``
+    1 - prod(1 - p); ``whole_max`` the mean of the whole picture's and the crops' maximum;
+    ``mean`` over all views; ``gated`` :func:`mix_views` at gate 0.5, weight 1. Renormalised."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
+    if rule == "whole" or crops is None:
+        if rule != "whole":
+            raise ValueError(f"rule {rule!r} needs crops")
+        return whole / whole.sum(dim=-1, keepdim=True)
+    views = torch.cat([whole.unsqueeze(1), crops], dim=1)  # [n, 1 + v, C]
+    if rule == "max":
+        mixed = views.amax(dim=1)
+    elif rule == "noisy_or":
+        mixed = 1 - (1 - views).clamp(min=0).prod(dim=1)
+    elif rule == "whole_max":
+        mixed = (whole + crops.amax(dim=1)) / 2
+    elif rule == "mean":
+        mixed = views.mean(dim=1)
+    else:
+        mixed = mix_views(whole, crops.transpose(0, 1), 0.5, 1.0)
     return mixed / mixed.sum(dim=-1, keepdim=True)
 
 

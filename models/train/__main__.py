@@ -3,6 +3,7 @@
     python -m models.train --out models/zoo/scenes --seed 0
     python -m models.train --out /tmp/no-hn --seed 0 --no-hard-negatives   # eval baseline
     python -m models.train --out /tmp/init --seed 0 --init-only            # untrained image tower
+    python -m models.train --out /tmp/no-conj --seed 0 --no-conjunction    # ablation baseline
 
 Pipeline: scenes -> rendered images + distinct texts -> MiniLM token-state cache -> CLIP
 training of the image CNN and the text head (global and conjunction parts) -> ONNX export with
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=TowerConfig.image_size)
     p.add_argument("--no-hard-negatives", action="store_true", help="plain CLIP loss (baseline)")
     p.add_argument("--init-only", action="store_true", help="export the towers at initialisation")
+    p.add_argument(
+        "--no-conjunction",
+        action="store_true",
+        help="leave the colour x shape conjunction channel out (ablation baseline)",
+    )
     p.add_argument("--eval-scenes", type=int, default=1000, help="0 skips the sanity evaluation")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument(
@@ -65,12 +71,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    tcfg = TowerConfig(image_size=args.image_size)
+    tcfg = TowerConfig(image_size=args.image_size, conjunction=not args.no_conjunction)
     cfg = TrainConfig(
         steps=0 if args.init_only else args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         hard_negatives=not args.no_hard_negatives,
+        conj_weight=0.0 if args.no_conjunction else TrainConfig.conj_weight,
     )
     minilm = load_minilm()
     model = ClipModel(tcfg)
@@ -100,9 +107,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "clipsearch scenes: frozen all-MiniLM-L6-v2 text tower with a trained head, a small "
         "CNN image tower trained from scratch on synthetic shape scenes, and a colour-shape "
         "conjunction channel in both."
-        if not args.init_only
-        else "Untrained baseline: image tower and text projection at initialisation."
     )
+    if args.no_conjunction:
+        summary = (
+            "Ablation baseline: the scenes recipe without the colour-shape conjunction channel "
+            "(global embedding only)."
+        )
+    if args.init_only:
+        summary = "Untrained baseline: image tower and text projection at initialisation."
     report = export_scenes_bundle(
         args.out,
         minilm=minilm,

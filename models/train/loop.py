@@ -85,12 +85,14 @@ def encode_text_rows(
         batch = states.batch(rows[sel])
         emb, out = model.encode_text(batch.states, batch.mask, batch.sentence)
         parts.append(emb)
-        losses.append(
-            text_conjunction_loss(out.logits, batch.mask, batch.colour, batch.shape) * len(sel)
-        )
+        if out.logits is not None:  # None without the conjunction channel: no labels to fit
+            losses.append(
+                text_conjunction_loss(out.logits, batch.mask, batch.colour, batch.shape) * len(sel)
+            )
     inverse = torch.empty(len(rows), dtype=torch.long)
     inverse[torch.from_numpy(order)] = torch.arange(len(rows))
-    return torch.cat(parts)[inverse], torch.stack(losses).sum() / len(rows)
+    conj = torch.stack(losses).sum() / len(rows) if losses else torch.zeros(())
+    return torch.cat(parts)[inverse], conj
 
 
 def batch_loss(
@@ -134,7 +136,7 @@ def batch_loss(
             torch.from_numpy(valid),
             model.logit_scale,
         )
-    if cfg.conj_weight:
+    if cfg.conj_weight and parts.logits is not None:
         colour, shape, gate = cell_labels(data.geometry[idx], dx, dy, parts.logits.gate.shape[-1])
         terms["conj_image"] = cfg.conj_weight * image_conjunction_loss(
             parts.logits, torch.from_numpy(colour), torch.from_numpy(shape), torch.from_numpy(gate)

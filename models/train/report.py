@@ -24,6 +24,8 @@ def _command(args: dict[str, str]) -> str:
         parts.append("--no-hard-negatives")
     if args.get("init_only") == "True":
         parts.append("--init-only")
+    if args.get("no_conjunction") == "True":
+        parts.append("--no-conjunction")
     return " ".join(parts)
 
 

@@ -15,6 +15,10 @@ image embedding learnt contrastively binds colours to shapes only for pairs it w
 The outer product binds by construction, and composes: a (colour, shape) pair never seen in
 training lands in its own histogram cell from a colour and a shape that were each seen. Both
 factors are trained with direct labels (:mod:`models.train.labels`), the embedding contrastively.
+
+``TowerConfig(conjunction=False)`` leaves the second part out (no heads, no labels, the joint
+space is the global part alone): the ablation EVAL.md reports beside the shipped bundle, whose
+channel encodes the evaluation's own colour x shape vocabulary.
 """
 
 from __future__ import annotations
@@ -45,10 +49,12 @@ class TowerConfig:
     # The stage whose feature map (stride 2**stage: 10x10 cells at 80 px) feeds the conjunction
     # heads: fine enough that most cells see one object, deep enough to see its shape.
     conj_stage: int = 3
+    # False: no conjunction part at all (the ablation baseline); the joint space is embed_dim.
+    conjunction: bool = True
 
     @property
     def joint_dim(self) -> int:
-        return self.embed_dim + CONJ_DIM
+        return self.embed_dim + (CONJ_DIM if self.conjunction else 0)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -64,19 +70,22 @@ class Conjunction(NamedTuple):
 
 class Parts(NamedTuple):
     global_: torch.Tensor  # [b, embed_dim]
-    conj: torch.Tensor  # [b, CONJ_DIM]
-    logits: Conjunction
+    conj: torch.Tensor | None  # [b, CONJ_DIM]; None without the conjunction channel
+    logits: Conjunction | None
 
 
 def joint_embedding(
-    global_: torch.Tensor, conj: torch.Tensor, conj_scale: torch.Tensor
+    global_: torch.Tensor, conj: torch.Tensor | None, conj_scale: torch.Tensor
 ) -> torch.Tensor:
     """Unit vector [b, joint_dim]: the unit global part beside the conjunction part.
 
     The conjunction part is shrunk to unit length only when it is longer (an image with objects,
     a text naming "<colour> <shape>" pairs); a text that names none ("three objects") keeps its
-    near-zero histogram instead of having gate noise blown up to full weight.
+    near-zero histogram instead of having gate noise blown up to full weight. Without the
+    channel (``conj`` None) the embedding is the unit global part.
     """
+    if conj is None:
+        return F.normalize(global_, dim=-1)
     conj = conj / conj.norm(dim=-1, keepdim=True).clamp(min=1.0)
     return F.normalize(torch.cat([F.normalize(global_, dim=-1), conj_scale * conj], dim=-1), dim=-1)
 
@@ -123,14 +132,20 @@ class ImageEncoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(cfg.image_hidden, cfg.embed_dim),
         )
-        width = cfg.widths[cfg.conj_stage - 1]
-        self.conj_mix = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))
-        self.colour = nn.Conv2d(width, N_COLOURS, 1)
-        self.shape = nn.Conv2d(width, N_SHAPES, 1)
-        self.gate = nn.Conv2d(width, 1, 1)
+        self.conjunction = cfg.conjunction
+        if cfg.conjunction:
+            width = cfg.widths[cfg.conj_stage - 1]
+            self.conj_mix = nn.Sequential(
+                nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)
+            )
+            self.colour = nn.Conv2d(width, N_COLOURS, 1)
+            self.shape = nn.Conv2d(width, N_SHAPES, 1)
+            self.gate = nn.Conv2d(width, 1, 1)
 
     def parts(self, pixels: torch.Tensor) -> Parts:
         low = self.low(pixels)
+        if not self.conjunction:
+            return Parts(self.head(self.high(low)), None, None)
         mix = self.conj_mix(low)
         logits = Conjunction(self.colour(mix), self.shape(mix), self.gate(mix))
         colour = (logits.colour.softmax(dim=1) * torch.sigmoid(logits.gate)).flatten(2)
@@ -150,11 +165,16 @@ class TextHead(nn.Module):
             nn.GELU(),
             nn.Linear(cfg.head_hidden, cfg.embed_dim),
         )
-        self.colour = nn.Linear(in_dim, N_COLOURS)
-        self.shape = nn.Linear(in_dim, N_SHAPES)
-        self.gate = nn.Linear(2 * in_dim, 1)
+        self.conjunction = cfg.conjunction
+        if cfg.conjunction:
+            self.colour = nn.Linear(in_dim, N_COLOURS)
+            self.shape = nn.Linear(in_dim, N_SHAPES)
+            self.gate = nn.Linear(2 * in_dim, 1)
 
     def parts(self, states: torch.Tensor, mask: torch.Tensor, sentence: torch.Tensor) -> Parts:
+        global_ = self.linear(sentence) + self.mlp(sentence)
+        if not self.conjunction:
+            return Parts(global_, None, None)
         first, second = states[:, :-1], states[:, 1:]
         logits = Conjunction(
             self.colour(first), self.shape(second), self.gate(torch.cat([first, second], dim=-1))
@@ -162,7 +182,7 @@ class TextHead(nn.Module):
         pair = (mask[:, :-1] * mask[:, 1:]).unsqueeze(-1)
         colour = logits.colour.softmax(dim=-1) * torch.sigmoid(logits.gate) * pair
         conj = _outer(colour.transpose(1, 2), logits.shape.softmax(dim=-1).transpose(1, 2))
-        return Parts(self.linear(sentence) + self.mlp(sentence), conj, logits)
+        return Parts(global_, conj, logits)
 
 
 class ClipModel(nn.Module):
@@ -176,7 +196,8 @@ class ClipModel(nn.Module):
         self.text = TextHead(cfg)
         # CLIP's initial temperature 0.07, learnt in log space.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.conj_scale = nn.Parameter(torch.tensor(1.0))
+        # Unused (and not trained) without the conjunction channel.
+        self.conj_scale = nn.Parameter(torch.tensor(1.0), requires_grad=cfg.conjunction)
 
     def encode_image(self, pixels: torch.Tensor) -> tuple[torch.Tensor, Parts]:
         parts = self.image.parts(pixels)

@@ -1,30 +1,51 @@
-"""The interface the gateway's admin routes use to run reindexes (``indexer.reindex`` builds it;
-the gateway never imports ``indexer``)."""
+"""The interface the gateway's admin routes (and the admin dashboard) use to run model rollouts
+(``indexer.reindex`` builds it; the gateway never imports ``indexer``)."""
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
 class Reindexer(Protocol):
-    def start(self, collection: str, bundle: str | None = None) -> dict[str, Any]:
-        """Begin building the next version of ``collection``; its record (``id``, ``state``,
-        ``source``, ``target``). (conflict) while another reindex of it runs; (invalid_input)
-        for a bundle this gateway cannot embed with."""
+    def start(
+        self, collection: str, bundle: str | None = None, promote: str = "manual"
+    ) -> dict[str, Any]:
+        """Begin building the next version of ``collection`` with ``bundle`` (a served
+        ``name@version`` or name, a zoo name, a bundle folder, ``tiny``; None: the current
+        version's); its record. (not_found) for an unknown collection or bundle;
+        (invalid_input) for a bundle whose files fail their checksums, or one remote workers do
+        not serve; (conflict) while another rollout of it is active or another one builds."""
 
     def status(self, reindex_id: str) -> dict[str, Any]:
-        """``{"id","collection","state","source","target","total","done","rebuilt","copied",
-        "notes","rate_per_s","eta_s",...}``; (not_found) for an unknown id."""
+        """``{"id","collection","state","bundle","source_bundle","source","target","total",
+        "done","rebuilt","copied","missing","notes","rate_per_s","eta_s","comparison",...}``;
+        ``state`` in queued|building|ready|promoting|completed|failed|cancelled; (not_found)
+        for an unknown id."""
 
     def list(self) -> list[dict[str, Any]]:
-        """Every reindex this gateway ran, newest first."""
+        """Every rollout this gateway ran, newest first."""
 
     def cancel(self, reindex_id: str) -> dict[str, Any]:
-        """Stop a running reindex and drop the version it was building; searches never noticed."""
+        """Stop a queued, building or ready rollout and drop the version it built; searches
+        never noticed. (conflict) in any other state."""
+
+    def promote(self, reindex_id: str) -> dict[str, Any]:
+        """Switch a ``ready`` rollout's collection to the new version and its bundle in one
+        atomic alias update; its record (``completed``). (conflict) unless ready."""
 
     def rollback(self, collection: str) -> dict[str, Any]:
-        """Point the collection back at its previous version: ``{"collection","from","to"}``."""
+        """Point the collection (and so its query model) back at its previous version:
+        ``{"collection","from","to","bundle"}``. (conflict) with nothing to return to."""
+
+    def set_golden(self, collection: str, queries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Store the golden set ``[{"text","expected":[ids]}]`` a rollout's comparison scores
+        both versions on: ``{"collection","queries"}``. (invalid_input) for another shape."""
+
+    def golden(self, collection: str) -> builtins.list[dict[str, Any]]:
+        """The golden set stored for ``collection`` (empty without one)."""
 
     def ready(self) -> bool: ...
 

@@ -31,21 +31,28 @@ __all__ = [
 
 @runtime_checkable
 class EmbeddingClient(Protocol):
-    def info(self) -> EncoderInfo: ...
+    """Every call takes an optional ``bundle`` (``name@version``): the bundle to embed with, of
+    those the encoder serves (``info().bundles``); ``None`` = the default bundle. An unknown
+    bundle raises ClipsearchError(not_found) naming the bundles served."""
 
-    def embed_texts(self, texts: Sequence[str], *, lane: Lane = "interactive") -> TextEmbeddings:
+    def info(self, *, bundle: str | None = None) -> EncoderInfo:
+        """The bundle's (default: the default bundle's) info; ``bundles`` lists all served."""
+
+    def embed_texts(
+        self, texts: Sequence[str], *, lane: Lane = "interactive", bundle: str | None = None
+    ) -> TextEmbeddings:
         """Embed texts; raises ClipsearchError(invalid_input) for empty or over-long text,
         (overloaded) when the lane is full, (timeout) past the deadline."""
 
     def embed_images(
-        self, images: Sequence[bytes], *, lane: Lane = "interactive"
+        self, images: Sequence[bytes], *, lane: Lane = "interactive", bundle: str | None = None
     ) -> list[np.ndarray | ClipsearchError]:
         """Embed encoded images (PNG, JPEG, ...). Each item yields its L2-normalised joint-space
         (``image``) vector or its own error (corrupt, unsupported, too many pixels): one bad item
         fails alone."""
 
     def encode_images(
-        self, images: Sequence[bytes], *, lane: Lane = "interactive"
+        self, images: Sequence[bytes], *, lane: Lane = "interactive", bundle: str | None = None
     ) -> list[ImageEmbedding | ClipsearchError]:
         """As :meth:`embed_images`, with everything the image tower says of each image: its
         ``visual`` vector and top class ``labels`` where the bundle has them."""
@@ -66,6 +73,10 @@ class JobQueue(Protocol):
     def status(self, job_id: str) -> dict[str, Any]:
         """``{"id","kind","state","total","done","failed","errors":[{"item","reason"}],...}``;
         raises ClipsearchError(not_found) for an unknown id."""
+
+    def list_jobs(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of jobs, newest first (by ``created_at``), each as ``status`` gives it;
+        and how many jobs there are in all."""
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Stop a queued or running job; its status. (conflict) once it has ended."""

@@ -23,6 +23,17 @@ def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``redis://:secret@host`` names the host
+    only): safe in an error message or a log line."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{host}"
+
+
 def _split_csv(value: object) -> object:
     return _csv(value) if isinstance(value, str) else value
 
@@ -53,6 +64,14 @@ class BulkLaneSettings(LaneSettings):
 class EncoderSettings(BaseModel):
     endpoints: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="host:port of encoder workers; empty = in-process"
+    )
+    extra_bundles: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CLIPSEARCH_ENCODER__EXTRA_BUNDLES: comma-separated zoo names or bundle "
+        "folders served beside the default bundle (CLIPSEARCH_BUNDLE), each with its own lanes "
+        "and metrics; a request picks one by name@version. Loaded by the in-process encoder and "
+        "by `clipsearch worker` (whose repeated --bundle sets the default, then these); ignored "
+        "by a gateway that uses remote workers, which learns their bundles from them",
     )
     provider: Provider = "auto"
     require_gpu: bool = False
@@ -103,7 +122,7 @@ class EncoderSettings(BaseModel):
     trt_batch: str = Field("1:16:64", pattern=r"^\d+:\d+:\d+$")
     io_binding: bool = Field(True, description="bind outputs on the GPU with CUDA (io-binding)")
 
-    _split = field_validator("endpoints", mode="before")(_split_csv)
+    _split = field_validator("endpoints", "extra_bundles", mode="before")(_split_csv)
 
     @field_validator("trt_batch")
     @classmethod
@@ -162,6 +181,29 @@ class BrokerSettings(BaseModel):
     max_errors_kept: int = Field(1_000, ge=0, description="failed items listed per job")
     plan_batch_size: int = Field(32, ge=1, le=1_000, description="entries per index_batch task")
 
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return redact_url(self.url or "")
+
+
+class StartupSettings(BaseModel):
+    """How a gateway waits for what it needs (encoder workers, a Qdrant server) and keeps its
+    probes: a dependency not there yet is tried again with doubling waits up to ``backoff_max_s``,
+    for as long as it takes; readiness is re-checked in the background every
+    ``health_interval_s``; ``/health/live`` fails once that check has not completed for
+    ``stall_s`` (the process is wedged)."""
+
+    backoff_max_s: float = Field(
+        5.0, gt=0, description="longest wait between two tries to reach a dependency"
+    )
+    health_interval_s: float = Field(
+        1.0, gt=0, description="how often readiness is re-checked in the background"
+    )
+    stall_s: float = Field(
+        60.0, gt=0, description="/health/live fails once no readiness check completed this long"
+    )
+
 
 class AuthSettings(BaseModel):
     """``api_keys`` is ``key:scope1+scope2,...``; empty means no auth."""
@@ -218,6 +260,24 @@ class LimitsSettings(BaseModel):
     max_limit: int = Field(100, ge=1)
 
 
+class AdminSettings(BaseModel):
+    """Model rollouts (``/v1/admin``): the query log their comparison replays, and how many
+    replaced versions are kept for rollback."""
+
+    query_log: bool = Field(
+        True,
+        description="CLIPSEARCH_ADMIN__QUERY_LOG=0 turns it off: keep the last text queries "
+        "(and only the sha256 of image queries) in memory, for a rollout's comparison",
+    )
+    query_log_size: int = Field(1_000, ge=1, le=100_000, description="queries kept per process")
+    compare_queries: int = Field(
+        50, ge=0, le=1_000, description="recent distinct text queries a rollout's report replays"
+    )
+    retention: int = Field(
+        1, ge=1, le=20, description="versions kept after a promote besides the current one"
+    )
+
+
 class VideoSettings(BaseModel):
     """How the indexer cuts videos into searchable segments."""
 
@@ -245,10 +305,12 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    startup: StartupSettings = Field(default_factory=StartupSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @property
     def embedded_store(self) -> bool:

@@ -40,6 +40,27 @@ class ImageEmbedding:
 
 
 @dataclass(frozen=True)
+class ServedBundle:
+    """One bundle an encoder serves: what a caller needs to pick it and to size its vectors."""
+
+    ref: str  # name@version, the key callers pass as ``bundle``
+    spaces: dict[str, int]
+    trained: bool
+    max_text_tokens: int
+    provider: str = ""
+    domain: str | None = None  # the manifest card's domain, where the bundle has a card
+    default: bool = False  # used by requests that name no bundle
+
+    @property
+    def name(self) -> str:
+        return self.ref.rpartition("@")[0]
+
+    @property
+    def version(self) -> str:
+        return self.ref.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
 class EncoderInfo:
     bundle: str  # name@version
     provider: str
@@ -48,6 +69,8 @@ class EncoderInfo:
     max_text_tokens: int
     # Lane limits, token budget, slice length: what the serving batcher runs with.
     batching: dict[str, Any] = field(default_factory=dict)
+    # Every bundle served (the one above among them), default first; empty from old workers.
+    bundles: tuple[ServedBundle, ...] = ()
 
 
 @dataclass(frozen=True)

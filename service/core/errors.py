@@ -26,6 +26,24 @@ class ErrorType(StrEnum):
     internal = "internal"
 
 
+# The one mapping from error types to HTTP statuses: the REST API's handlers
+# (``service/gateway/errors.py``) and the admin dashboard answer with it.
+HTTP_STATUS: dict[ErrorType, int] = {
+    ErrorType.invalid_input: 400,
+    ErrorType.unauthorized: 401,
+    ErrorType.forbidden: 403,
+    ErrorType.not_found: 404,
+    ErrorType.conflict: 409,
+    ErrorType.payload_too_large: 413,
+    ErrorType.unsupported_media: 415,
+    ErrorType.overloaded: 429,
+    ErrorType.internal: 500,
+    ErrorType.bundle_invalid: 500,
+    ErrorType.unavailable: 503,
+    ErrorType.timeout: 504,
+}
+
+
 class ClipsearchError(Exception):
     """A failure with a type that every transport knows how to report."""
 

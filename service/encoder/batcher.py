@@ -38,7 +38,7 @@ from service.core.domain import Lane
 from service.core.embeddings import EncoderHealth, ImageEmbedding, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.encoder.engine import EncoderEngine, ImageResult, TokenizedText
-from service.encoder.metrics import EncoderMetrics
+from service.encoder.metrics import BundleMetrics, EncoderMetrics
 from service.encoder.requests import Pending, Request
 from service.encoder.tower import TowerScheduler
 from service.encoder.units import LANES, Batch, Item
@@ -69,18 +69,22 @@ def _images_result(request: Request) -> list[ImageEmbedding | ClipsearchError]:
 
 
 class Batcher:
-    """Routes requests of both lanes to one engine, interactive first, in batches."""
+    """Routes requests of both lanes to one engine (one bundle), interactive first, in batches."""
 
     def __init__(
         self,
         engine: EncoderEngine,
         settings: EncoderSettings | None = None,
         *,
-        metrics: EncoderMetrics | None = None,
+        metrics: EncoderMetrics | BundleMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings or engine.settings.encoder
-        self.metrics = metrics or EncoderMetrics()
+        self.bundle = engine.bundle.manifest.ref
+        # Every series is labelled with the bundle: several batchers share one registry.
+        if not isinstance(metrics, BundleMetrics):
+            metrics = (metrics or EncoderMetrics()).for_bundle(self.bundle)
+        self.metrics = metrics
         # One CPU is left to the core stage: bulk decoding that takes both cores of a small
         # machine slows every search query (the image p99 ratio of `make bench-encoder`).
         threads = self.settings.preprocess_threads or max(
@@ -304,7 +308,9 @@ class Batcher:
             "max_batch_tokens": s.max_batch_tokens,
         }
 
-    def close(self) -> None:
+    def close(self, *, remove_metrics: bool = False) -> None:
+        """Stop the towers (queued requests fail with ``unavailable``); ``remove_metrics`` also
+        drops this bundle's series from the shared registry (the bundle is no longer served)."""
         if self._stop.is_set():
             return
         self._stop.set()
@@ -312,6 +318,8 @@ class Batcher:
             tower.close()
         for thread in self._threads:
             thread.join(5.0)
+        if remove_metrics:
+            self.metrics.remove()
 
 
 def _decoder_bug(exc: Exception) -> ClipsearchError:

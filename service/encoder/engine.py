@@ -24,7 +24,7 @@ from service.core.bundle.manifest import Bundle
 from service.core.bundle.preprocess import preprocess_image
 from service.core.bundle.tokenize import TextTokenizer
 from service.core.config import Settings
-from service.core.embeddings import EncoderInfo, ImageEmbedding, TextEmbeddings
+from service.core.embeddings import EncoderInfo, ImageEmbedding, ServedBundle, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
 from service.encoder.arrays import (
     ImageResult,
@@ -144,6 +144,19 @@ class EncoderEngine:
             spaces=m.spaces.model_dump(exclude_none=True),
             trained=m.trained,
             max_text_tokens=m.text_tower.max_tokens,
+        )
+
+    def describe(self, *, default: bool = False) -> ServedBundle:
+        """This bundle as an entry of a registry's listing."""
+        m = self.bundle.manifest
+        return ServedBundle(
+            ref=m.ref,
+            spaces=m.spaces.model_dump(exclude_none=True),
+            trained=m.trained,
+            max_text_tokens=m.text_tower.max_tokens,
+            provider=self.provider,
+            domain=m.card.domain if m.card is not None else None,
+            default=default,
         )
 
     def warmup(self) -> None:

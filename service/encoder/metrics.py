@@ -1,19 +1,24 @@
-"""Prometheus metrics of the dynamic batcher, on a registry the owner exposes.
+"""Prometheus metrics of the dynamic batchers, on a registry the owner exposes.
 
 The gateway serves them on its ``/metrics`` beside its own; the worker on its metrics port. One
-registry per batcher (no module-level state), so tests and several engines in one process never
-collide.
+registry per set of served bundles (no module-level state), so tests and several engines in one
+process never collide. Every series carries a ``bundle`` label (``name@version``): each bundle's
+batcher writes through its own :class:`BundleMetrics` view, and dropping a bundle removes its
+series.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 STAGES = ("queue", "preprocess", "inference", "postprocess")
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -53,65 +58,123 @@ class EncoderMetrics:
         self.queue_depth = Gauge(
             "clipsearch_encoder_queue_depth",
             "Items admitted and not finished, per tower and lane",
-            ["tower", "lane"],
+            ["bundle", "tower", "lane"],
             registry=r,
         )
         self.batch_size = Histogram(
             "clipsearch_encoder_batch_size",
             "Items per inference batch",
-            ["tower", "lane"],
+            ["bundle", "tower", "lane"],
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.batch_tokens = Histogram(
             "clipsearch_encoder_batch_tokens",
             "Padded tokens per text batch (items x longest item)",
-            ["lane"],
+            ["bundle", "lane"],
             buckets=_TOKEN_BUCKETS,
             registry=r,
         )
         self.stage_seconds = Histogram(
             "clipsearch_encoder_stage_seconds",
             "Time per item in each stage: queue, preprocess, inference, postprocess",
-            ["tower", "lane", "stage"],
+            ["bundle", "tower", "lane", "stage"],
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )
         self.rejected = Counter(
             "clipsearch_encoder_rejected_total",
             "Items refused or dropped before inference (full lane, cancelled, deadline passed)",
-            ["tower", "lane", "reason"],
+            ["bundle", "tower", "lane", "reason"],
             registry=r,
         )
         self.items = Counter(
             "clipsearch_encoder_items_total",
             "Items embedded (rate() of this is the throughput)",
-            ["tower", "lane"],
+            ["bundle", "tower", "lane"],
             registry=r,
         )
         self.items_per_second = Gauge(
             "clipsearch_encoder_items_per_second",
             f"Items embedded per second over the last {_RATE_WINDOW_S:.0f} s",
-            ["tower"],
+            ["bundle", "tower"],
             registry=r,
         )
         self.provider = Gauge(
             "clipsearch_encoder_provider_info",
             "The execution provider each tower runs on (value 1)",
-            ["tower", "provider"],
+            ["bundle", "tower", "provider"],
             registry=r,
         )
         self.healthy = Gauge(
             "clipsearch_encoder_healthy",
             "1 while the tower's core stage works; 0 after a failure or while it hangs",
-            ["tower"],
+            ["bundle", "tower"],
             registry=r,
         )
         self.failures = Counter(
             "clipsearch_encoder_failures_total",
             "Core-stage failures: error (inference raised), hang (watchdog), crash (loop died)",
-            ["tower", "kind"],
+            ["bundle", "tower", "kind"],
             registry=r,
+        )
+
+    def for_bundle(self, bundle: str) -> BundleMetrics:
+        """The view one bundle's batcher writes through: every series labelled ``bundle``."""
+        return BundleMetrics(self, bundle)
+
+
+class _Labelled:
+    """A collector with the bundle label bound; remembers the series it made, for removal."""
+
+    def __init__(self, collector: MetricWrapperBase, bundle: str) -> None:
+        self._collector = collector
+        self._bundle = bundle
+        self._made: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def labels(self, *values: str) -> Any:
+        with self._lock:
+            self._made.add(values)
+        return self._collector.labels(self._bundle, *values)
+
+    def remove(self) -> None:
+        with self._lock:
+            made, self._made = self._made, set()
+        for values in made:
+            with contextlib.suppress(KeyError):  # never observed
+                self._collector.remove(self._bundle, *values)
+
+
+class BundleMetrics:
+    """One bundle's share of :class:`EncoderMetrics`: the same attributes, label bound."""
+
+    def __init__(self, parent: EncoderMetrics, bundle: str) -> None:
+        self.parent = parent
+        self.bundle = bundle
+        self.registry = parent.registry
+        p = parent
+        self.queue_depth = _Labelled(p.queue_depth, bundle)
+        self.batch_size = _Labelled(p.batch_size, bundle)
+        self.batch_tokens = _Labelled(p.batch_tokens, bundle)
+        self.stage_seconds = _Labelled(p.stage_seconds, bundle)
+        self.rejected = _Labelled(p.rejected, bundle)
+        self.items = _Labelled(p.items, bundle)
+        self.items_per_second = _Labelled(p.items_per_second, bundle)
+        self.provider = _Labelled(p.provider, bundle)
+        self.healthy = _Labelled(p.healthy, bundle)
+        self.failures = _Labelled(p.failures, bundle)
+        self._all = (
+            self.queue_depth,
+            self.batch_size,
+            self.batch_tokens,
+            self.stage_seconds,
+            self.rejected,
+            self.items,
+            self.items_per_second,
+            self.provider,
+            self.healthy,
+            self.failures,
         )
         self._rates: dict[str, _Throughput] = {}
 
@@ -128,3 +191,8 @@ class EncoderMetrics:
     def done(self, tower: str, lane: str, n: int) -> None:
         self.items.labels(tower, lane).inc(n)
         self._rates[tower].add(n)
+
+    def remove(self) -> None:
+        """Drop every series of this bundle (it is no longer served)."""
+        for labelled in self._all:
+            labelled.remove()

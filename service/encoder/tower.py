@@ -26,7 +26,7 @@ from typing import Any
 from service.core.config import EncoderSettings
 from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
-from service.encoder.metrics import EncoderMetrics
+from service.encoder.metrics import BundleMetrics
 from service.encoder.requests import timed_out
 from service.encoder.units import (
     LANES,
@@ -51,7 +51,7 @@ class TowerScheduler:
         self,
         name: str,
         settings: EncoderSettings,
-        metrics: EncoderMetrics,
+        metrics: BundleMetrics,
         *,
         forward: Forward,
         emit: Callable[[Batch], None],

@@ -13,8 +13,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
+from service.admin import mount_dashboard
+from service.admin.cards import served
 from service.core.config import Settings
 from service.core.errors import too_large
+from service.gateway.docs import install_docs
 from service.gateway.errors import error_response, install_error_handlers
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.routers import (
@@ -27,7 +30,7 @@ from service.gateway.routers import (
     media,
     search,
 )
-from service.gateway.state import ComponentsFactory, Runtime
+from service.gateway.state import Components, ComponentsFactory, Runtime
 
 log = logging.getLogger(__name__)
 # Multipart framing around an upload: room for the form fields next to the file itself.
@@ -35,7 +38,7 @@ MULTIPART_OVERHEAD = 256 * 1024
 
 
 def create_app(settings: Settings, factory: ComponentsFactory) -> FastAPI:
-    runtime = Runtime(settings, factory)
+    runtime = Runtime(settings, _announcing(factory), describe=health.models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,13 +53,18 @@ def create_app(settings: Settings, factory: ComponentsFactory) -> FastAPI:
         version="0.1.0",
         summary="Multimodal search: text→image, image→image and text→description",
         lifespan=lifespan,
+        # /docs and /redoc with their assets from a package, not a CDN (service/gateway/docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.runtime = runtime
     app.state.metrics = GatewayMetrics()
     install_error_handlers(app)
     for module in (health, search, items, jobs, media, collections, admin):
         app.include_router(module.router)
     app.include_router(embeddings.router)
+    mount_dashboard(app)  # /admin (service/admin), on the runtime above
 
     max_body = settings.limits.max_upload_bytes + MULTIPART_OVERHEAD
 
@@ -83,6 +91,22 @@ def create_app(settings: Settings, factory: ComponentsFactory) -> FastAPI:
         return response
 
     return app
+
+
+def _announcing(factory: ComponentsFactory) -> ComponentsFactory:
+    """The factory, and then one log line per served model saying what it is for (its card's
+    domain and intended use): a demo model must not pass for a real one."""
+
+    def build(settings: Settings) -> Components:
+        components = factory(settings)
+        try:
+            for card in served(components.embedder):
+                log.info("model %s", card.summary)
+        except Exception:  # a log line never fails a start-up
+            log.warning("cannot describe the served models", exc_info=True)
+        return components
+
+    return build
 
 
 def _route(request: Request) -> str:

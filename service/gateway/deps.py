@@ -45,24 +45,26 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def authorize(settings: Settings, presented: str | None, scope: Scope) -> None:
+    """Admit a caller whose API key carries ``scope`` (no keys = open): REST and gRPC alike."""
+    keys = settings.auth.api_keys
+    if not keys:
+        return
+    if not presented:
+        raise ClipsearchError(ErrorType.unauthorized, "an API key is required")
+    for key, scopes in keys.items():
+        if hmac.compare_digest(key.encode(), presented.encode()):
+            if scope not in scopes:
+                raise ClipsearchError(ErrorType.forbidden, f"this key lacks the {scope!r} scope")
+            return
+    raise ClipsearchError(ErrorType.unauthorized, "unknown API key")
+
+
 def require(scope: Scope) -> Callable[[Request], None]:
     """A dependency that admits a request whose API key carries ``scope`` (no keys = open)."""
 
     def check(request: Request) -> None:
-        keys = get_settings(request).auth.api_keys
-        if not keys:
-            return
-        presented = _presented_key(request)
-        if not presented:
-            raise ClipsearchError(ErrorType.unauthorized, "an API key is required")
-        for key, scopes in keys.items():
-            if hmac.compare_digest(key.encode(), presented.encode()):
-                if scope not in scopes:
-                    raise ClipsearchError(
-                        ErrorType.forbidden, f"this key lacks the {scope!r} scope"
-                    )
-                return
-        raise ClipsearchError(ErrorType.unauthorized, "unknown API key")
+        authorize(get_settings(request), _presented_key(request), scope)
 
     return check
 

@@ -10,24 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.core.errors import ClipsearchError, ErrorType
+from service.core.errors import HTTP_STATUS, ClipsearchError, ErrorType
 
 log = logging.getLogger(__name__)
 
-HTTP_STATUS: dict[ErrorType, int] = {
-    ErrorType.invalid_input: 400,
-    ErrorType.unauthorized: 401,
-    ErrorType.forbidden: 403,
-    ErrorType.not_found: 404,
-    ErrorType.conflict: 409,
-    ErrorType.payload_too_large: 413,
-    ErrorType.unsupported_media: 415,
-    ErrorType.overloaded: 429,
-    ErrorType.internal: 500,
-    ErrorType.bundle_invalid: 500,
-    ErrorType.unavailable: 503,
-    ErrorType.timeout: 504,
-}
 _STATUS_TYPE = {
     404: ErrorType.not_found,
     405: ErrorType.invalid_input,

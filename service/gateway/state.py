@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -47,51 +48,226 @@ class Components:
 ComponentsFactory = Callable[[Settings], Components]
 
 
-class Runtime:
-    """Builds the components off the event loop; readiness is true only once they are built
-    (model loaded and warmed up, store open) and stays true only while they stay healthy."""
+class StartupCancelled(Exception):
+    """The runtime closed while its factory waited for a dependency."""
 
-    def __init__(self, settings: Settings, factory: ComponentsFactory) -> None:
+
+class StartupProgress:
+    """What a components factory says while it waits for a dependency that is not there yet
+    (encoder workers, a Qdrant server): ``/health/ready`` names it, and the log has one line per
+    change of what is awaited (never one per retry)."""
+
+    def __init__(self, backoff_max_s: float, stop: threading.Event | None = None) -> None:
+        self.backoff_max_s = backoff_max_s
+        self._stop = stop or threading.Event()
+        self.waiting_for: str | None = None
+        self.reason: str | None = None
+
+    def waiting(self, what: str | None, reason: str | None = None) -> None:
+        """Now waiting for ``what`` (``reason``: its last error), or for nothing (None)."""
+        if what != self.waiting_for:
+            if what is not None:
+                log.warning("waiting for %s: %s", what, reason or "not there yet")
+            elif self.waiting_for is not None:
+                log.info("%s: reached", self.waiting_for)
+        self.waiting_for, self.reason = what, reason
+
+    def sleep(self, seconds: float) -> None:
+        """Wait before the next try; raises StartupCancelled at once if the runtime closes."""
+        if self._stop.wait(seconds):
+            raise StartupCancelled("the service is shutting down")
+
+    def backoffs(self, first_s: float = 0.25) -> Iterator[float]:
+        """The waits between tries: doubling from ``first_s`` up to ``backoff_max_s``."""
+        delay = min(first_s, self.backoff_max_s)
+        while True:
+            yield delay
+            delay = min(delay * 2, self.backoff_max_s)
+
+
+_current = threading.local()
+
+
+def startup_progress(settings: Settings) -> StartupProgress:
+    """The progress of the Runtime building on this thread; elsewhere (a test, an indexer) one
+    that only logs."""
+    progress = getattr(_current, "progress", None)
+    if isinstance(progress, StartupProgress):
+        return progress
+    return StartupProgress(settings.startup.backoff_max_s)
+
+
+class Runtime:
+    """Builds the components off the event loop, waiting for dependencies that are not there
+    yet for as long as it takes; an error that cannot heal ends start-up (``error``, and
+    `clipsearch serve` exits with it).
+
+    Once built, a monitor thread checks readiness every ``startup.health_interval_s`` and keeps
+    the answer: ``readiness()`` never calls a worker, Redis or the store. Ready = the encoder
+    serves the default bundle and the store answers; Redis (jobs) and the points writer only add
+    a ``degraded`` detail, since search needs neither. ``liveness()`` fails only when that
+    monitor has not completed a check for ``startup.stall_s``: something it calls is wedged (a
+    deadlocked store, a client call that never returns), and the process cannot make progress.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: ComponentsFactory,
+        *,
+        describe: Callable[[Components], object] | None = None,
+    ) -> None:
         self.settings = settings
         self._factory = factory
+        # What /health/ready shows of the served models: described again only when the served
+        # bundles change (a rollout), not on every check.
+        self._describe = describe
+        self._described: tuple[tuple[str, ...], object] | None = None
         self._components: Components | None = None
         self._error: str | None = None
         self._done = threading.Event()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._monitor: threading.Thread | None = None
+        self.progress = StartupProgress(settings.startup.backoff_max_s, self._stop)
+        self._state: tuple[bool, dict[str, object]] = (False, {"reason": "starting"})
+        self._beat = time.monotonic()  # when the monitor last completed a check
+        self._last_logged: tuple[bool, str, tuple[str, ...]] | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._build, name="startup", daemon=True)
         self._thread.start()
 
     def _build(self) -> None:
+        _current.progress = self.progress
         try:
-            self._components = self._factory(self.settings)
-            log.info("ready")
-        except Exception as exc:
-            self._error = str(exc) or type(exc).__name__
-            log.exception("start-up failed")
-        finally:
+            components = self._factory(self.settings)
+        except StartupCancelled:
+            log.info("start-up stopped: the service is shutting down")
             self._done.set()
+            return
+        except Exception as exc:
+            self._error = _one_line(exc)
+            # What went wrong is in the message (a locked data dir, a corrupt bundle): one line,
+            # and the traceback only at debug level. `clipsearch serve` then exits with it.
+            log.error("start-up failed: %s", self._error)
+            log.debug("start-up failure", exc_info=True)
+            self._done.set()
+            return
+        finally:
+            _current.progress = None
+        self._state = self._check(components)
+        self._beat = time.monotonic()
+        self._components = components
+        log.info("started")
+        self._log_change(self._state)
+        self._monitor = threading.Thread(target=self._watch, name="readiness", daemon=True)
+        self._monitor.start()
+        self._done.set()
+
+    def _watch(self) -> None:
+        """Re-check readiness every interval (off every request's path) until closed."""
+        comp = self._components
+        assert comp is not None
+        while not self._stop.wait(self.settings.startup.health_interval_s):
+            try:
+                state = self._check(comp)
+            except Exception as exc:  # a check that fails says so; the loop goes on
+                state = (False, {"reason": f"readiness check failed: {_one_line(exc)}"})
+            self._state = state
+            self._beat = time.monotonic()
+            self._log_change(state)
+
+    def _check(self, comp: Components) -> tuple[bool, dict[str, object]]:
+        encoder = comp.embedder.health()
+        checks: dict[str, bool] = {"encoder": encoder.ready, "store": True}
+        detail: dict[str, object] = {"checks": checks, "model": comp.embedder.info().bundle}
+        reasons: list[str] = []
+        if not encoder.ready:
+            reasons.append(f"encoder: {encoder.reason}")
+        try:
+            comp.store.list_collections()
+        except Exception as exc:
+            checks["store"] = False
+            reasons.append(f"store: {_one_line(exc)}")
+        if reasons:
+            detail["reason"] = "; ".join(reasons)
+        # Search needs neither Redis nor the writer: while they are away only ingest waits.
+        degraded: dict[str, str] = {}
+        if not comp.jobs.ready():
+            url = self.settings.broker.safe_url
+            degraded["jobs"] = (
+                f"Redis at {url} is unreachable: ingest and job requests answer 503 until it is"
+                " back; search is unaffected"
+                if url
+                else "the job runner is not ready"
+            )
+        if comp.writer is not None:
+            writer = comp.writer.health()
+            if not writer.ready:
+                degraded["writer"] = f"points writer: {writer.reason}"
+        if degraded:
+            detail["degraded"] = degraded
+        if self._describe is not None:
+            try:
+                info = comp.embedder.info()
+                served = (info.bundle, *(b.ref for b in info.bundles or ()))
+                if self._described is None or self._described[0] != served:
+                    self._described = (served, self._describe(comp))
+                detail["models"] = self._described[1]
+            except Exception:  # an encoder that cannot describe itself is already in the checks
+                log.debug("cannot describe the served models", exc_info=True)
+        return all(checks.values()), detail
+
+    def _log_change(self, state: tuple[bool, dict[str, object]]) -> None:
+        ready, detail = state
+        degraded = detail.get("degraded")
+        notes = list(degraded.values()) if isinstance(degraded, dict) else []
+        key = (ready, str(detail.get("reason")), tuple(sorted(map(str, notes))))
+        if key == self._last_logged:
+            return
+        self._last_logged = key
+        if ready and notes:
+            log.warning("ready, degraded: %s", "; ".join(map(str, notes)))
+        elif ready:
+            log.info("ready")
+        else:
+            log.warning("not ready: %s", detail.get("reason"))
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout) and self._components is not None
 
+    @property
+    def error(self) -> str | None:
+        """Why start-up failed, in one line; None while starting and once built."""
+        return self._error
+
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        comp = self._components
-        if comp is None:
-            reason = f"start-up failed: {self._error}" if self._error else "starting"
-            return False, {"reason": reason}
-        encoder = comp.embedder.health()
-        checks = {"encoder": encoder.ready, "jobs": comp.jobs.ready()}
-        detail: dict[str, object] = {"checks": checks, "model": comp.embedder.info().bundle}
-        if not encoder.ready:
-            detail["reason"] = f"encoder: {encoder.reason}"
-        if comp.writer is not None:
-            writer = comp.writer.health()
-            checks["writer"] = writer.ready
-            if not writer.ready:
-                detail.setdefault("reason", f"writer: {writer.reason}")
-        return all(checks.values()), detail
+        """The last check's answer (cached: no call to any dependency)."""
+        if self._components is None:
+            if self._error:
+                return False, {"reason": f"start-up failed: {self._error}"}
+            waiting = self.progress.waiting_for
+            if waiting is None:
+                return False, {"reason": "starting"}
+            detail: dict[str, object] = {"reason": f"starting: waiting for {waiting}"}
+            if self.progress.reason:
+                detail["waiting_for"] = {"what": waiting, "last_error": self.progress.reason}
+            return False, detail
+        ready, detail = self._state
+        return ready, dict(detail)
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """False only once the readiness monitor has not completed a check for ``stall_s``."""
+        if self._components is None or self._stop.is_set():
+            return True, {}  # starting (waiting is progress) or shutting down
+        stalled = time.monotonic() - self._beat
+        if stalled > self.settings.startup.stall_s:
+            return False, {
+                "reason": f"the readiness check has not completed for {stalled:.0f} s "
+                f"(stall_s = {self.settings.startup.stall_s:g}): the process is wedged"
+            }
+        return True, {}
 
     def extra_registries(self) -> list[CollectorRegistry]:
         return [] if self._components is None else self._components.registries
@@ -99,14 +275,30 @@ class Runtime:
     @property
     def components(self) -> Components:
         if self._components is None:
+            waiting = self.progress.waiting_for
             message = (
-                f"service failed to start: {self._error}" if self._error else "service is starting"
+                f"service failed to start: {self._error}"
+                if self._error
+                else f"service is starting: waiting for {waiting}"
+                if waiting
+                else "service is starting"
             )
             raise ClipsearchError(ErrorType.unavailable, message, retry_after_s=5)
         return self._components
 
     def close(self) -> None:
+        self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)  # a wedged check must not hold the shutdown
         if self._components is not None:
             self._components.close()
+
+
+def _one_line(exc: Exception) -> str:
+    """A start-up error as one line: our own errors say what to do; anything else is named."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ClipsearchError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -11,6 +11,11 @@ chunks are counted with the encoder's own tokenizer where this process has it (t
 encoder); a remote encoder's tokenizer is not here, so chunks are packed by an estimate and
 checked against the token counts the encoder reports: a chunk that filled the tower (it may
 have been cut) is halved and embedded again. The description stays one vector.
+
+Every call names the bundle it embeds with (``bundle``, ``name@version``; None: the encoder's
+default), and the payload's ``model`` says which. During a model rollout a write embeds each item
+once per bundle (:func:`build_versioned_points`); the store routes each point to the collection
+version of its bundle (``service.store.versions``).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ MAX_SPLIT_ROUNDS = 16
 class TokenCounting(Protocol):
     """An embedder that can count tokens exactly as its text tower reads them, untruncated."""
 
-    def count_tokens(self, text: str) -> int: ...
+    def count_tokens(self, text: str, *, bundle: str | None = None) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -116,16 +121,20 @@ class _Chunk:
 
 
 def caption_multivectors(
-    embedder: EmbeddingClient, captions: Sequence[str], *, lane: Lane
+    embedder: EmbeddingClient, captions: Sequence[str], *, lane: Lane, bundle: str | None = None
 ) -> list[MultiVector | ClipsearchError]:
     """Each caption's chunk vectors (rows L2-normalised by the encoder), or its own error (a
     caption that needs more than ``MAX_CHUNKS`` chunks). Every chunk of every caption goes in
     one ``embed_texts`` call; more only when an estimated chunk must be halved."""
-    limit = embedder.info().max_text_tokens
+    limit = embedder.info(bundle=bundle).max_text_tokens
     exact = isinstance(embedder, TokenCounting)
     count: TokenCount = estimate_tokens
     if isinstance(embedder, TokenCounting):
-        count = embedder.count_tokens
+        counter = embedder
+
+        def count(text: str) -> int:
+            return counter.count_tokens(text, bundle=bundle)
+
     parts: list[list[_Chunk] | ClipsearchError] = []
     for caption in captions:
         try:
@@ -141,7 +150,7 @@ def caption_multivectors(
             return [
                 p if isinstance(p, ClipsearchError) else [c.vector or [] for c in p] for p in parts
             ]
-        emb = embedder.embed_texts([c.text for c in todo], lane=lane)
+        emb = embedder.embed_texts([c.text for c in todo], lane=lane, bundle=bundle)
         if emb.tokens is None and not exact:
             raise ClipsearchError(
                 ErrorType.internal,
@@ -176,10 +185,11 @@ def build_points(
     items: Sequence[Item],
     *,
     lane: Lane,
+    bundle: str | None = None,
 ) -> list[Point | ClipsearchError]:
-    """Embed items in batches; each item yields its point or its own error. An image with no
-    caption and no description gets a description written from the classes the image tower
-    sees, where the bundle names classes (``service.items.describe``)."""
+    """Embed items in batches with ``bundle``; each item yields its point or its own error. An
+    image with no caption and no description gets a description written from the classes the
+    image tower sees, where the bundle names classes (``service.items.describe``)."""
     out: list[Point | ClipsearchError | None] = [None] * len(items)
     vectors: list[dict[str, VectorValue]] = [{} for _ in items]
     descriptions: list[str | None] = [it.description for it in items]
@@ -187,7 +197,9 @@ def build_points(
 
     image_idx = [i for i, it in enumerate(items) if it.image is not None]
     if image_idx:
-        images = embedder.encode_images([items[i].image or b"" for i in image_idx], lane=lane)
+        images = embedder.encode_images(
+            [items[i].image or b"" for i in image_idx], lane=lane, bundle=bundle
+        )
         for i, result in zip(image_idx, images, strict=True):
             if isinstance(result, ClipsearchError):
                 out[i] = result
@@ -202,7 +214,9 @@ def build_points(
 
     idx = [i for i, it in enumerate(items) if out[i] is None and it.caption]
     if idx:
-        captions = caption_multivectors(embedder, [items[i].caption or "" for i in idx], lane=lane)
+        captions = caption_multivectors(
+            embedder, [items[i].caption or "" for i in idx], lane=lane, bundle=bundle
+        )
         for i, rows in zip(idx, captions, strict=True):
             if isinstance(rows, ClipsearchError):
                 out[i] = rows
@@ -211,11 +225,11 @@ def build_points(
 
     idx = [i for i in range(len(items)) if out[i] is None and descriptions[i]]
     if idx:
-        emb = embedder.embed_texts([descriptions[i] or "" for i in idx], lane=lane)
+        emb = embedder.embed_texts([descriptions[i] or "" for i in idx], lane=lane, bundle=bundle)
         for row, i in enumerate(idx):
             vectors[i]["description"] = emb.sentence[row].tolist()
 
-    model = embedder.info().bundle
+    model = embedder.info(bundle=bundle).bundle
     now = datetime.now(UTC).isoformat()
     for i, item in enumerate(items):
         if out[i] is not None:
@@ -238,6 +252,42 @@ def build_points(
             payload["description_generated"] = item.description is None and not item.caption
         out[i] = Point(id=point_id(collection, item.key), vectors=vectors[i], payload=payload)
     return [p for p in out if p is not None]
+
+
+def build_versioned_points(
+    embedder: EmbeddingClient,
+    collection: str,
+    items: Sequence[Item],
+    *,
+    lane: Lane,
+    bundles: Sequence[str | None] = (None,),
+) -> list[list[Point] | ClipsearchError]:
+    """Each item's points, one per bundle (``VersionedStore.write_bundles``: the current
+    version's and, during a rollout, the next version's), or its error: an item fails as a
+    whole, so no version holds it while another misses it."""
+    out: list[list[Point] | ClipsearchError] = [[] for _ in items]
+    for bundle in dict.fromkeys(bundles):
+        try:
+            made = build_points(embedder, collection, items, lane=lane, bundle=bundle)
+        except ClipsearchError as exc:
+            if exc.type != ErrorType.not_found or bundle is None:
+                raise
+            raise ClipsearchError(
+                ErrorType.unavailable,
+                f"collection {collection!r} is written with bundle {bundle}, which this "
+                "encoder does not serve: serve it (CLIPSEARCH_ENCODER__EXTRA_BUNDLES, or "
+                "--bundle on the encoder workers) or roll the collection back",
+                {"bundle": bundle},
+            ) from exc
+        for i, result in enumerate(made):
+            kept = out[i]
+            if isinstance(kept, ClipsearchError):
+                continue
+            if isinstance(result, ClipsearchError):
+                out[i] = result
+            else:
+                kept.append(result)
+    return out
 
 
 def image_vectors(embedding: ImageEmbedding) -> dict[str, VectorValue]:

@@ -18,6 +18,7 @@ from service.core.embeddings import (
     EncoderInfo,
     ImageEmbedding,
     Label,
+    ServedBundle,
     TextEmbeddings,
 )
 from service.core.errors import ClipsearchError, ErrorType, invalid
@@ -172,6 +173,31 @@ def images_from_proto(message: pb.ImageResult) -> ImageResults:
 # -- info and health -------------------------------------------------------------------------
 
 
+def bundle_to_proto(bundle: ServedBundle) -> pb.BundleInfo:
+    return pb.BundleInfo(
+        name=bundle.name,
+        version=bundle.version,
+        spaces=bundle.spaces,
+        trained=bundle.trained,
+        max_text_tokens=bundle.max_text_tokens,
+        provider=bundle.provider,
+        domain=bundle.domain or "",
+        is_default=bundle.default,
+    )
+
+
+def bundle_from_proto(message: pb.BundleInfo) -> ServedBundle:
+    return ServedBundle(
+        ref=f"{message.name}@{message.version}",
+        spaces=dict(sorted(message.spaces.items())),
+        trained=message.trained,
+        max_text_tokens=message.max_text_tokens,
+        provider=message.provider,
+        domain=message.domain or None,
+        default=message.is_default,
+    )
+
+
 def info_to_proto(info: EncoderInfo) -> pb.InfoResponse:
     return pb.InfoResponse(
         bundle=info.bundle,
@@ -180,6 +206,7 @@ def info_to_proto(info: EncoderInfo) -> pb.InfoResponse:
         trained=info.trained,
         max_text_tokens=info.max_text_tokens,
         batching_json=_dumps(info.batching),
+        bundles=[bundle_to_proto(b) for b in info.bundles],
     )
 
 
@@ -192,15 +219,19 @@ def info_from_proto(message: pb.InfoResponse) -> EncoderInfo:
         trained=message.trained,
         max_text_tokens=message.max_text_tokens,
         batching=batching if isinstance(batching, dict) else {},
+        bundles=tuple(bundle_from_proto(b) for b in message.bundles),
     )
 
 
-def health_to_proto(health: EncoderHealth, bundle: str) -> pb.HealthResponse:
+def health_to_proto(
+    health: EncoderHealth, bundle: str, bundles: Sequence[str] = ()
+) -> pb.HealthResponse:
     return pb.HealthResponse(
         ready=health.ready,
         reason=health.reason or "",
         bundle=bundle,
         detail_json=_dumps(health.detail or None),
+        bundles=list(bundles),
     )
 
 

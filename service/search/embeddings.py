@@ -1,7 +1,7 @@
 """The OpenAI-compatible embeddings API over an :class:`EmbeddingClient`: pure logic, no transport.
 
-Served models, all from the one bundle the encoder serves (``EncoderInfo.bundle`` is
-``name@version``):
+Served models, for each bundle the encoder serves (``EncoderInfo.bundles``, each
+``name@version``; a bare ``name`` is the default bundle's where two share a name):
 
 - ``name`` and ``name@version``: the CLIP joint space. Text goes through the text tower and
   images through the image tower, so text and image vectors are comparable (text→image search).
@@ -59,23 +59,29 @@ class ServedModel:
     name: str  # canonical: name@version, with the /description suffix for that space
     space: Space
     dim: int
+    bundle: str | None = None  # the bundle (name@version) that embeds it
 
 
 def served_models(embedder: EmbeddingClient) -> dict[str, ServedModel]:
-    """Every model name this embedder answers to, mapped to what it serves."""
+    """Every model name this embedder answers to, mapped to what it serves: every bundle
+    served, the default first (so a bare name shared by two versions means the default's)."""
     info = embedder.info()
-    ref = info.bundle
-    short = ref.split("@", 1)[0]
-    joint = ServedModel(ref, "joint", int(info.spaces["caption"]))
-    description = ServedModel(
-        ref + DESCRIPTION_SUFFIX, "description", int(info.spaces["description"])
-    )
-    return {
-        ref: joint,
-        short: joint,
-        ref + DESCRIPTION_SUFFIX: description,
-        short + DESCRIPTION_SUFFIX: description,
-    }
+    bundles = [(b.ref, b.spaces) for b in info.bundles] or [(info.bundle, info.spaces)]
+    models: dict[str, ServedModel] = {}
+    for ref, spaces in bundles:
+        short = ref.split("@", 1)[0]
+        joint = ServedModel(ref, "joint", int(spaces["caption"]), ref)
+        description = ServedModel(
+            ref + DESCRIPTION_SUFFIX, "description", int(spaces["description"]), ref
+        )
+        for name, model in (
+            (ref, joint),
+            (short, joint),
+            (ref + DESCRIPTION_SUFFIX, description),
+            (short + DESCRIPTION_SUFFIX, description),
+        ):
+            models.setdefault(name, model)
+    return models
 
 
 def resolve_model(embedder: EmbeddingClient, requested: str) -> ServedModel:
@@ -216,14 +222,14 @@ def create_embeddings(
     # Texts first: they fail validation cheaply, before any image is sent to the image tower.
     if inputs.texts:
         try:
-            out = embedder.embed_texts(inputs.texts, lane="interactive")
+            out = embedder.embed_texts(inputs.texts, lane="interactive", bundle=model.bundle)
         except ClipsearchError as exc:
             raise _text_error(exc, inputs.text_at) from exc
         vectors[inputs.text_at] = out.joint if model.space == "joint" else out.sentence
         if out.tokens is not None:
             tokens = int(np.asarray(out.tokens, dtype=np.int64).sum())
     if inputs.images:
-        results = embedder.embed_images(inputs.images, lane="interactive")
+        results = embedder.embed_images(inputs.images, lane="interactive", bundle=model.bundle)
         for position, result in zip(inputs.image_at, results, strict=True):
             if isinstance(result, ClipsearchError):
                 raise _image_error(result, position) from result

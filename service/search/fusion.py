@@ -1,43 +1,85 @@
-"""Fusing the channels of a multi-channel search fairly: each item is judged on the channels it has.
+"""Fusing the channels of a multi-channel search fairly: each item is judged on the channels it has,
+each channel on a query-independent scale.
 
 Reciprocal-rank fusion sums over channels, so an item that has one vector (an uncaptioned photo,
-a text-only document) can never beat one that has three middling ones. Here an item's fused
-score is the weighted *mean* over the channels it has of its standardised similarity there:
+a text-only document) can never beat one that has three middling ones. Here:
 
-* each channel's candidates come from the store's own search (``depth`` of them, filtered);
-* the union of candidates is re-scored exactly from their stored vectors (a multivector by
-  MaxSim, its best row), so an item is scored in every channel it has, also where it fell
-  outside that channel's top ``depth``;
-* a channel's similarities are standardised by the mean and spread of that channel's top
-  ``SCALE_HITS`` hits (as Qdrant's distribution-based score fusion does), because channels live
-  on different scales: an image-to-text cosine of 0.3 can be as strong a match as a text-to-text
-  0.8. A fixed count, not however many the caller fetched: the scores, hence the order, of a
-  query stay the same on every page and with or without grouping;
-* an item's score is the weighted mean of its standardised similarities: a photo that is the
-  best match in its image and description channels ranks above a captioned item that is
-  middling in three.
+* the candidates are each channel's own top ``depth`` hits (filtered), with their vectors: the
+  server store fetches them in one round trip (Qdrant's Query API, one ``prefetch`` per
+  channel, :class:`ChannelCandidates`), other stores by one search per channel and a retrieve;
+* every candidate is re-scored exactly from its stored vectors (a multivector by MaxSim, its
+  best row) in every channel it has, also where it fell outside that channel's top ``depth``;
+* a channel's cosine is **calibrated** against the bundle's *null*: the mean and spread of the
+  cosines of unrelated query-item pairs in that channel (``service.search.calibration``
+  measures them once per bundle on a fixed probe set: text→image, text→text in the joint and
+  the sentence space, image→image by visual features). ``standardised = (cosine - null mean) /
+  null spread``: 0 is what an unrelated item scores, 1.0 one null spread above it, 3 a match
+  that unrelated pairs almost never reach. The scale depends on the bundle and channel only, not
+  on the query's other hits, so a channel with no real match hands its best (irrelevant) hits
+  about what they are worth, not +2 (as standardising by the query's own top hits did), and a
+  score means the same in every query, page and grouping;
+* each channel votes with a weight: the caller's channel weight times the evidence of the
+  item's text there (a description generated from the image tower's labels counts
+  ``GENERATED_EVIDENCE``, one a person gave 1);
+* an item's score is ``MEAN_SHARE`` of the weighted mean of its standardised scores plus
+  ``BEST_SHARE`` of its best one: an item whose human caption matches is not dragged below
+  a weaker item by a channel that cannot see it (a synthetic scene's picture in a photo
+  bundle), and one that matches in every channel still ranks above one that matches in one.
 
-The fused score is in standard deviations above a channel's typical top hit: 0 is an average
-candidate, 2 a clearly better one. ``fuse_reference`` in the tests recomputes it in plain numpy.
+Why not Qdrant's own fusion (``FusionQuery``: RRF or DBSF) as the ranking: both *sum* an item's
+contributions over the prefetches, and an item missing from a prefetch (it lacks that vector, or
+fell outside its top) contributes nothing there, so a one-vector item is penalised exactly as
+with RRF; DBSF also normalises each prefetch by its own returned hits, which move with
+``limit``. The Query API gathers the candidates (their union, with vectors, one request); this
+module ranks them. Nor ``query_points_groups`` for ``group_by=video``: it ranks groups by
+Qdrant's score, not this one, and leaves out every point without the group field, so images and
+documents would vanish from a grouped search; grouping is done on the fused ranking
+(``planner.best_per_video``). ``fused_reference`` in the congruence tests recomputes the scores
+in plain numpy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from service.core.domain import Record, StoredHit, VectorName, VectorValue
+from service.core.domain import FilterValue, Record, StoredHit, VectorName, VectorValue
 
-# A channel whose top hits all score alike would otherwise divide by ~0 and dominate.
+# A null spread below this (a degenerate probe set) would blow calibrated scores up.
 MIN_SPREAD = 0.02
-# The top hits of a channel that set its scale; callers fetch at least this many.
+# Each channel fetches at least this many candidates (callers fetch more for deeper pages).
 SCALE_HITS = 50
+# An item's score: this share of its weighted mean over its channels, the rest its best channel.
+MEAN_SHARE = 0.75
+BEST_SHARE = 1.0 - MEAN_SHARE
+# The evidence of a description written at ingest from the image tower's labels (the payload's
+# ``description_generated``), relative to one a person gave: it repeats the image channel's
+# guess, and is wrong as often.
+GENERATED_EVIDENCE = 0.5
+
+
+@runtime_checkable
+class ChannelCandidates(Protocol):
+    """A store that fetches several channels' candidates in one request (the server store)."""
+
+    def candidates(
+        self,
+        collection: str,
+        queries: Mapping[VectorName, Sequence[float]],
+        *,
+        depth: int,
+        filter: Mapping[str, FilterValue] | None = None,  # noqa: A002
+    ) -> list[Record]:
+        """The union of each channel's top ``depth`` points (by its query), with vectors."""
 
 
 @dataclass(frozen=True)
 class ChannelScale:
+    """A channel's null: the mean and spread of unrelated query-item cosines there."""
+
     mean: float
     spread: float
 
@@ -45,7 +87,31 @@ class ChannelScale:
         return (score - self.mean) / self.spread
 
 
-def channel_scale(scores: Sequence[float]) -> ChannelScale:
+# Per channel, its null (``service.search.calibration.null_scales``); a channel missing here is
+# taken as uncalibrated (mean 0, spread 1: the cosine itself).
+NullScales = Mapping[VectorName, ChannelScale]
+UNCALIBRATED = ChannelScale(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ChannelScore:
+    """How one hit scored in one channel (``"explain": true``)."""
+
+    channel: VectorName
+    similarity: float  # cosine; a multivector's best row (MaxSim)
+    standardised: float  # (similarity - null mean) / null spread of the channel (the bundle's)
+    rank: int | None  # 1 = the channel's best; None: below the depth fetched for it
+    weight: float  # the channel's weight times the evidence of the item's text there
+
+
+@dataclass(frozen=True)
+class Fused:
+    hits: list[StoredHit]  # best first
+    explain: dict[str, tuple[ChannelScore, ...]]  # per hit id, the channels it was judged on
+
+
+def channel_scale(scores: Sequence[float] | np.ndarray) -> ChannelScale:
+    """The mean and spread (at least ``MIN_SPREAD``) of ``scores``."""
     values = np.asarray(scores, dtype=np.float64)
     return ChannelScale(float(values.mean()), max(float(values.std()), MIN_SPREAD))
 
@@ -57,35 +123,78 @@ def similarity(query: np.ndarray, stored: VectorValue) -> float:
     return float((rows @ query).max())
 
 
+def evidence(channel: VectorName, payload: Mapping[str, object]) -> float:
+    """How much an item's vector in ``channel`` says: a generated description less."""
+    if channel == "description" and payload.get("description_generated"):
+        return GENERATED_EVIDENCE
+    return 1.0
+
+
+def fused_score(scored: Sequence[ChannelScore]) -> float:
+    """``MEAN_SHARE`` of the weighted mean of the standardised scores, ``BEST_SHARE`` the best."""
+    weight_sum = sum(s.weight for s in scored)
+    mean = sum(s.weight * s.standardised for s in scored) / weight_sum
+    return MEAN_SHARE * mean + BEST_SHARE * max(s.standardised for s in scored)
+
+
 def fuse(
-    hits: Mapping[VectorName, Sequence[StoredHit]],
     records: Sequence[Record],
     queries: Mapping[VectorName, Sequence[float]],
     weights: Mapping[VectorName, float],
-) -> list[StoredHit]:
+    *,
+    null: NullScales,
+    depth: int | None = None,
+) -> Fused:
     """``records`` (the candidates, with vectors) ranked by their fused score, best first.
-    ``hits``: each channel's own top hits, which set its scale; a channel with none is left
-    out (no candidate has that vector, or none passed the filter)."""
-    scales = {
-        c: channel_scale([h.score for h in found[:SCALE_HITS]])
-        for c, found in hits.items()
-        if found
-    }
-    unit = {
-        c: (q := np.asarray(queries[c], dtype=np.float64)) / max(float(np.linalg.norm(q)), 1e-12)
-        for c in scales
-    }
-    out = []
+
+    A channel of ``queries`` with a weight of 0, or that no candidate has, is left out. A
+    hit's rank in a channel is its place among the candidates by that channel's similarity,
+    exact for the channel's top ``depth`` (which the candidates hold); below, None."""
+    sims: dict[VectorName, dict[str, float]] = {}
+    for channel, q in queries.items():
+        if float(weights.get(channel, 1.0)) <= 0:
+            continue
+        unit = np.asarray(q, dtype=np.float64)
+        unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
+        found = {
+            r.id: similarity(unit, value)
+            for r in records
+            if (value := r.vectors.get(channel)) is not None
+        }
+        if found:
+            sims[channel] = found
+    ranks: dict[VectorName, dict[str, int]] = {}
+    for channel, found in sims.items():
+        order = sorted(found, key=lambda pid: (-found[pid], pid))
+        ranks[channel] = {pid: n for n, pid in enumerate(order[:depth], start=1)}
+    hits, explain = [], {}
     for record in records:
-        total = weight_sum = 0.0
-        for channel, scale in scales.items():
-            weight = float(weights.get(channel, 1.0))
-            value = record.vectors.get(channel)
-            if weight <= 0 or value is None:
-                continue
-            total += weight * scale.standardise(similarity(unit[channel], value))
-            weight_sum += weight
-        if weight_sum > 0:
-            out.append(StoredHit(id=record.id, score=total / weight_sum, payload=record.payload))
-    out.sort(key=lambda h: (-h.score, h.id))
-    return out
+        scored = tuple(
+            ChannelScore(
+                channel,
+                sim,
+                null.get(channel, UNCALIBRATED).standardise(sim),
+                ranks[channel].get(record.id),
+                float(weights.get(channel, 1.0)) * evidence(channel, record.payload),
+            )
+            for channel, found in sims.items()
+            if (sim := found.get(record.id)) is not None
+        )
+        if scored:
+            score = fused_score(scored)
+            hits.append(StoredHit(id=record.id, score=score, payload=record.payload))
+            explain[record.id] = scored
+    hits.sort(key=lambda h: (-h.score, h.id))
+    return Fused(hits, explain)
+
+
+def explain_channel(
+    channel: VectorName, top: Sequence[StoredHit], null: NullScales, weight: float = 1.0
+) -> dict[str, tuple[ChannelScore, ...]]:
+    """The explanation of a one-channel search from its top hits (best first, from the first):
+    the store's cosine, standardised by the channel's null, and the place in ``top``."""
+    scale = null.get(channel, UNCALIBRATED)
+    return {
+        h.id: (ChannelScore(channel, h.score, scale.standardise(h.score), n, weight),)
+        for n, h in enumerate(top, start=1)
+    }

@@ -22,6 +22,19 @@ document is not outranked for the vectors it lacks). ``auto`` picks for the quer
 searches ``image`` (or ``visual``); a text query is hybrid over the channels the bundle serves
 well — all three with a trained bundle, caption and description only with an untrained test
 bundle, whose text→image channel is noise and would only dilute the fusion.
+
+Scores (``SearchResult.score_kind``): a search over one channel (every explicit single mode, an
+image query in ``auto``) scores by cosine, in [-1, 1]; one over several (``hybrid``, a text query
+in ``auto``) by the fused standardised score, in spreads above each channel's null (0: what an
+unrelated item scores, 1: one spread above it; ``service.search.calibration``). A
+``score_threshold`` applies to the score returned, after fusion and before grouping and paging, so
+a hit's presence never depends on the page or on ``group_by``. ``explain`` gives both scales for
+every hit, in every mode.
+
+Bundles: a query is embedded with the bundle that built the collection version it searches
+(``VersionedStore.bundle_of``: the alias is read once per query, and that version is searched,
+so a promote or rollback between the embedding and the search never mixes models), and the
+result names it (``model``). A version of a bundle the encoder does not serve is ``unavailable``.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -42,10 +56,20 @@ from service.core.domain import (
     VectorValue,
     point_id,
 )
-from service.core.errors import ClipsearchError, invalid, not_found
+from service.core.embeddings import EncoderInfo
+from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.core.schemas.api import GroupBy, Mode
-from service.search.fusion import SCALE_HITS, fuse
+from service.search.calibration import BundleNull, measure_null
+from service.search.fusion import (
+    SCALE_HITS,
+    ChannelCandidates,
+    ChannelScore,
+    NullScales,
+    explain_channel,
+    fuse,
+)
 from service.store.base import VectorStore
+from service.store.versions import parse_version
 
 MODES: tuple[Mode, ...] = ("image", "caption", "description", "hybrid", "auto")
 DEFAULT_WEIGHTS: dict[VectorName, float] = {
@@ -76,6 +100,10 @@ class SearchOptions:
     score_threshold: float | None = None
     weights: Mapping[VectorName, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     group_by: GroupBy | None = None
+    explain: bool = False  # each hit's per-channel similarity, standardised score and rank
+
+
+ScoreKind = Literal["cosine", "standardised"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,10 @@ class SearchResult:
     channels: tuple[VectorName, ...]
     model: str
     took_ms: float
+    # What ``score`` is: the cosine of a one-channel search, or the fused standardised score
+    # (``service.search.fusion``) of a search over several channels.
+    score_kind: ScoreKind = "cosine"
+    explain: dict[str, tuple[ChannelScore, ...]] | None = None  # per hit id, when asked
 
 
 class SearchService:
@@ -92,11 +124,51 @@ class SearchService:
         self._embedder = embedder
         self._store = store
         self._collection = collection
+        self._nulls: dict[str | None, BundleNull] = {}  # per bundle (None: the default)
 
-    def channels_for(self, query: Query, mode: Mode) -> tuple[VectorName, ...]:
+    def version(self, version: str | None = None) -> tuple[str, str | None]:
+        """The collection version a search reads (``version``, or the one the alias names
+        now) and the bundle that built it (None: the encoder's default)."""
+        bundle_of = getattr(self._store, "bundle_of", None)
+        if version is not None:
+            parsed = parse_version(version)
+            return version, parsed.bundle if parsed else None
+        if bundle_of is None:
+            return self._collection, None
+        found: tuple[str, str | None] = bundle_of(self._collection)
+        return found
+
+    def info(self, bundle: str | None = None) -> EncoderInfo:
+        """The encoder's info for ``bundle``; a bundle it does not serve is ``unavailable``."""
+        try:
+            return self._embedder.info(bundle=bundle)
+        except ClipsearchError as exc:
+            if exc.type != ErrorType.not_found or bundle is None:
+                raise
+            raise ClipsearchError(
+                ErrorType.unavailable,
+                f"collection {self._collection!r} is searched with bundle {bundle}, which this "
+                "encoder does not serve: serve it (CLIPSEARCH_ENCODER__EXTRA_BUNDLES, or "
+                "--bundle on the encoder workers) or roll the collection back",
+                {"bundle": bundle, **(exc.detail if isinstance(exc.detail, dict) else {})},
+            ) from exc
+
+    def null_scales(self, bundle: str | None = None) -> NullScales:
+        """The bundle's null per channel: fusion's scale (``service.search.calibration``),
+        measured on the bundle's first fused or explained search and kept. Measured for text
+        queries (text against pictures, captions and descriptions), and used for image and item
+        queries too: one scale for every query, so their scores compare."""
+        if bundle not in self._nulls:
+            self._nulls[bundle] = measure_null(self._embedder, bundle=bundle)
+        return self._nulls[bundle].channels("text")
+
+    def channels_for(
+        self, query: Query, mode: Mode, *, bundle: str | None = None
+    ) -> tuple[VectorName, ...]:
         # Image→image goes by the visual features where the bundle has them (near duplicates,
         # "more like this"); the joint space is what text searches.
-        look: VectorName = "visual" if "visual" in self._embedder.info().spaces else "image"
+        info = self.info(bundle)
+        look: VectorName = "visual" if "visual" in info.spaces else "image"
         if query.image is not None:
             plan: dict[Mode, tuple[VectorName, ...]] = {
                 "image": (look,),
@@ -113,44 +185,64 @@ class SearchService:
         if query.item_id is not None and mode == "image":
             return (look,)  # an item without visual features falls back (_item_vectors)
         if mode == "auto":
-            trained = self._embedder.info().trained
+            trained = info.trained
             return ("image", "caption", "description") if trained else ("caption", "description")
         if mode == "hybrid":
             return ("image", "caption", "description")
         return (mode,)
 
-    def search(self, query: Query, options: SearchOptions) -> SearchResult:
+    def search(
+        self, query: Query, options: SearchOptions, *, version: str | None = None
+    ) -> SearchResult:
+        """``version``: a version of the collection to search instead of the alias's (a
+        rollout's comparison), with the bundle that built it."""
         started = time.perf_counter()
-        channels = self.channels_for(query, options.mode)
+        where, bundle = self.version(version)
+        model = self.info(bundle).bundle
+        channels = self.channels_for(query, options.mode, bundle=bundle)
         exclude: str | None = None
         if query.item_id is not None:
-            exclude, vectors = self._item_vectors(query.item_id, channels, len(channels) == 1)
+            exclude, vectors = self._item_vectors(
+                query.item_id, channels, len(channels) == 1, where
+            )
             channels = tuple(vectors)  # those the item could fill, in the planned order
         else:
-            vectors = self._embed(query, channels)
+            vectors = self._embed(query, channels, bundle)
             channels = tuple(c for c in channels if c in vectors)
+        kind: ScoreKind = "cosine" if len(channels) == 1 else "standardised"
+        threshold = options.score_threshold
+        if kind == "cosine" and threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise invalid(
+                f"score_threshold {threshold} is out of range: this search uses one channel "
+                f"({channels[0]}) and scores by cosine, in [-1, 1]",
+                {"channels": list(channels), "score_kind": kind},
+            )
         end = options.offset + options.limit
-        if options.group_by is None and len(channels) == 1 and exclude is None:
+        plain = options.group_by is None and exclude is None and not options.explain
+        explain: dict[str, tuple[ChannelScore, ...]] = {}
+        if kind == "cosine" and plain:
             hits = self._store.search(
-                self._collection,
+                where,
                 channels[0],
                 vectors[channels[0]],
                 limit=options.limit,
                 offset=options.offset,
                 filter=options.filter,
-                score_threshold=options.score_threshold,
+                score_threshold=threshold,
             )
         else:
             # Grouping needs more candidates than the page: a video's other segments fall out.
-            # Never fewer than SCALE_HITS: fusion sets each channel's scale from that many.
+            # Never fewer than SCALE_HITS candidates per channel.
             depth = (
                 max(SCALE_HITS, 3 * end)
                 if options.group_by is None
                 else min(1000, max(100, 10 * end))
             )
-            ranked = self._ranked(channels, vectors, options, depth)
+            ranked, explain = self._ranked(channels, vectors, options, depth, where, bundle)
             if exclude is not None:  # depth > end: the page stays full without the item
                 ranked = [hit for hit in ranked if hit.id != exclude]
+            if threshold is not None:  # on the score returned, whatever the page or grouping
+                ranked = [hit for hit in ranked if hit.score >= threshold]
             if options.group_by == "video":
                 ranked = best_per_video(ranked)
             hits = ranked[options.offset : end]
@@ -158,17 +250,21 @@ class SearchService:
             hits=hits,
             mode=options.mode,
             channels=channels,
-            model=self._embedder.info().bundle,
+            model=model,
             took_ms=(time.perf_counter() - started) * 1000.0,
+            score_kind=kind,
+            explain={h.id: explain[h.id] for h in hits} if options.explain else None,
         )
 
-    def _embed(self, query: Query, channels: Sequence[VectorName]) -> dict[VectorName, list[float]]:
+    def _embed(
+        self, query: Query, channels: Sequence[VectorName], bundle: str | None
+    ) -> dict[VectorName, list[float]]:
         if query.text is not None:
-            emb = self._embedder.embed_texts([query.text], lane="interactive")
+            emb = self._embedder.embed_texts([query.text], lane="interactive", bundle=bundle)
             joint, sentence = emb.joint[0].tolist(), emb.sentence[0].tolist()
             return {c: (sentence if c == "description" else joint) for c in channels}
         assert query.image is not None
-        (result,) = self._embedder.encode_images([query.image], lane="interactive")
+        (result,) = self._embedder.encode_images([query.image], lane="interactive", bundle=bundle)
         if isinstance(result, ClipsearchError):
             raise result
         joint = np.asarray(result.joint, dtype=np.float32).tolist()
@@ -177,21 +273,29 @@ class SearchService:
             out["visual"] = np.asarray(result.visual, dtype=np.float32).tolist()
         return out
 
-    def find(self, item_id: str, *, with_vectors: bool = False) -> Record:
-        """An item by its point id or by the id (media id) it was added with."""
+    def find(
+        self, item_id: str, *, with_vectors: bool = False, version: str | None = None
+    ) -> Record:
+        """An item by its point id or by the id (media id) it was added with; a video
+        segment's media id is ``<video id>#<index>``. Ids are the same in every version."""
         candidates = [item_id] if _is_uuid(item_id) else []
         candidates.append(point_id(self._collection, item_id))
-        records = self._store.retrieve(self._collection, candidates, with_vectors=with_vectors)
+        video_id, _, index = item_id.rpartition("#")
+        if video_id and index.isdigit() and len(index) < 9:
+            candidates.append(point_id(self._collection, video_id, int(index)))
+        records = self._store.retrieve(
+            version or self._collection, candidates, with_vectors=with_vectors
+        )
         if not records:
             raise not_found(f"no item {item_id!r}")
         return records[0]
 
     def _item_vectors(
-        self, item_id: str, channels: Sequence[VectorName], cross: bool
+        self, item_id: str, channels: Sequence[VectorName], cross: bool, where: str
     ) -> tuple[str, dict[VectorName, list[float]]]:
         """The item's point id, and a query vector per channel it can fill: its own vector of
         that name, or with ``cross`` (one channel asked for) the other joint-space vector."""
-        record = self.find(item_id, with_vectors=True)
+        record = self.find(item_id, with_vectors=True, version=where)
         stored = record.vectors
         image = _one_vector(stored.get("image"))
         caption = _one_vector(stored.get("caption"))
@@ -217,32 +321,41 @@ class SearchService:
         vectors: Mapping[VectorName, list[float]],
         options: SearchOptions,
         depth: int,
-    ) -> list[StoredHit]:
-        """The top ``depth`` hits of one channel, or of several fused (``fusion.fuse``)."""
+        where: str,
+        bundle: str | None = None,
+    ) -> tuple[list[StoredHit], dict[str, tuple[ChannelScore, ...]]]:
+        """The top ``depth`` hits of one channel (by cosine), or of several fused
+        (``fusion.fuse``), best first; and each hit's explanation."""
         if len(channels) == 1:
-            return self._store.search(
-                self._collection,
-                channels[0],
-                vectors[channels[0]],
-                limit=depth,
-                filter=options.filter,
-                score_threshold=options.score_threshold,
+            channel = channels[0]
+            top = self._store.search(
+                where, channel, vectors[channel], limit=depth, filter=options.filter
             )
-        hits: dict[VectorName, list[StoredHit]] = {}
-        for channel in channels:
-            if float(options.weights.get(channel, 1.0)) <= 0:
-                continue
-            hits[channel] = self._store.search(
-                self._collection,
-                channel,
-                vectors[channel],
-                limit=depth,
-                filter=options.filter,
-                score_threshold=options.score_threshold,
-            )
-        ids = list(dict.fromkeys(h.id for found in hits.values() for h in found))
-        records = self._store.retrieve(self._collection, ids, with_vectors=True)
-        return fuse(hits, records, vectors, options.weights)[:depth]
+            return top, explain_channel(channel, top, self.null_scales(bundle))
+        queries = {c: vectors[c] for c in channels if float(options.weights.get(c, 1.0)) > 0}
+        source = _one_request(self._store)
+        if source is not None:  # Qdrant's Query API: every channel in one round trip
+            records = source.candidates(where, queries, depth=depth, filter=options.filter)
+        else:
+            found = [
+                self._store.search(where, c, q, limit=depth, filter=options.filter)
+                for c, q in queries.items()
+            ]
+            ids = list(dict.fromkeys(h.id for hits in found for h in hits))
+            records = self._store.retrieve(where, ids, with_vectors=True)
+        scales = self.null_scales(bundle)
+        fused = fuse(records, queries, options.weights, null=scales, depth=depth)
+        return fused.hits[:depth], fused.explain
+
+
+def _one_request(store: VectorStore) -> ChannelCandidates | None:
+    """The store, or the adapter its wrapper passes reads through to (``VersionedStore.inner``:
+    an alias is resolved by the store either way), where it fetches every channel's candidates
+    in one request; None where it searches channel by channel."""
+    for candidate in (store, getattr(store, "inner", None)):
+        if isinstance(candidate, ChannelCandidates):
+            return candidate
+    return None
 
 
 def _one_vector(value: VectorValue | None) -> list[float] | None:

@@ -173,6 +173,50 @@ class QdrantServerStore:
         found = self._with_layout(collection, query)
         return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
+    def candidates(
+        self,
+        collection: str,
+        queries: Mapping[VectorName, Sequence[float]],
+        *,
+        depth: int,
+        filter: Mapping[str, FilterValue] | None = None,  # noqa: A002
+    ) -> list[Record]:
+        """The union of each channel's top ``depth`` points, with vectors and payloads, in one
+        request: Qdrant's Query API with one ``prefetch`` per channel. The fusion step of the
+        request only unites them (RRF over prefetches of ``depth``, ``limit`` their sum, so none
+        is cut); ``service.search.fusion`` ranks them, judging each point on the channels it
+        has, which Qdrant's sums over prefetches cannot (see there)."""
+        check_collection_name(collection)
+        check_page(depth, 0)
+        if not queries:
+            return []
+        query_filter = server_filter(filter)
+
+        def query(layout: _Layout) -> list[Any]:
+            prefetch = []
+            for name, vector in queries.items():
+                values: Any = [float(x) for x in query_vector(layout.dims, name, vector)]
+                prefetch.append(
+                    models.Prefetch(
+                        query=[values] if name in layout.multi else values,
+                        using=name,
+                        filter=query_filter,
+                        limit=depth,
+                    )
+                )
+            with translate("search", collection):
+                return self._client.query_points(
+                    collection,
+                    prefetch=prefetch,
+                    query=models.FusionQuery(fusion=models.Fusion.RRF),
+                    limit=depth * len(prefetch),
+                    with_payload=True,
+                    with_vectors=list(queries),
+                ).points
+
+        found = self._with_layout(collection, query)
+        return [Record(str(p.id), dict(p.payload or {}), domain_vectors(p.vector)) for p in found]
+
     def retrieve(
         self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
     ) -> list[Record]:

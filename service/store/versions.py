@@ -6,10 +6,17 @@ writing to it (gateways, ``clipsearch writer``) sees the same thing:
 
 * ``media.next`` — the version a reindex is building. While it exists, every upsert and delete
   on ``media`` is applied to it too (dual write), so nothing written during the rebuild is lost;
-* ``media.previous`` — the version the last swap replaced, kept for ``rollback``.
+* ``media.previous`` — the version the last swap replaced, kept for ``rollback``. Writes and
+  deletes reach it too, so a rollback (and a roll-forward after it) serves every write made
+  whichever version served it.
 
 A swap repoints ``media`` and ``media.previous`` and removes ``media.next`` in one atomic alias
 update; searches see the old version or the new one, never a mix and never an error.
+
+Versions may be built by different bundles (a model rollout), with different vector dims: the
+bundle is in the version's name, queries embed with the bundle of the version they search, and
+writes during a rollout carry one point per bundle (``write_bundles``): ``upsert`` routes each
+to the version of its bundle, by the point's ``model`` payload field.
 
 Qdrant resolves aliases in every points operation; the embedded store does the same. A server
 adapter pays a round trip to list aliases, so this wrapper caches the list for ``alias_ttl_s``;
@@ -80,7 +87,9 @@ class VersionedStore:
         can rename (embedded) and used as it is otherwise. Returns the real collection."""
         current = self.aliases(fresh=True).get(collection)
         if current is not None:
-            self.inner.ensure_collection(current, dims)
+            # Its own bundle's dims, which may not be the default bundle's (after a rollout).
+            if not self.inner.collection_exists(current):
+                self.inner.ensure_collection(current, dims)
             return current
         if self.inner.collection_exists(collection):
             rename = getattr(self.inner, "rename_collection", None)
@@ -131,19 +140,43 @@ class VersionedStore:
         log.info("reindex of %s: building %s", collection, name)
         return name
 
-    def swap(self, collection: str) -> tuple[str, str]:
-        """Make ``.next`` current and the current ``.previous``, atomically; drop the version
-        that was previous before. Returns (old, new)."""
+    def swap(self, collection: str, *, keep: int = 1) -> tuple[str, str]:
+        """Make ``.next`` current and the current ``.previous``, atomically; then drop the
+        replaced versions beyond the ``keep`` newest (the previous one is always kept).
+        Returns (old, new)."""
         aliases = self.aliases(fresh=True)
         new, old = aliases.get(collection + NEXT), aliases.get(collection)
         if new is None or old is None:
             raise ClipsearchError(ErrorType.conflict, f"no reindex of {collection!r} to finish")
-        stale = aliases.get(collection + PREVIOUS)
         self._set_aliases({collection: new, collection + PREVIOUS: old}, remove=[collection + NEXT])
-        if stale is not None and stale not in (old, new):
-            self.inner.drop_collection(stale)
         log.info("swapped %s: %s -> %s", collection, old, new)
+        replaced = [v.name for v in self.versions(collection) if v.name not in (old, new)]
+        for stale in replaced[: max(0, len(replaced) - max(1, keep) + 1)]:
+            self.inner.drop_collection(stale)
+            log.info("dropped %s (retention: %d previous)", stale, keep)
         return old, new
+
+    def bundle_of(self, collection: str, *, fresh: bool = False) -> tuple[str, str | None]:
+        """The version ``collection`` reads now and the bundle that built it (None: a
+        collection from before versioning, made by the default bundle). A name that is no
+        alias is returned as it is."""
+        name = self.aliases(fresh=fresh).get(collection, collection)
+        version = parse_version(name)
+        return name, version.bundle if version else None
+
+    def write_bundles(self, collection: str) -> list[str | None]:
+        """The bundles a write to ``collection`` embeds with, one point per bundle: the current
+        version's; during a rollout onto another bundle the next version's too; and after a
+        swap the previous version's, which ``rollback`` may make current again."""
+        aliases = self.aliases()
+        current = parse_version(aliases.get(collection, collection))
+        bundles: list[str | None] = [current.bundle if current else None]
+        for suffix in (NEXT, PREVIOUS):
+            other = aliases.get(collection + suffix)
+            version = parse_version(other) if other else None
+            if version is not None and version.bundle not in bundles:
+                bundles.append(version.bundle)
+        return bundles
 
     def abort(self, collection: str) -> None:
         """Stop dual-writing and drop the version being built."""
@@ -217,21 +250,52 @@ class VersionedStore:
         with self._lock:
             self._cached = None
 
-    def _dual(self, collection: str) -> str | None:
-        return self.aliases().get(collection + NEXT)
-
     # -- VectorStore -------------------------------------------------------------------------
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
-        self.inner.upsert(collection, points)
-        building = self._dual(collection)
-        if building is not None:
-            self.inner.upsert(building, points)
+        """Points of one bundle go to the current version, and to ``.next`` and ``.previous``
+        when the same bundle built them; a version of another bundle (a rollout's) gets the
+        points made with its bundle (``write_bundles``). So whichever of them serves next — a
+        promote, a rollback, a roll-forward — holds every write."""
+        aliases = self.aliases()
+        current = aliases.get(collection)
+        if current is None:
+            self.inner.upsert(collection, _first_per_id(points))
+            return
+        now = parse_version(current)
+        mine = _for_bundle(points, now.bundle if now else None, collection)
+        self.inner.upsert(collection, mine)
+        for other in self._others(collection, aliases):
+            version = parse_version(other)
+            if version is None or now is None or version.bundle == now.bundle:
+                self.inner.upsert(other, mine)
+                continue
+            theirs = [p for p in points if p.payload.get("model") == version.bundle]
+            if theirs:
+                self.inner.upsert(other, theirs)
+            else:
+                log.warning(
+                    "a write to %s carried no point of bundle %s: %s misses it",
+                    collection,
+                    version.bundle,
+                    other,
+                )
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         self.inner.delete(collection, ids)
-        building = self._dual(collection)
-        if building is not None:
-            self.inner.delete(building, ids)
+        for other in self._others(collection, self.aliases()):
+            self.inner.delete(other, ids)
+
+    @staticmethod
+    def _others(collection: str, aliases: Mapping[str, str]) -> list[str]:
+        """The versions besides the current one that every write reaches: the one being built
+        and the one a rollback would serve."""
+        current = aliases.get(collection)
+        out: list[str] = []
+        for suffix in (NEXT, PREVIOUS):
+            name = aliases.get(collection + suffix)
+            if name is not None and name != current and name not in out:
+                out.append(name)
+        return out
 
     def ensure_collection(self, name: str, dims: Mapping[VectorName, int]) -> None:
         self.inner.ensure_collection(name, dims)
@@ -292,6 +356,38 @@ class VersionedStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _first_per_id(points: Sequence[Point]) -> list[Point]:
+    seen: set[str] = set()
+    out = []
+    for p in points:
+        if p.id not in seen:
+            seen.add(p.id)
+            out.append(p)
+    return out
+
+
+def _for_bundle(points: Sequence[Point], bundle: str | None, collection: str) -> list[Point]:
+    """The points made by ``bundle`` (by their ``model`` field); for a version of unknown
+    bundle, each id's first point. Points all made by other bundles are refused: they would
+    be vectors of another model, perhaps of other dims (a write that raced a promote)."""
+    if bundle is None:
+        return _first_per_id(points)
+    exact = [p for p in points if p.payload.get("model") == bundle]
+    if exact or not points:
+        return exact
+    models = sorted({str(m) for p in points if (m := p.payload.get("model"))})
+    if not models:
+        return _first_per_id(points)
+    raise ClipsearchError(
+        ErrorType.conflict,
+        f"{collection!r} is now searched with bundle {bundle}, and these points were embedded "
+        f"with {', '.join(models)} (a write that raced a rollout's promote or rollback): "
+        "send it again",
+        {"bundle": bundle, "models": models},
+        retry_after_s=1.0,
+    )
 
 
 def _bundle_of(store: VectorStore, collection: str) -> str | None:

@@ -1,4 +1,5 @@
-"""The encoder worker process: the ``Encoder`` gRPC server around one engine and its batcher.
+"""The encoder worker process: the ``Encoder`` gRPC server around its bundles (a
+:class:`BundleRegistry`: one engine and batcher per bundle, the first the default).
 
 Start-up order: bind and serve first, then warm up. ``Health`` answers "not warmed up" and
 ``Embed`` answers UNAVAILABLE (clients move on to another worker) until the warm-up inference
@@ -20,6 +21,7 @@ from prometheus_client import Gauge, start_http_server
 from service.core.config import Settings
 from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine
+from service.encoder.registry import BundleRegistry
 from service.rpc.proto import encoder_pb2_grpc as pb_grpc
 from service.worker.servicer import EncoderServicer, WorkerMetrics
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 MIN_THREADS = 64
 MAX_THREADS = 1024
 STOP_GRACE_S = 10.0
+KEEPALIVE_MIN_PING_MS = 5_000  # the most often a client may ping an idle connection
 
 
 def thread_budget(settings: Settings) -> int:
@@ -42,24 +45,50 @@ def bind_address(host: str, port: int) -> str:
 
 
 class WorkerServer:
-    """``start()`` serves and warms up; ``stop()`` drains; ``port`` is the bound port."""
+    """``start()`` serves and warms up; ``stop()`` drains; ``port`` is the bound port.
+
+    ``WorkerServer(settings, engine)`` serves one bundle; ``registry=`` serves several, and
+    ``self.registry.load`` / ``drop`` change them while the worker serves."""
 
     def __init__(
-        self, settings: Settings, engine: EncoderEngine, *, batcher: Batcher | None = None
+        self,
+        settings: Settings,
+        engine: EncoderEngine | None = None,
+        *,
+        batcher: Batcher | None = None,
+        registry: BundleRegistry | None = None,
     ) -> None:
+        if registry is None:
+            if engine is None:
+                raise TypeError("WorkerServer needs an engine or a registry")
+            batcher = batcher or Batcher(engine, settings.encoder)
+            registry = BundleRegistry.of(engine, batcher=batcher)
+        elif engine is not None or batcher is not None:
+            raise TypeError("pass either an engine (and batcher) or a registry, not both")
         self.settings = settings
-        self.engine = engine
-        self.batcher = batcher or Batcher(engine, settings.encoder)
-        registry = self.batcher.metrics.registry
-        self.metrics = WorkerMetrics(registry)
-        self.servicer = EncoderServicer(self.batcher, settings.encoder, self.metrics)
-        ready = Gauge("clipsearch_worker_ready", "1 while Health answers ready", registry=registry)
+        self.registry = registry
+        metrics_registry = registry.metrics.registry
+        self.metrics = WorkerMetrics(metrics_registry)
+        self.servicer = EncoderServicer(registry, settings.encoder, self.metrics)
+        ready = Gauge(
+            "clipsearch_worker_ready", "1 while Health answers ready", registry=metrics_registry
+        )
         ready.set_function(lambda: 1.0 if self.servicer.health().ready else 0.0)
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.Server | None = None
         self._httpd: Any = None
         self._stopped = threading.Event()
+
+    @property
+    def engine(self) -> EncoderEngine:
+        """The default bundle's engine."""
+        return self.registry.default.engine
+
+    @property
+    def batcher(self) -> Batcher:
+        """The default bundle's batcher (its ``metrics.registry`` holds every bundle's)."""
+        return self.registry.default.batcher
 
     def start(self, *, warmup: bool = True) -> int:
         """Bind, serve, warm up; returns the bound port (useful with port 0)."""
@@ -73,6 +102,10 @@ class WorkerServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # Clients ping every few seconds to notice a frozen worker (see
+                # service/clients/grpc.py); without these the server would answer GOAWAY.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_MIN_PING_MS),
             ],
             # Beyond the pool, refuse at once (RESOURCE_EXHAUSTED) rather than queue unbounded.
             maximum_concurrent_rpcs=threads,
@@ -88,21 +121,21 @@ class WorkerServer:
             self._server = server
             log.info(
                 "encoder worker serving %s on %s (%d handler threads)",
-                self.engine.bundle.manifest.ref,
+                ", ".join(self.registry.refs()),
                 bind_address(w.host, self.port),
                 threads,
             )
             if w.metrics_port:
                 self._start_metrics(w.host, w.metrics_port)
             if warmup:
-                self.engine.warmup()
+                self.registry.warmup()
         except BaseException:
             self.stop(grace=0)  # the batcher's threads and any bound port go too
             raise
         return self.port
 
     def _start_metrics(self, host: str, port: int) -> None:
-        self._httpd, _ = start_http_server(port, host, registry=self.batcher.metrics.registry)
+        self._httpd, _ = start_http_server(port, host, registry=self.registry.metrics.registry)
         self.metrics_port = int(self._httpd.server_address[1])
         log.info("worker metrics on http://%s/metrics", bind_address(host, self.metrics_port))
 
@@ -119,7 +152,6 @@ class WorkerServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
-        self.batcher.close()
-        self.engine.close()
+        self.registry.close()
         self._stopped.set()
         log.info("encoder worker stopped")

@@ -1,4 +1,6 @@
-"""The ``Encoder`` gRPC service around a :class:`Batcher`.
+"""The ``Encoder`` gRPC service around a :class:`BundleRegistry`: each request goes to the
+batcher of the bundle it names (``EmbedRequest.bundle``, empty = the default); an unknown bundle
+is NOT_FOUND, its detail listing the bundles served.
 
 Every call follows the batcher's rules: admission is refused at once when the lane is full
 (RESOURCE_EXHAUSTED with retry-after), the call's gRPC deadline becomes the request's deadline,
@@ -20,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from service.core.config import EncoderSettings
 from service.core.errors import ClipsearchError, ErrorType, invalid
-from service.encoder.batcher import Batcher
+from service.encoder.registry import BundleRegistry, Served
 from service.encoder.requests import Pending
 from service.rpc import codec
 from service.rpc.proto import encoder_pb2 as pb
@@ -72,23 +74,23 @@ class _Slot:
     kind: str
     pending: Pending[Any] | None = None
     response: pb.EmbedResponse | None = None
+    served: Served | None = None  # the bundle the request went to
 
 
 class EncoderServicer(pb_grpc.EncoderServicer):
-    def __init__(self, batcher: Batcher, settings: EncoderSettings, metrics: WorkerMetrics) -> None:
-        self.batcher = batcher
-        self.engine = batcher.engine
+    def __init__(
+        self, registry: BundleRegistry, settings: EncoderSettings, metrics: WorkerMetrics
+    ) -> None:
+        self.registry = registry
         self.settings = settings
         self.metrics = metrics
         self.stopping = False
-        self._dim = self.engine.bundle.manifest.spaces.image
-        self._visual_dim = self.engine.bundle.manifest.spaces.visual
 
     # -- RPCs ----------------------------------------------------------------------------
 
     def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
         def embed() -> pb.EmbedResponse:
-            self._check_serving()
+            self._check_stopping()
             deadline, left = self._deadline(context)
             slot = self._submit(request, deadline)
             self._watch(context, "Embed", [slot])
@@ -100,7 +102,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         self, request_iterator: Iterable[pb.EmbedRequest], context: grpc.ServicerContext
     ) -> pb.EmbedStreamResponse:
         def stream() -> pb.EmbedStreamResponse:
-            self._check_serving()
+            self._check_stopping()
             deadline, _ = self._deadline(context)
             slots: list[_Slot] = []
             self._watch(context, "EmbedStream", slots)
@@ -113,8 +115,7 @@ class EncoderServicer(pb_grpc.EncoderServicer):
 
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         def info() -> pb.InfoResponse:
-            full = replace(self.engine.info(), batching=self.batcher.batching_info())
-            return codec.info_to_proto(full)
+            return codec.info_to_proto(self.registry.info(request.bundle or None))
 
         return self._call("Info", context, info)
 
@@ -122,10 +123,11 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         return self._call("Health", context, self.health)
 
     def health(self) -> pb.HealthResponse:
-        health = self.batcher.health()
+        health = self.registry.health()
         if self.stopping:
             health = replace(health, ready=False, reason="the worker is shutting down")
-        return codec.health_to_proto(health, self.engine.bundle.manifest.ref)
+        refs = self.registry.refs()
+        return codec.health_to_proto(health, refs[0] if refs else "", refs)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -151,13 +153,20 @@ class EncoderServicer(pb_grpc.EncoderServicer):
         self.metrics.rpcs.labels(method, code).inc()
         abort(context, exc)
 
-    def _check_serving(self) -> None:
+    def _check_stopping(self) -> None:
         if self.stopping:
             raise ClipsearchError(ErrorType.unavailable, "the worker is shutting down")
-        if not self.engine.ready:
+
+    def _served(self, request: pb.EmbedRequest) -> Served:
+        served = self.registry.get(request.bundle or None)
+        if not served.engine.ready:
             raise ClipsearchError(
-                ErrorType.unavailable, "the worker is warming up", retry_after_s=1.0
+                ErrorType.unavailable,
+                f"the worker is warming up {served.ref}",
+                {"bundle": served.ref},
+                retry_after_s=1.0,
             )
+        return served
 
     def _deadline(self, context: grpc.ServicerContext) -> tuple[float, float]:
         """The call's deadline on the monotonic clock, and the seconds left until then."""
@@ -182,15 +191,19 @@ class EncoderServicer(pb_grpc.EncoderServicer):
     def _submit(self, request: pb.EmbedRequest, deadline: float) -> _Slot:
         lane = codec.lane_from_proto(request.lane)
         kind = request.WhichOneof("input")
+        served = self._served(request)
+        batcher = served.batcher
         if kind == "texts":
             texts = list(request.texts.items)
             if not texts:  # the batcher answers "no texts" at once; clients expect 0 rows
-                empty = codec.texts_to_proto(self.batcher.embed_texts([]))
+                empty = codec.texts_to_proto(batcher.embed_texts([]))
                 return _Slot(kind, response=pb.EmbedResponse(texts=empty))
-            return _Slot(kind, self.batcher.submit_texts(texts, lane=lane, deadline=deadline))
+            texts_pending = batcher.submit_texts(texts, lane=lane, deadline=deadline)
+            return _Slot(kind, texts_pending, served=served)
         if kind == "images":
             images = list(request.images.items)
-            return _Slot(kind, self.batcher.submit_images(images, lane=lane, deadline=deadline))
+            pending = batcher.submit_images(images, lane=lane, deadline=deadline)
+            return _Slot(kind, pending, served=served)
         raise invalid("an EmbedRequest needs texts or images")
 
     def _submit_waiting(
@@ -239,7 +252,10 @@ class EncoderServicer(pb_grpc.EncoderServicer):
             for item in result:
                 if isinstance(item, ClipsearchError):
                     self.metrics.errors.labels(item.type.value).inc()
-            images = codec.images_to_proto(result, self._dim, self._visual_dim)
+            assert slot.served is not None
+            spaces = slot.served.engine.bundle.manifest.spaces
+            images = codec.images_to_proto(result, spaces.image, spaces.visual)
             slot.response = pb.EmbedResponse(images=images)
         slot.pending = None  # drop the batcher's request: the encoded reply is all we keep
+        slot.served = None
         return slot.response

@@ -30,4 +30,8 @@ def test_the_gateway_serves_through_a_remote_worker(tiny_bundle_dir: Path, tmp_p
             assert ready.json()["model"] == "tiny-test@0.1.0"
             search = client.post("/v1/search", json={"text": "a red circle"})
             assert search.status_code == 200, search.text
+            # The client's per-worker series are on the gateway's /metrics.
+            metrics = client.get("/metrics").text
+            labels = f'endpoint="127.0.0.1:{worker.port}",state="serving"'
+            assert f"clipsearch_encoder_client_worker_state{{{labels}}} 1.0" in metrics, metrics
         assert not components.embedder.ready()  # closed with the app

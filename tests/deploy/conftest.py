@@ -84,7 +84,7 @@ VARIANTS = {
         "worker.runtimeClassName=nvidia",
         "bundles.existingClaim=bundles",
         "sharedData.existingClaim=shared",
-        "gateway.grpc.enabled=true",
+        "gateway.grpc.enabled=false",
         "qdrant.replicas=3",
         "networkPolicy.enabled=false",
     ),

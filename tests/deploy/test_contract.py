@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from service.core.config import Settings
 from tests.deploy.conftest import VARIANTS, Renders
 from tests.deploy.kube import (
     CHART,
@@ -72,7 +71,7 @@ def test_every_container_environment_makes_valid_settings(manifests: list[Doc]) 
 
 def test_the_chart_defaults_are_the_settings_defaults() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    defaults = Settings()
+    defaults = settings_from_env({})  # the defaults, whatever this process's environment
     assert values["gateway"]["port"] == defaults.port == 8000
     assert values["gateway"]["grpc"]["port"] == defaults.grpc_port == 50052
     assert values["worker"]["port"] == defaults.worker.port == 50051
@@ -96,11 +95,12 @@ def _ports(container: dict[str, Any]) -> dict[str, int]:
 def test_the_gateway_binds_the_ports_its_pod_and_service_declare(
     renders: Renders, grpc: bool
 ) -> None:
-    docs = renders.chart(sets=("gateway.grpc.enabled=true",)) if grpc else renders.chart()
+    docs = renders.chart() if grpc else renders.chart(sets=("gateway.grpc.enabled=false",))
     gateway = workload(docs, "Deployment", "gateway")
     (container,) = gateway["spec"]["template"]["spec"]["containers"]
     settings = settings_from_env(container_env(docs, container))
     assert settings.host == "0.0.0.0"
+    assert settings.grpc_port == (50052 if grpc else 0)  # disabled: not listening at all
     expected = {"http": settings.port, **({"grpc": settings.grpc_port} if grpc else {})}
     assert _ports(container) == expected
     service = by_kind(docs, "Service")[gateway["metadata"]["name"]]
@@ -205,7 +205,7 @@ def test_compose_runs_real_commands_on_the_settings_ports() -> None:
     assert set(services) == {"gateway", "worker", "indexer", "redis", "qdrant"}
     for name in ("gateway", "worker", "indexer"):
         check_cli(services[name]["command"])
-    defaults = Settings()
+    defaults = settings_from_env({})  # the defaults, whatever this process's environment
     gateway_env = services["gateway"]["environment"]
     assert int(gateway_env["CLIPSEARCH_PORT"]) == defaults.port
     assert services["gateway"]["ports"] == [f"127.0.0.1:{defaults.port}:{defaults.port}"]

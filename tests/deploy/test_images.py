@@ -17,7 +17,6 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from service.core.config import Settings
 from tests.deploy.kube import (
     COMPOSE,
     COMPOSE_GPU,
@@ -32,7 +31,7 @@ from tests.deploy.kube import (
 DOCKER = ROOT / "deploy" / "docker"
 IMAGE_ARG = re.compile(r"^[a-z0-9./-]+:v?\d+\.\d+\.\d+[A-Za-z0-9.-]*(@sha256:[a-f0-9]{64})?$")
 # (image target, Dockerfile, ports it must expose)
-DEFAULTS = Settings()
+DEFAULTS = settings_from_env({})  # the defaults, whatever this process's environment
 TARGETS = {
     "gateway": ("Dockerfile", {DEFAULTS.port, DEFAULTS.grpc_port}),
     "worker-cpu": ("Dockerfile", {DEFAULTS.worker.port, DEFAULTS.worker.metrics_port}),

@@ -143,13 +143,13 @@ def test_cli_ingest_through_celery_shows_the_rate_and_lists_failures(
         cwd=REPO_ROOT, env=d.env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr  # an item failed: non-zero, and it is listed
-    assert "completed, 6 indexed, 1 failed" in result.stderr
-    assert "broken.png" in result.stderr
-    assert "items/s" in result.stderr  # the bar's rate, as the job reports it
+    assert "completed, 6 indexed, 1 failed" in result.stdout  # the result on stdout
+    assert "broken.png" in result.stdout
+    assert "items/s" in result.stderr  # the bar's rate, as the job reports it: progress on stderr
 
     # retry-failed: a new job over the failed entry alone, sent to the workers as it was.
-    job_id = re.search(r"job ([0-9a-f]{32}): completed", result.stderr)
-    assert job_id, result.stderr
+    job_id = re.search(r"job ([0-9a-f]{32}): completed", result.stdout)
+    assert job_id, result.stdout
     response = httpx.post(f"{d.url}/v1/jobs/{job_id.group(1)}/retry-failed", timeout=30)
     assert response.status_code == 202, response.text
     again = d.wait_state(response.json()["job_id"], "completed")

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +26,21 @@ from service.store.versions import VersionedStore
 from tests.indexer.pipeline.test_video import make_video
 from tests.service.gateway.conftest import make_settings, png, running_client
 from tests.support import wait_for_job, wait_until
+
+SETTLED = ("ready", "completed", "failed", "cancelled")
+
+
+def wait_rollout(fetch: Any, rollout_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Poll until the rollout is built (ready) or has ended."""
+    box: list[dict[str, Any]] = []
+
+    def settled() -> bool:
+        box[:] = [fetch(rollout_id)]
+        return box[0]["state"] in SETTLED
+
+    wait_until(settled, timeout)
+    return box[0]
+
 
 N_IMAGES = 40
 
@@ -79,14 +95,14 @@ def test_reindex_under_search_load_swaps_and_rolls_back(
     loader = threading.Thread(target=load)
     loader.start()
     try:
-        started = client.post("/v1/admin/reindex", json={})
+        started = client.post("/v1/admin/reindex", json={"promote": "auto"})
         assert started.status_code == 202, started.text
         record = started.json()
-        assert record["state"] == "running" and record["source"] == first
+        assert record["state"] in ("queued", "building") and record["source"] == first
         searched_before = searches[0]
         again = client.post("/v1/admin/reindex", json={})
         assert again.status_code == 409, again.text
-        done = wait_for_job(lambda r: client.get(f"/v1/admin/reindex/{r}").json(), record["id"])
+        done = wait_rollout(lambda r: client.get(f"/v1/admin/reindex/{r}").json(), record["id"])
         searched_during = searches[0] - searched_before
     finally:
         stop.set()
@@ -114,16 +130,56 @@ def test_reindex_under_search_load_swaps_and_rolls_back(
 
     back = client.post("/v1/admin/rollback", json={})
     assert back.status_code == 200, back.text
-    assert back.json() == {"collection": "media", "from": done["target"], "to": first}
+    assert back.json() == {
+        "collection": "media",
+        "from": done["target"],
+        "to": first,
+        "bundle": done["bundle"],
+    }
     assert client.get("/v1/collections/media").json()["current"] == first
     hits = client.post("/v1/search", json={"text": "picture number 7", "limit": 3})
     assert hits.status_code == 200 and len(hits.json()["hits"]) == 3
     assert [r["id"] for r in client.get("/v1/admin/reindex").json()] == [record["id"]]
 
 
+def test_a_deleted_video_segment_stays_deleted_through_reindexes(
+    gateway: TestClient, tmp_path: Path
+) -> None:
+    """The rebuild cuts the video again from its source: a segment deleted before it must not
+    come back, in the new version nor in the one after (issue 19)."""
+    client = gateway
+    store: VersionedStore = client.app.state.runtime.components.store  # type: ignore[attr-defined]
+    folder = tmp_path / "src" / "videos"
+    folder.mkdir(parents=True)
+    make_video(folder / "clip.mp4")
+    job = client.post("/v1/ingest", json={"source": str(folder)}).json()["job_id"]
+    assert wait_for_job(lambda j: client.get(f"/v1/jobs/{j}").json(), job)["state"] == "completed"
+    video = (folder / "clip.mp4").resolve().as_uri()
+
+    def segment(i: int) -> str:
+        return "/v1/items/" + quote(f"{video}#{i}", safe="")
+
+    def status(rollout_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = client.get(f"/v1/admin/reindex/{rollout_id}").json()
+        return body
+
+    assert [client.get(segment(i)).status_code for i in range(4)] == [200, 200, 200, 404]
+    assert client.delete(segment(1)).status_code == 204
+    for rollout in range(2):
+        started = client.post("/v1/admin/reindex", json={"promote": "auto"})
+        assert started.status_code == 202, started.text
+        done = wait_rollout(status, started.json()["id"])
+        assert done["state"] == "completed", done
+        assert [client.get(segment(i)).status_code for i in range(3)] == [200, 404, 200], rollout
+        assert done["points"] == 2 and done["missing"] == 0
+    assert _ids(store, "media") == _ids(store, "media.previous")
+    assert client.delete("/v1/videos/" + quote(video, safe="")).json()["deleted"] == 2
+    assert store.count("media") == 0 and store.count("media.previous") == 0
+
+
 def test_reindex_refuses_bad_requests(gateway: TestClient) -> None:
     bad_bundle = gateway.post("/v1/admin/reindex", json={"bundle": "someone-else@9"})
-    assert bad_bundle.status_code == 400 and "embeds with" in bad_bundle.text
+    assert bad_bundle.status_code == 404 and "someone-else@9" in bad_bundle.text
     assert gateway.post("/v1/admin/reindex", json={"collection": "nope"}).status_code == 404
     assert gateway.post("/v1/admin/reindex", json={"colection": "x"}).status_code == 422
     assert gateway.get("/v1/admin/reindex/0123").status_code == 404
@@ -139,11 +195,13 @@ class GatedBulk:
         self.gate = threading.Event()
         self.bulk_calls = 0
 
-    def embed_texts(self, texts: Sequence[str], *, lane: Any = "interactive") -> Any:
+    def embed_texts(
+        self, texts: Sequence[str], *, lane: Any = "interactive", bundle: str | None = None
+    ) -> Any:
         if lane == "bulk":
             self.bulk_calls += 1
             self.gate.wait(60)
-        return self.inner.embed_texts(texts, lane=lane)
+        return self.inner.embed_texts(texts, lane=lane, bundle=bundle)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -182,7 +240,7 @@ def test_writes_during_a_rebuild_reach_the_new_version(
     store.upsert("media", docs)
     reindexer = InProcessReindexer(settings=settings, embedder=embedder, store=store)  # type: ignore[arg-type]
     try:
-        record = reindexer.start("media")
+        record = reindexer.start("media", promote="auto")
         wait_until(lambda: embedder.bulk_calls == 1)  # the first page is inside the encoder
         # While the rebuild is held: a new document, and a delete of one not rebuilt yet.
         added = _texts(embedder, 1, start=1000)
@@ -190,7 +248,7 @@ def test_writes_during_a_rebuild_reach_the_new_version(
         last_page = sorted(p.id for p in docs)[-1]
         store.delete("media", [last_page])
         embedder.gate.set()
-        done = wait_for_job(reindexer.status, record["id"])
+        done = wait_rollout(reindexer.status, record["id"])
     finally:
         reindexer.close()
     assert done["state"] == "completed", done
@@ -226,7 +284,8 @@ def test_cancel_and_a_crash_leave_the_current_version_serving(
     (settings.data_dir / "reindex" / "crashed.json").write_text(json.dumps(crashed))
     restarted = InProcessReindexer(settings=settings, embedder=embedder, store=store)  # type: ignore[arg-type]
     try:
-        assert restarted.status("crashed")["state"] == "interrupted"
+        crashed_now = restarted.status("crashed")
+        assert crashed_now["state"] == "failed" and "interrupted" in crashed_now["error"]
         assert store.aliases() == {"media": current}
         assert not store.inner.collection_exists(building)
     finally:

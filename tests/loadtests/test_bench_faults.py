@@ -1,5 +1,5 @@
-"""The faults benchmark: the command is wired, and one short real run of its three scenarios on
-the tiny bundle (real Redis, workers and gateway; the e2e tests' small steps)."""
+"""The faults benchmark: the command is wired, and one short real run of its scenarios on the tiny
+bundle (real Redis, workers and gateway; the e2e tests' small steps; a 15-s worker freeze)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ def test_the_command_is_wired_with_its_options() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(500)
 def test_a_short_run_survives_every_fault_with_every_point_once(tiny_bundle_dir: Path) -> None:
     redis_binary()  # skips without redis-server
-    report = run_faults_bench(tiny_bundle_dir, images=60, env=SMALL_STEPS)
+    report = run_faults_bench(tiny_bundle_dir, images=60, env=SMALL_STEPS, freeze_seconds=15)
     scenarios = report["scenarios"]
-    assert set(scenarios) == {"worker_kill", "gateway_kill", "redis_restart"}
+    assert set(scenarios) == {"worker_kill", "gateway_kill", "redis_restart", "worker_freeze"}
+    frozen = scenarios.pop("worker_freeze")
+    assert frozen["ok"] and frozen["fault"] == "SIGSTOP" and frozen["failed"] == 0, frozen
+    assert frozen["ejections"] >= 1 and frozen["seconds_to_readmit"] <= 10, frozen
     for name, r in scenarios.items():
         assert r["ok"], (name, {k: v for k, v in r.items() if k != "logs"}, r.get("logs"))
         assert (r["done"], r["failed"], r["total"], r["points"]) == (60, 0, 60, 60), name

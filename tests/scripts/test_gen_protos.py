@@ -50,3 +50,24 @@ def test_the_stubs_import_as_a_package_with_the_header() -> None:
     for name in ("encoder_pb2.py", "encoder_pb2.pyi", "encoder_pb2_grpc.py"):
         assert "DO NOT EDIT" in (STUBS / name).read_text().splitlines()[1]
     assert encoder_pb2.DESCRIPTOR.name == "clipsearch/encoder/v1/encoder.proto"
+
+
+def test_the_search_api_stubs_import_as_a_package_under_their_own_name() -> None:
+    from service.rpc.proto import search_pb2, search_pb2_grpc
+
+    assert search_pb2_grpc.clipsearch_dot_v1_dot_search__pb2 is search_pb2
+    for name in ("search_pb2.py", "search_pb2.pyi", "search_pb2_grpc.py"):
+        lines = (STUBS / name).read_text().splitlines()
+        assert "service/rpc/search.proto" in lines[0] and "DO NOT EDIT" in lines[1]
+    assert search_pb2.DESCRIPTOR.name == "clipsearch/v1/search.proto"
+    assert search_pb2.DESCRIPTOR.services_by_name["Search"].full_name == "clipsearch.v1.Search"
+
+
+def test_a_stale_search_stub_is_named(tmp_path: Path) -> None:
+    copy = tmp_path / "proto"
+    shutil.copytree(STUBS, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "search_pb2.pyi").unlink()
+    result = gen("--check", "--out", str(copy))
+    assert result.returncode == 1
+    assert "search_pb2.pyi is not current" in result.stderr
+    assert "encoder_pb2" not in result.stderr.replace(str(copy), "")

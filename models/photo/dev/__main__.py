@@ -1,11 +1,14 @@
-"""``python -m models.photo.dev fetch|sweep|extras``: get the dev photos, run the tuning sweep,
-measure the views and the colour term on top of its choice.
+"""``python -m models.photo.dev fetch|sweep|extras|crops``: get the dev photos, run the tuning
+sweep, measure the views and the colour term on top of its choice, and crops, mirror images and
+a second backbone (with a re-sweep of ConSE's settings on the best of them).
 
     python -m models.photo.dev fetch --root /tmp/photo-dev
     python -m models.photo.dev sweep --root /tmp/photo-dev --out /tmp/photo-sweep.json \\
         --report models/photo/dev/SWEEP.md --bench
     python -m models.photo.dev extras --root /tmp/photo-dev \\
         --report models/photo/dev/EXTRAS.md --bench
+    python -m models.photo.dev crops --root /tmp/photo-dev \
+        --report models/photo/dev/CROPS.md
 """
 
 from __future__ import annotations
@@ -137,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--cache", type=Path, default=Path(".cache/photo-dev"))
     e.add_argument("--report", type=Path, default=None, help="write the markdown report here")
     e.add_argument("--bench", action="store_true", help="time the image tower's variants")
+    c = sub.add_parser("crops", help="measure crops, flip and lite0+lite2 on the dev set")
+    c.add_argument("--root", type=Path, required=True)
+    c.add_argument("--cache", type=Path, default=Path(".cache/photo-dev"))
+    c.add_argument("--report", type=Path, default=None, help="write the markdown report here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     photos = load_photos()
@@ -144,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         return 0
     classes = imagenet_classes(WordNet.load(), load_wnids())
+    if args.command == "crops":
+        from models.photo.dev.crops_report import crops_report
+
+        text = crops_report(args.root, args.cache, classes)
+        if args.report is not None:
+            args.report.write_text(text, encoding="utf-8")
+        sys.stdout.write(text)
+        return 0
     if args.command == "extras":
         from models.photo.dev.extras_report import extras_report
 

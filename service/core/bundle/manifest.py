@@ -121,6 +121,9 @@ class Card(_Strict):
     """What a bundle is for and what it was measured to do (its EVAL.md has the detail)."""
 
     domain: str  # e.g. "real photographs, ImageNet-1k vocabulary"
+    # Who should use it for what, and what not: shown at start-up, by /health/ready, by
+    # GET /v1/collections and by the admin dashboard.
+    intended_use: str = ""
     components: tuple[Component, ...] = ()
     # Measured figures, name -> value (e.g. "real_photos.object.r_at_1": 0.9).
     figures: dict[str, float] = Field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""Request and response bodies of the admin API (reindex, rollback) and the collections API."""
+"""Request and response bodies of the admin API (rollouts, rollback, golden sets) and the
+collections API."""
 
 from __future__ import annotations
 
@@ -14,29 +15,89 @@ class ReindexRequest(BaseModel):
 
     collection: str | None = Field(None, description="the alias to rebuild; default: this one")
     bundle: str | None = Field(
-        None, description="the bundle to build with (name or name@version); default: the served"
+        None,
+        description="the bundle to build with: a served name@version or name, a zoo name, a "
+        "bundle folder, or 'tiny'; default: the one that built the current version",
     )
+    promote: Literal["manual", "auto"] = Field(
+        "manual",
+        description="manual: wait in 'ready' with a comparison until promoted; auto: promote "
+        "as soon as it is built",
+    )
+
+
+RolloutState = Literal[
+    "queued", "building", "ready", "promoting", "completed", "failed", "cancelled"
+]
+
+
+class ComparisonSide(BaseModel):
+    """One version over the compared queries."""
+
+    version: str
+    score_kind: Literal["cosine", "standardised"] | None = Field(
+        None, description="what its scores are (service.search.planner)"
+    )
+    recall_at_1: float | None = Field(None, description="golden set; None without one")
+    recall_at_10: float | None = None
+    score_p10: float | None = Field(None, description="of every top-10 hit's score")
+    score_p50: float | None = None
+    score_p90: float | None = None
+    latency_p50_ms: float | None = Field(None, description="one search, embedding included")
+    searches: int = 0
+
+
+class ComparedQuery(BaseModel):
+    text: str
+    overlap_at_10: float = Field(description="shared ids of the two top-10s, 0 to 1")
+    old: list[str] = Field(description="the current version's top-10 ids")
+    new: list[str] = Field(description="the new version's top-10 ids")
+
+
+class Comparison(BaseModel):
+    source_bundle: str
+    bundle: str
+    sampled_queries: int = Field(description="recent distinct text queries replayed")
+    image_queries_seen: int = Field(
+        description="image queries in the log: kept as hashes only, so never replayed"
+    )
+    golden_queries: int
+    overlap_at_10: float | None = Field(description="mean over the sampled queries")
+    old: ComparisonSide
+    new: ComparisonSide
+    queries: list[ComparedQuery] = Field(description="the first sampled queries, side by side")
+    computed_at: str
 
 
 class ReindexStatus(BaseModel):
     id: str
     kind: Literal["reindex"] = "reindex"
     collection: str
-    bundle: str
-    state: Literal["running", "completed", "failed", "interrupted", "cancelled"]
-    source: str | None = Field(description="the version searched when the reindex began")
+    bundle: str = Field(description="the bundle that builds the new version (name@version)")
+    source_bundle: str | None = Field(None, description="the bundle of the current version")
+    bundle_spec: str | None = Field(None, description="the bundle as it was asked for")
+    promote: Literal["manual", "auto"] = "manual"
+    state: RolloutState
+    phase: Literal["rebuild", "reconcile", "compare"] | None = None
+    source: str | None = Field(description="the version searched when the rollout began")
     target: str = Field(description="the version being built")
-    total: int = Field(description="points in the source version when the reindex began")
+    total: int = Field(description="points in the source version when the rollout began")
     done: int = Field(description="source points processed by the rebuild")
     rebuilt: int = Field(0, description="items (an image, a video, a text) made again")
     copied: int = Field(0, description="points copied because they could not be made again")
-    points: int | None = Field(None, description="points in the new version once swapped")
+    missing: int = Field(
+        0, description="points another bundle could not make again (sources not stored)"
+    )
+    points: int | None = Field(None, description="points in the new version once built")
     rate_per_s: float | None = None
     eta_s: float | None = None
+    comparison: Comparison | None = Field(None, description="once built (state ready)")
     notes: list[JobError] = Field(default_factory=list)
     error: str | None = None
     created_at: str
     updated_at: str
+    built_at: str | None = None
+    promoted_at: str | None = None
     finished_at: str | None = None
 
 
@@ -50,8 +111,35 @@ class RollbackResponse(BaseModel):
     collection: str
     from_version: str = Field(alias="from")
     to_version: str = Field(alias="to")
+    bundle: str | None = Field(None, description="the bundle that searches it now")
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+class GoldenQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=2_000)
+    expected: list[str] = Field(
+        min_length=1, max_length=100, description="ids of the right answers (point or item ids)"
+    )
+
+
+class GoldenSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(None, description="the alias it is for; default: this one")
+    queries: list[GoldenQuery] = Field(min_length=1, max_length=1_000)
+
+
+class GoldenStored(BaseModel):
+    collection: str
+    queries: int
+
+
+class GoldenListed(BaseModel):
+    collection: str
+    queries: list[GoldenQuery] = Field(description="empty without a golden set")
 
 
 class CollectionVersion(BaseModel):

@@ -6,41 +6,114 @@ import base64
 import binascii
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.core.domain import FILTERABLE_FIELDS, FilterValue
+from service.core.domain import FILTERABLE_FIELDS, FilterValue, Kind
+from service.core.errors import invalid
 from service.core.schemas.sources import SourceSpec
 
 Mode = Literal["image", "caption", "description", "hybrid", "auto"]
 GroupBy = Literal["video"]
 
 
+_KINDS = sorted(k.value for k in Kind)
+_QUERIES = ("text", "image", "image_url", "item_id")
+
+
+class SearchFilter(BaseModel):
+    """Payload equality on the filterable fields; a list value matches any of its values.
+
+    A key or ``kind`` value outside this schema is a 400 that lists the allowed ones (never a
+    silent zero hits): the check raises ``ClipsearchError`` itself, which pydantic passes
+    through unchanged, so every transport reports it as ``invalid_input``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind | list[Kind] | None = Field(None, description=f"one of {_KINDS}")
+    tags: str | list[str] | None = Field(None, description="items carrying the tag (any of)")
+    media_id: str | list[str] | None = Field(None, description="the id an item was added with")
+    video_id: str | list[str] | None = Field(None, description="the segments of these videos")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        unknown = sorted(set(value) - FILTERABLE_FIELDS)
+        if unknown:
+            raise invalid(
+                f"cannot filter on {unknown}; allowed: {sorted(FILTERABLE_FIELDS)}",
+                {"allowed": sorted(FILTERABLE_FIELDS)},
+            )
+        kinds = value.get("kind")
+        asked = kinds if isinstance(kinds, list) else [] if kinds is None else [kinds]
+        bad = [k for k in asked if k not in _KINDS]
+        if bad:
+            raise invalid(f"unknown kind {bad}; allowed: {_KINDS}", {"allowed": _KINDS})
+        return value
+
+    def as_filter(self) -> dict[str, FilterValue]:
+        """The filter as the planner and the stores take it (unset fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(None, description="query text (exactly one of text or image)")
+    text: str | None = Field(
+        None, description="query text (exactly one of text, image, image_url, item_id)"
+    )
     image: str | None = Field(None, description="base64-encoded image bytes")
+    image_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="an http(s) image URL the gateway fetches (public addresses only, or "
+        "sources.allowed_networks; size and time limits as for URL ingestion)",
+    )
+    item_id: str | None = Field(
+        None,
+        max_length=2048,
+        description='"more like this": a stored item\'s point id or the id it was added with; '
+        "the item itself is left out of the hits",
+    )
     mode: Mode = "auto"
     limit: int = Field(10, ge=1, le=100)
     offset: int = Field(0, ge=0, le=10_000)
-    filter: dict[str, FilterValue] | None = Field(
+    filter: SearchFilter | None = Field(
         None, description=f"payload equality on {sorted(FILTERABLE_FIELDS)}; a list = any of"
     )
-    score_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    score_threshold: float | None = Field(
+        None,
+        ge=-100.0,
+        le=100.0,
+        description="keep hits whose `score` is at least this (on the scale the response's "
+        "`score_kind` names). A one-channel search (modes image, caption, description; an image "
+        "query in auto) scores by cosine, in [-1, 1]: 0.3 is a cosine of 0.3 (for a text query "
+        "against images a good match, against texts a loose one). A fused search (hybrid; a text "
+        "query in auto) scores in spreads above what an unrelated item scores (each channel's "
+        "null, measured per bundle): 0 is an unrelated item, 1.0 one spread above it, 3 a match "
+        "that unrelated items almost never reach; 2.0 keeps likely matches only. "
+        "Applied before grouping and paging.",
+    )
     group_by: GroupBy | None = Field(
         None, description="video: the best segment of each video (with its t_start/t_end)"
     )
+    explain: bool = Field(
+        False, description="give each hit's per-channel similarity, standardised score and rank"
+    )
 
-    @field_validator("filter")
-    @classmethod
-    def _known_fields(cls, value: dict[str, FilterValue] | None) -> dict[str, FilterValue] | None:
-        if value:
-            unknown = sorted(set(value) - FILTERABLE_FIELDS)
-            if unknown:
-                raise ValueError(
-                    f"cannot filter on {unknown}; allowed: {sorted(FILTERABLE_FIELDS)}"
-                )
-        return value
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        given = [name for name in _QUERIES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise invalid(
+                f"give exactly one of {', '.join(map(repr, _QUERIES))} (got {len(given)})",
+                {"given": given},
+            )
+        return self
+
+    def filter_values(self) -> dict[str, FilterValue] | None:
+        return self.filter.as_filter() if self.filter is not None else None
 
     def image_bytes(self) -> bytes | None:
         if self.image is None:
@@ -57,9 +130,32 @@ class HitLabel(BaseModel):
     score: float
 
 
+class ChannelExplain(BaseModel):
+    """How a hit scored in one channel it was searched in (``"explain": true``)."""
+
+    channel: str = Field(description="the vector searched: image, caption, description, visual")
+    similarity: float = Field(description="cosine of query and item (a caption: its best chunk)")
+    standardised: float = Field(
+        description="(similarity - mean) / spread of this channel's null: the cosines of "
+        "unrelated query-item pairs, measured once per bundle on a fixed probe set (0: what an "
+        "unrelated item scores, 1: one spread above)"
+    )
+    rank: int | None = Field(
+        description="place in this channel alone (1 = best); null: below the candidates fetched"
+    )
+    weight: float = Field(
+        description="the channel's weight in the fused score: the request's channel weight, "
+        "halved for a description generated at ingest (weaker evidence than a given one)"
+    )
+
+
 class Hit(BaseModel):
     id: str
-    score: float
+    score: float = Field(
+        description="cosine in a one-channel search; in a fused one the weighted mean of the "
+        "`standardised` scores of the channels the item has (each weighted by `weight`) times "
+        "0.75, plus 0.25 times the best of them (see `score_kind`)"
+    )
     kind: str | None = None
     uri: str | None = None
     caption: str | None = None
@@ -78,6 +174,9 @@ class Hit(BaseModel):
     t_start: float | None = None
     t_end: float | None = None
     thumbnail: str | None = None
+    explain: list[ChannelExplain] | None = Field(
+        None, description="with explain: the channels the hit was judged on (those it has)"
+    )
 
     @classmethod
     def from_payload(cls, id: str, score: float, payload: dict[str, Any]) -> Hit:  # noqa: A002
@@ -105,6 +204,11 @@ class SearchResponse(BaseModel):
     model: str
     mode: Mode
     channels: list[str]
+    score_kind: Literal["cosine", "standardised"] = Field(
+        "cosine",
+        description="what `score` is: cosine (one channel searched) or standardised (several "
+        "fused: spreads above an unrelated item)",
+    )
 
 
 class ItemResponse(BaseModel):
@@ -153,11 +257,39 @@ class JobStatus(BaseModel):
     updated_at: str
 
 
+class JobList(BaseModel):
+    jobs: list[JobStatus] = Field(description="newest first")
+    total: int = Field(description="jobs in all")
+    limit: int
+    offset: int
+
+
+class VideoDeleted(BaseModel):
+    video_id: str
+    deleted: int = Field(description="segments deleted, with their thumbnails")
+
+
 class ErrorBody(BaseModel):
-    type: str
-    message: str
-    detail: Any = None
+    type: str = Field(description="the error type: invalid_input, not_found, forbidden, ...")
+    message: str = Field(description="what went wrong, for a person")
+    detail: Any = Field(None, description="structured detail, by type (e.g. the fields at fault)")
 
 
 class ErrorResponse(BaseModel):
+    """The one shape of every REST error: 4xx and 5xx alike."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "type": "invalid_input",
+                        "message": "limit: Input should be less than or equal to 100",
+                        "detail": [{"loc": ["body", "limit"], "msg": "..."}],
+                    }
+                }
+            ]
+        }
+    )
+
     error: ErrorBody

@@ -1,18 +1,30 @@
-"""Admin API: zero-downtime reindex and rollback (the admin dashboard drives these)."""
+"""Admin API: model rollouts (reindex onto a bundle, compare, promote), rollback and golden sets
+(the admin dashboard drives these). Every route needs the ``admin`` scope."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from service.core.schemas.admin import (
+    GoldenListed,
+    GoldenSet,
+    GoldenStored,
     ReindexRequest,
     ReindexStatus,
     RollbackRequest,
     RollbackResponse,
 )
 from service.gateway.deps import AdminScope, ComponentsDep
+from service.gateway.routers.responses import errors
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminScope])
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[AdminScope],
+    responses=errors(400, 404, 409),
+)
 
 
 @router.post(
@@ -20,7 +32,8 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminScope]
 )
 def start_reindex(body: ReindexRequest, components: ComponentsDep) -> ReindexStatus:
     collection = body.collection or components.collection
-    return ReindexStatus.model_validate(components.reindexer.start(collection, body.bundle))
+    record = components.reindexer.start(collection, body.bundle, body.promote)
+    return ReindexStatus.model_validate(record)
 
 
 @router.get("/reindex", operation_id="list_reindexes", response_model=list[ReindexStatus])
@@ -38,7 +51,31 @@ def cancel_reindex(reindex_id: str, components: ComponentsDep) -> ReindexStatus:
     return ReindexStatus.model_validate(components.reindexer.cancel(reindex_id))
 
 
+@router.post(
+    "/reindex/{reindex_id}/promote", operation_id="promote_reindex", response_model=ReindexStatus
+)
+def promote_reindex(reindex_id: str, components: ComponentsDep) -> ReindexStatus:
+    return ReindexStatus.model_validate(components.reindexer.promote(reindex_id))
+
+
 @router.post("/rollback", operation_id="rollback", response_model=RollbackResponse)
 def rollback(body: RollbackRequest, components: ComponentsDep) -> RollbackResponse:
     collection = body.collection or components.collection
     return RollbackResponse.model_validate(components.reindexer.rollback(collection))
+
+
+@router.put("/golden", operation_id="set_golden", response_model=GoldenStored)
+def set_golden(body: GoldenSet, components: ComponentsDep) -> GoldenStored:
+    collection = body.collection or components.collection
+    queries = [q.model_dump() for q in body.queries]
+    return GoldenStored.model_validate(components.reindexer.set_golden(collection, queries))
+
+
+@router.get("/golden", operation_id="get_golden", response_model=GoldenListed)
+def get_golden(
+    components: ComponentsDep, collection: Annotated[str | None, Query()] = None
+) -> GoldenListed:
+    name = collection or components.collection
+    return GoldenListed.model_validate(
+        {"collection": name, "queries": components.reindexer.golden(name)}
+    )

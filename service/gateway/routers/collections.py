@@ -3,25 +3,47 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
-from service.core.schemas.admin import CollectionInfo, CollectionList
+from service.admin.cards import by_ref
+from service.core.schemas.admin import CollectionInfo
 from service.gateway.deps import ComponentsDep, SearchScope
+from service.gateway.routers.responses import errors
 from service.gateway.state import Components
 
-router = APIRouter(prefix="/v1", tags=["collections"], dependencies=[SearchScope])
+router = APIRouter(
+    prefix="/v1", tags=["collections"], dependencies=[SearchScope], responses=errors(404)
+)
 
 
-def _info(components: Components, name: str) -> CollectionInfo:
+class CollectionModel(CollectionInfo):
+    """A collection and what the model of its current version is for (the bundle's card)."""
+
+    domain: str | None = Field(
+        None, description="the bundle's stated domain, where this gateway serves that bundle"
+    )
+    intended_use: str | None = Field(None, description="what the bundle is meant for, and not")
+
+
+class CollectionModelList(BaseModel):
+    collections: list[CollectionModel]
+
+
+def _info(components: Components, name: str) -> CollectionModel:
     described = components.store.describe(name)
-    return CollectionInfo.model_validate({**described, "served": name == components.collection})
+    info = CollectionModel.model_validate({**described, "served": name == components.collection})
+    card = by_ref(components.embedder).get(info.bundle or "")
+    if card is not None:
+        info.domain, info.intended_use = card.domain, card.intended_use
+    return info
 
 
-@router.get("/collections", operation_id="list_collections", response_model=CollectionList)
-def list_collections(components: ComponentsDep) -> CollectionList:
+@router.get("/collections", operation_id="list_collections", response_model=CollectionModelList)
+def list_collections(components: ComponentsDep) -> CollectionModelList:
     names = components.store.names()
-    return CollectionList(collections=[_info(components, name) for name in names])
+    return CollectionModelList(collections=[_info(components, name) for name in names])
 
 
-@router.get("/collections/{name}", operation_id="get_collection", response_model=CollectionInfo)
-def get_collection(name: str, components: ComponentsDep) -> CollectionInfo:
+@router.get("/collections/{name}", operation_id="get_collection", response_model=CollectionModel)
+def get_collection(name: str, components: ComponentsDep) -> CollectionModel:
     return _info(components, name)

@@ -1,4 +1,8 @@
-"""Items: add or replace one item synchronously; read and delete it by id."""
+"""Items: add or replace one item synchronously; read and delete it by id.
+
+An id may hold slashes (a directory ingest's items are named by their ``file://`` URI), so the
+id is the rest of the path: ``/v1/items/file:///photos/cat.jpg`` and its percent-encoded form
+``/v1/items/file%3A%2F%2F%2Fphotos%2Fcat.jpg`` name the same item."""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ from service.core.domain import Record
 from service.core.errors import ClipsearchError, invalid
 from service.core.schemas.api import Hit, ItemResponse
 from service.gateway.deps import ComponentsDep, IngestScope, MetricsDep, SearchScope, SettingsDep
+from service.gateway.routers.responses import errors
 from service.gateway.uploads import read_upload
-from service.items.points import Item, build_points, clean_text, validate_item
+from service.items.delete import delete_records
+from service.items.points import Item, build_versioned_points, clean_text, validate_item
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 MAX_ID_CHARS = 256
@@ -39,7 +45,11 @@ def _tags(raw: str | None) -> list[str]:
 
 
 @router.post(
-    "", operation_id="upsert_item", response_model=ItemResponse, dependencies=[IngestScope]
+    "",
+    operation_id="upsert_item",
+    response_model=ItemResponse,
+    dependencies=[IngestScope],
+    responses=errors(400, 409, 413, 415, 429),
 )
 def upsert_item(
     components: ComponentsDep,
@@ -62,12 +72,16 @@ def upsert_item(
         tags=_tags(tags),
     )
     validate_item(item, settings.limits)
-    (result,) = build_points(components.embedder, components.collection, [item], lane="interactive")
+    # One point per bundle the collection is written with (two during a model rollout).
+    bundles = components.store.write_bundles(components.collection)
+    (result,) = build_versioned_points(
+        components.embedder, components.collection, [item], lane="interactive", bundles=bundles
+    )
     if isinstance(result, ClipsearchError):
         raise result
-    components.store.upsert(components.collection, [result])
+    components.store.upsert(components.collection, result)
     metrics.points_upserted.inc()
-    return ItemResponse(id=result.id, media_id=item.key)
+    return ItemResponse(id=result[0].id, media_id=item.key)
 
 
 def _find(components: ComponentsDep, item_id: str) -> Record:
@@ -75,15 +89,28 @@ def _find(components: ComponentsDep, item_id: str) -> Record:
     return components.search.find(item_id)
 
 
-@router.get("/{item_id}", operation_id="get_item", response_model=Hit, dependencies=[SearchScope])
+@router.get(
+    "/{item_id:path}",
+    operation_id="get_item",
+    response_model=Hit,
+    dependencies=[SearchScope],
+    responses=errors(404),
+)
 def get_item(item_id: str, components: ComponentsDep) -> Hit:
     record = _find(components, item_id)
     return Hit.from_payload(record.id, 1.0, record.payload)
 
 
 @router.delete(
-    "/{item_id}", operation_id="delete_item", status_code=204, dependencies=[IngestScope]
+    "/{item_id:path}",
+    operation_id="delete_item",
+    status_code=204,
+    dependencies=[IngestScope],
+    responses=errors(404),
 )
-def delete_item(item_id: str, components: ComponentsDep) -> Response:
-    components.store.delete(components.collection, [_find(components, item_id).id])
+def delete_item(item_id: str, components: ComponentsDep, settings: SettingsDep) -> Response:
+    """Delete one item, and its thumbnail if it is a video segment (``DELETE /v1/videos/{id}``
+    deletes a whole video)."""
+    record = _find(components, item_id)
+    delete_records(components.store, components.collection, settings.data_dir, [record])
     return Response(status_code=204)

@@ -1,30 +1,80 @@
-"""Ingestion jobs: start one, follow it, cancel it, resume it, retry its failed items."""
+"""Ingestion jobs: start one, list them, follow one, cancel it, resume it, retry its failed
+items."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
 
 from service.core.errors import invalid
-from service.core.schemas.api import IngestRequest, JobAccepted, JobStatus
+from service.core.schemas.api import IngestRequest, JobAccepted, JobList, JobStatus
 from service.gateway.deps import ComponentsDep, IngestScope
+from service.gateway.routers.responses import errors
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[IngestScope])
 
 
-@router.post("/ingest", operation_id="ingest", status_code=202, response_model=JobAccepted)
-def ingest(body: IngestRequest, components: ComponentsDep) -> JobAccepted:
+# Each works as pasted into "Try it out" on any gateway (no folder or network needed); a folder
+# source is the same request with its path, under sources.allowed_roots.
+INGEST_EXAMPLES: dict[str, Any] = {
+    "manifest_lines": {
+        "summary": "Text-only documents, one manifest line each",
+        "value": {
+            "source": {
+                "manifest_lines": [
+                    {"id": "doc-1", "description": "a red bicycle leaning on a brick wall"},
+                    {"id": "doc-2", "description": "two dogs playing in the snow"},
+                ]
+            }
+        },
+    },
+}
+
+
+@router.post(
+    "/ingest",
+    operation_id="ingest",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=errors(400, 429),
+)
+def ingest(
+    body: Annotated[IngestRequest, Body(openapi_examples=INGEST_EXAMPLES)],
+    components: ComponentsDep,
+) -> JobAccepted:
     if body.collection not in (None, components.collection):
         raise invalid(f"this gateway serves collection {components.collection!r} only")
     source = body.source.model_dump(exclude_none=True)
     return JobAccepted(job_id=components.jobs.submit("ingest", {"source": source}))
 
 
-@router.get("/jobs/{job_id}", operation_id="get_job", response_model=JobStatus)
+@router.get("/jobs", operation_id="list_jobs", response_model=JobList, responses=errors())
+def list_jobs(
+    components: ComponentsDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="jobs to skip")] = 0,
+) -> JobList:
+    """The jobs of this gateway's job queue (in-process or Celery), newest first (by
+    ``created_at``), ``limit`` at a time, each as ``GET /v1/jobs/{id}`` shows it."""
+    page, total = components.jobs.list_jobs(limit=limit, offset=offset)
+    jobs = [JobStatus.model_validate(job) for job in page]
+    return JobList(jobs=jobs, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/jobs/{job_id}", operation_id="get_job", response_model=JobStatus, responses=errors(404)
+)
 def get_job(job_id: str, components: ComponentsDep) -> JobStatus:
     return JobStatus.model_validate(components.jobs.status(job_id))
 
 
-@router.delete("/jobs/{job_id}", operation_id="cancel_job", response_model=JobStatus)
+@router.delete(
+    "/jobs/{job_id}",
+    operation_id="cancel_job",
+    response_model=JobStatus,
+    responses=errors(404, 409),
+)
 def cancel_job(job_id: str, components: ComponentsDep) -> JobStatus:
     return JobStatus.model_validate(components.jobs.cancel(job_id))
 
@@ -34,13 +84,18 @@ def cancel_job(job_id: str, components: ComponentsDep) -> JobStatus:
     operation_id="retry_failed_items",
     status_code=202,
     response_model=JobAccepted,
+    responses=errors(400, 404, 409, 429),
 )
 def retry_failed(job_id: str, components: ComponentsDep) -> JobAccepted:
     return JobAccepted(job_id=components.jobs.retry_failed(job_id))
 
 
 @router.post(
-    "/jobs/{job_id}/retry", operation_id="resume_job", status_code=202, response_model=JobAccepted
+    "/jobs/{job_id}/retry",
+    operation_id="resume_job",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=errors(404, 409, 429),
 )
 def resume_job(job_id: str, components: ComponentsDep) -> JobAccepted:
     """Resume an interrupted, failed or cancelled job under the same id: items already indexed

@@ -1,4 +1,5 @@
-"""Keyframe thumbnails of indexed video segments, written by the indexer under the data dir."""
+"""Videos: the keyframe thumbnails of their segments (written by the indexer under the data
+dir), and deleting a whole video, every segment and thumbnail, in one call."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
 from service.core.errors import not_found
-from service.gateway.deps import SearchScope, SettingsDep
+from service.core.schemas.api import VideoDeleted
+from service.gateway.deps import ComponentsDep, IngestScope, SearchScope, SettingsDep
+from service.gateway.routers.responses import errors
+from service.items.delete import delete_records, video_segments
 
-router = APIRouter(prefix="/v1", tags=["media"], dependencies=[SearchScope])
+router = APIRouter(prefix="/v1", tags=["media"])
 
 # The indexer names a thumbnail after its point id (a UUID): nothing else can be asked for, so
 # no path outside the thumbnails folder can be reached.
@@ -22,7 +26,8 @@ ThumbnailName = Annotated[str, Path(pattern=r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9
     "/thumbnails/{collection}/{name}",
     operation_id="get_thumbnail",
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    dependencies=[SearchScope],
+    responses={200: {"content": {"image/jpeg": {}}}, **errors(404)},
 )
 def thumbnail(
     collection: CollectionName, name: ThumbnailName, settings: SettingsDep
@@ -31,3 +36,19 @@ def thumbnail(
     if not path.is_file():
         raise not_found(f"no thumbnail {name} in {collection!r}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+
+@router.delete(
+    "/videos/{video_id:path}",
+    operation_id="delete_video",
+    response_model=VideoDeleted,
+    dependencies=[IngestScope],
+    responses=errors(404),
+)
+def delete_video(video_id: str, components: ComponentsDep, settings: SettingsDep) -> VideoDeleted:
+    """Delete every segment of a video and their thumbnails. ``video_id`` is the id the video
+    was ingested with (a hit's ``video_id``; for a directory ingest its ``file://`` URI, slashes
+    and all, or percent-encoded)."""
+    segments = video_segments(components.store, components.collection, video_id, settings.video)
+    delete_records(components.store, components.collection, settings.data_dir, segments)
+    return VideoDeleted(video_id=video_id, deleted=len(segments))

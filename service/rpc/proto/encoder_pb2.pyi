@@ -32,14 +32,16 @@ class Images(_message.Message):
     def __init__(self, items: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("lane", "texts", "images")
+    __slots__ = ("lane", "texts", "images", "bundle")
     LANE_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     lane: Lane
     texts: Texts
     images: Images
-    def __init__(self, lane: _Optional[_Union[Lane, str]] = ..., texts: _Optional[_Union[Texts, _Mapping]] = ..., images: _Optional[_Union[Images, _Mapping]] = ...) -> None: ...
+    bundle: str
+    def __init__(self, lane: _Optional[_Union[Lane, str]] = ..., texts: _Optional[_Union[Texts, _Mapping]] = ..., images: _Optional[_Union[Images, _Mapping]] = ..., bundle: _Optional[str] = ...) -> None: ...
 
 class Matrix(_message.Message):
     __slots__ = ("rows", "dim", "data")
@@ -124,11 +126,40 @@ class EmbedStreamResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[EmbedResponse, _Mapping]]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("bundle",)
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    bundle: str
+    def __init__(self, bundle: _Optional[str] = ...) -> None: ...
+
+class BundleInfo(_message.Message):
+    __slots__ = ("name", "version", "spaces", "trained", "max_text_tokens", "provider", "domain", "is_default")
+    class SpacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPACES_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    spaces: _containers.ScalarMap[str, int]
+    trained: bool
+    max_text_tokens: int
+    provider: str
+    domain: str
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., spaces: _Optional[_Mapping[str, int]] = ..., trained: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., provider: _Optional[str] = ..., domain: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("bundle", "provider", "spaces", "trained", "max_text_tokens", "batching_json")
+    __slots__ = ("bundle", "provider", "spaces", "trained", "max_text_tokens", "batching_json", "bundles")
     class SpacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -142,26 +173,30 @@ class InfoResponse(_message.Message):
     TRAINED_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BATCHING_JSON_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
     bundle: str
     provider: str
     spaces: _containers.ScalarMap[str, int]
     trained: bool
     max_text_tokens: int
     batching_json: str
-    def __init__(self, bundle: _Optional[str] = ..., provider: _Optional[str] = ..., spaces: _Optional[_Mapping[str, int]] = ..., trained: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., batching_json: _Optional[str] = ...) -> None: ...
+    bundles: _containers.RepeatedCompositeFieldContainer[BundleInfo]
+    def __init__(self, bundle: _Optional[str] = ..., provider: _Optional[str] = ..., spaces: _Optional[_Mapping[str, int]] = ..., trained: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., batching_json: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[BundleInfo, _Mapping]]] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class HealthResponse(_message.Message):
-    __slots__ = ("ready", "reason", "bundle", "detail_json")
+    __slots__ = ("ready", "reason", "bundle", "detail_json", "bundles")
     READY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     reason: str
     bundle: str
     detail_json: str
-    def __init__(self, ready: _Optional[bool] = ..., reason: _Optional[str] = ..., bundle: _Optional[str] = ..., detail_json: _Optional[str] = ...) -> None: ...
+    bundles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ready: _Optional[bool] = ..., reason: _Optional[str] = ..., bundle: _Optional[str] = ..., detail_json: _Optional[str] = ..., bundles: _Optional[_Iterable[str]] = ...) -> None: ...

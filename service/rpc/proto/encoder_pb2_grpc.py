@@ -29,7 +29,9 @@ if _version_not_supported:
 
 
 class EncoderStub:
-    """Embeds texts and images with one model bundle, batching concurrent callers dynamically.
+    """Embeds texts and images with the model bundles it serves (one is the default), batching
+    concurrent callers dynamically, per bundle. A request names its bundle (name@version) or leaves
+    it empty for the default; an unknown bundle is NOT_FOUND, its detail listing those served.
     """
 
     def __init__(self, channel):
@@ -61,7 +63,9 @@ class EncoderStub:
 
 
 class EncoderServicer:
-    """Embeds texts and images with one model bundle, batching concurrent callers dynamically.
+    """Embeds texts and images with the model bundles it serves (one is the default), batching
+    concurrent callers dynamically, per bundle. A request names its bundle (name@version) or leaves
+    it empty for the default; an unknown bundle is NOT_FOUND, its detail listing those served.
     """
 
     def Embed(self, request, context):
@@ -80,7 +84,7 @@ class EncoderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Info(self, request, context):
-        """The bundle served and how the worker batches; the same on every call.
+        """A bundle served (default: the default bundle), how the worker batches, and every bundle served.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,7 +129,9 @@ def add_EncoderServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Encoder:
-    """Embeds texts and images with one model bundle, batching concurrent callers dynamically.
+    """Embeds texts and images with the model bundles it serves (one is the default), batching
+    concurrent callers dynamically, per bundle. A request names its bundle (name@version) or leaves
+    it empty for the default; an unknown bundle is NOT_FOUND, its detail listing those served.
     """
 
     @staticmethod

@@ -30,10 +30,25 @@ def test_options_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.bundle == "tiny-test" and settings.worker.host == "0.0.0.0"
 
 
-def test_the_worker_process_answers_info_and_stops_on_sigterm(tiny_bundle_dir: Path) -> None:
+def test_repeated_bundles_are_the_default_then_the_extra_bundles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLIPSEARCH_BUNDLE", "env-default")
+    monkeypatch.setenv("CLIPSEARCH_ENCODER__EXTRA_BUNDLES", "one, two")
+    from_env = worker_settings()
+    assert from_env.bundle == "env-default" and from_env.encoder.extra_bundles == ["one", "two"]
+    given = worker_settings(bundle=["a", "b", "c"])
+    assert given.bundle == "a" and given.encoder.extra_bundles == ["b", "c"]
+    assert worker_settings(bundle=["a"]).encoder.extra_bundles == []
+
+
+def test_the_worker_process_answers_info_and_stops_on_sigterm(
+    tiny_bundle_dir: Path, tiny_narrow_bundle_dir: Path
+) -> None:
     options = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
+    bundles = ["--bundle", str(tiny_bundle_dir), "--bundle", str(tiny_narrow_bundle_dir)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clipsearch", "worker", *options, "--bundle", str(tiny_bundle_dir)],
+        [sys.executable, "-m", "clipsearch", "worker", *options, *bundles],
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -55,7 +70,14 @@ def test_the_worker_process_answers_info_and_stops_on_sigterm(tiny_bundle_dir: P
             stub = pb_grpc.EncoderStub(channel)
             info = stub.Info(pb.InfoRequest(), timeout=30)
             assert info.bundle == "tiny-test@0.1.0" and info.spaces["image"] == 64
-            assert stub.Health(pb.HealthRequest(), timeout=30).ready
+            assert [(b.name, b.spaces["image"]) for b in info.bundles] == [
+                ("tiny-test", 64),
+                ("tiny-narrow", 32),
+            ]
+            health = stub.Health(pb.HealthRequest(), timeout=30)
+            assert health.ready and list(health.bundles) == ["tiny-test@0.1.0", "tiny-narrow@0.1.0"]
+            request = pb.EmbedRequest(texts=pb.Texts(items=["a"]), bundle="tiny-narrow@0.1.0")
+            assert stub.Embed(request, timeout=30).texts.joint.dim == 32
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:

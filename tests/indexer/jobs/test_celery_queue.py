@@ -286,3 +286,19 @@ def test_a_missing_directory_under_the_roots_is_invalid(
     with pytest.raises(ClipsearchError) as info:
         jobs.submit("ingest", {"source": {"directory": str(root / "missing")}})
     assert info.value.type is ErrorType.invalid_input
+
+
+def test_list_jobs_pages_newest_first_with_live_progress(
+    queue: tuple[CeleryJobQueue, PointStream, Path],
+) -> None:
+    jobs, stream, root = queue
+    ids = [submit_photos(jobs, root) for _ in range(3)]
+    stream.jobs.init_job(ids[0], total=4)  # the oldest is running, per Redis
+    page, total = jobs.list_jobs(limit=2, offset=0)
+    assert total == 3
+    assert [j["id"] for j in page] == [ids[2], ids[1]]
+    assert [j["state"] for j in page] == ["queued", "queued"]
+    assert not {"params", "run", "final", "failed_entries"} & set(page[0])
+    rest, _ = jobs.list_jobs(limit=2, offset=2)
+    assert [(j["id"], j["state"], j["total"]) for j in rest] == [(ids[0], "running", 4)]
+    assert jobs.list_jobs(limit=5, offset=3) == ([], 3)

@@ -179,3 +179,20 @@ def test_a_job_writes_several_batches_in_one_upsert_and_counts_them_once_written
     assert (job["state"], job["done"]) == ("completed", IMAGES)
     assert writes == [(IMAGES, 0)]  # every batch in one write, and none counted before it
     assert len(_created_at(jobs, folder)) == IMAGES
+
+
+def test_list_jobs_pages_newest_first(runner: tuple[InProcessJobQueue, Any, Path]) -> None:
+    jobs, embedder, folder = runner
+    ids = [jobs.submit("ingest", {"source": str(folder)}) for _ in range(3)]
+    wait_until(lambda: embedder.calls == PREFETCH_BATCHES)  # the oldest is running
+    page, total = jobs.list_jobs(limit=2, offset=0)
+    assert total == 3
+    assert [(j["id"], j["state"]) for j in page] == [(ids[2], "queued"), (ids[1], "queued")]
+    rest, _ = jobs.list_jobs(limit=2, offset=2)
+    assert [(j["id"], j["state"]) for j in rest] == [(ids[0], "running")]
+    rest[0]["state"] = "edited"  # a copy: the runner's own record is untouched
+    assert jobs.status(ids[0])["state"] == "running"
+    embedder.gate.set()
+    for job_id in ids:
+        wait_for_job(jobs.status, job_id)
+    assert [j["state"] for j in jobs.list_jobs(limit=10, offset=0)[0]] == ["completed"] * 3

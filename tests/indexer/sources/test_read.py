@@ -310,6 +310,9 @@ def test_manifest_file_problems_fail_the_whole_spec(
         with pytest.raises(ClipsearchError) as info:
             iter_source(SourceSpec(manifest=path), settings)
         assert info.value.type == expected, path
+        if expected is ErrorType.forbidden:  # and the refusal says how to allow the folder
+            assert f"--allow-root {tmp_path}" in info.value.message
+            assert "CLIPSEARCH_SOURCES__ALLOWED_ROOTS" in info.value.message
     huge = root / "huge.jsonl"
     huge.write_bytes(b"{}\n" * (MAX_SOURCE_ITEMS + 1))
     with pytest.raises(ClipsearchError, match="lines; the limit is"):
@@ -336,6 +339,7 @@ def test_no_roots_means_no_local_manifests(root: Path) -> None:
     with pytest.raises(ClipsearchError) as info:
         iter_source(SourceSpec(manifest=str(root / "x.jsonl")), Settings())
     assert info.value.type == ErrorType.forbidden
+    assert f"--allow-root {root}" in info.value.message
 
 
 # -- URL lists ----------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from models.photo.__main__ import main
         (["--view-gate", "1"], "--view-gate must be in [0, 1)"),
         (["--wordnet", "/no/such/data.noun"], "is not a file (apt-get install wordnet-base)"),
         (["--variant", "lite9"], "invalid choice: 'lite9'"),
+        (["--views", "6", "--crop-input", "224"], "--crop-input must be larger than"),
+        (["--views", "6", "--crop-input", "500"], "--crop-input too large"),
+        (["--views", "6", "--rule", "whole"], "invalid choice: 'whole'"),
     ],
 )
 def test_bad_settings_are_usage_errors_and_write_nothing(

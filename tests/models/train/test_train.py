@@ -152,7 +152,12 @@ def test_export_of_a_random_variant_passes_parity_and_serves(exported) -> None: 
         "image_vs_uncompressed",
     }
     assert all(r.passed for r in report.parity.values())
-    engine = EncoderEngine(load_bundle(out), Settings())
+    bundle = load_bundle(out)
+    # The card says what the bundle is for, so a retrain keeps telling users it is a demo.
+    assert bundle.manifest.card is not None
+    assert "does not understand photographs" in bundle.manifest.card.domain
+    assert "OpenCLIP" in bundle.manifest.card.intended_use
+    engine = EncoderEngine(bundle, Settings())
     engine.warmup()
     emb = engine.embed_texts(["a red circle", "a red disc", "stock market news"])
     assert emb.joint.shape == (3, TINY.joint_dim) and emb.sentence.shape == (3, 384)

@@ -31,6 +31,8 @@ from tests.service.worker.harness import (
 from tests.support import wait_until
 
 RPCS = "clipsearch_worker_rpcs_total"
+TINY_REF = "tiny-test@0.1.0"
+OTHER_REF = "tiny-test@0.2.0"
 
 
 def dead_endpoint() -> str:
@@ -175,7 +177,12 @@ def test_overloaded_is_never_retried(tiny_bundle_dir: Path) -> None:
         engine.hold()
         backlog = GrpcEmbeddingClient([address(server)], settings.encoder)
         done = threading.Event()
-        threading.Thread(target=lambda: (backlog.embed_images(png_images(1)), done.set())).start()
+
+        def fill() -> None:
+            backlog.embed_images(png_images(1))
+            done.set()
+
+        threading.Thread(target=fill).start()
         assert engine.entered.wait(30)
         err = raised(client.embed_images, png_images(1, seed=1))
         assert err.type is ErrorType.overloaded and err.retry_after_s == 1.0
@@ -213,19 +220,34 @@ def other_version(bundle: Path, tmp_path: Path) -> Path:
     return other
 
 
-def test_workers_serving_different_bundles_are_refused(
+def test_workers_with_different_bundles_each_get_their_own_bundles_requests(
     tiny_bundle_dir: Path, tmp_path: Path
 ) -> None:
     other = other_version(tiny_bundle_dir, tmp_path)
     with running_worker(tiny_bundle_dir) as (a, _), running_worker(other) as (b, _):
         client = GrpcEmbeddingClient([address(a), address(b)], EncoderSettings())
-        err = raised(client.info)
-        assert err.type is ErrorType.bundle_invalid
+        # The default is the first worker's default; every bundle served is listed.
+        assert client.info().bundle == "tiny-test@0.1.0"
+        assert [(x.ref, x.default) for x in client.info().bundles] == [
+            ("tiny-test@0.1.0", True),
+            ("tiny-test@0.2.0", False),
+        ]
+        assert client.info(bundle="tiny-test@0.2.0").bundle == "tiny-test@0.2.0"
+        for _ in range(3):
+            client.embed_texts(["a red circle"])  # the default: worker a only
+        client.embed_texts(["a red circle"], bundle="tiny-test@0.2.0")
+        client.embed_images(png_images(1), bundle="tiny-test@0.2.0")
+        assert sample(a, RPCS, method="Embed", code="OK") == 3
+        assert sample(b, RPCS, method="Embed", code="OK") == 2
+        err = raised(client.embed_texts, ["a"], bundle="tiny-test@9.9.9")
+        assert err.type is ErrorType.not_found
         assert "tiny-test@0.1.0" in err.message and "tiny-test@0.2.0" in err.message
+        assert err.detail["served"] == ["tiny-test@0.1.0", "tiny-test@0.2.0"]
+        assert sample(a, RPCS, method="Embed", code="OK") == 3  # refused before any call
         client.close()
 
 
-def test_a_worker_that_comes_up_later_with_another_bundle_is_not_ready(
+def test_a_worker_that_comes_up_later_with_another_bundle_joins_for_that_bundle(
     tiny_bundle_dir: Path, tmp_path: Path
 ) -> None:
     other = other_version(tiny_bundle_dir, tmp_path)
@@ -235,13 +257,26 @@ def test_a_worker_that_comes_up_later_with_another_bundle_is_not_ready(
     with running_worker(tiny_bundle_dir) as (a, _):
         client = GrpcEmbeddingClient([address(a), late], EncoderSettings())
         assert client.info().bundle == "tiny-test@0.1.0"  # only a answers yet
-        expected = f"{late}: serves tiny-test@0.2.0, not tiny-test@0.1.0"
-        with running_worker(other, settings):
+        assert raised(client.embed_texts, ["a"], bundle="tiny-test@0.2.0").type is (
+            ErrorType.not_found
+        )
+        with running_worker(other, settings) as (b, _):
             # The channel reconnects after its backoff; until then the worker looks down.
-            wait_until(lambda: expected in (client.health().reason or ""))
+            wait_until(
+                lambda: (
+                    client.health().detail["endpoints"][late].get("bundles") == ["tiny-test@0.2.0"]
+                )
+            )
             health = client.health()
+            # It serves another bundle only: not counted against readiness, not "down".
+            assert health.ready and health.reason is None
+            assert health.detail["endpoints"][late]["serves_default"] is False
+            # Its bundle's details come from its Info, asked in the background.
+            wait_until(lambda: [b.ref for b in client.bundles()] == [TINY_REF, OTHER_REF])
+            got = client.embed_texts(["a red circle"], bundle="tiny-test@0.2.0")
+            assert got.joint.shape == (1, 64)
+            assert sample(b, RPCS, method="Embed", code="OK") == 1
         client.close()
-    assert health.ready and health.detail["endpoints"][late]["ready"] is False
 
 
 @pytest.mark.parametrize("lane", ["interactive", "bulk"])
@@ -273,3 +308,73 @@ def test_visual_features_and_labels_cross_the_wire(
         np.testing.assert_allclose(
             [lb.score for lb in got.labels], [lb.score for lb in want.labels], rtol=1e-6
         )
+
+
+def test_the_client_routes_each_bundle_to_the_workers_that_serve_it(
+    tiny_bundle_dir: Path, tiny_narrow_bundle_dir: Path
+) -> None:
+    from tests.service.worker.test_bundles import NARROW, TINY, two_bundle_worker
+
+    texts = ["a red circle", "two blue squares"]
+    images = png_images(2)
+    with (
+        two_bundle_worker(tiny_bundle_dir) as a,
+        two_bundle_worker(tiny_narrow_bundle_dir, tiny_bundle_dir) as b,
+    ):
+        client = GrpcEmbeddingClient([address(a), address(b)], EncoderSettings())
+        assert [x.ref for x in client.bundles()] == []  # nothing asked yet
+        assert client.info().bundle == TINY  # the first worker's default
+        assert [(x.ref, x.default) for x in client.info().bundles] == [
+            (TINY, True),
+            (NARROW, False),
+        ]
+        assert client.info(bundle=NARROW).spaces["image"] == 32
+        for ref, folder, dim in ((TINY, tiny_bundle_dir, 64), (NARROW, tiny_narrow_bundle_dir, 32)):
+            alone = EncoderEngine(load_bundle(folder), worker_settings())
+            got = client.embed_texts(texts, bundle=ref)
+            np.testing.assert_allclose(got.joint, alone.embed_texts(texts).joint, atol=1e-6)
+            for lane in ("interactive", "bulk"):
+                vectors = client.embed_images(images, lane=lane, bundle=ref)  # type: ignore[arg-type]
+                for g, w in zip(vectors, alone.embed_images(images), strict=True):
+                    assert isinstance(g, np.ndarray) and g.shape == (dim,)
+                    np.testing.assert_allclose(g, w, atol=1e-6)  # type: ignore[arg-type]
+        a_calls = sample(a, RPCS, method="Embed", code="OK")
+        b_calls = sample(b, RPCS, method="Embed", code="OK")
+        for _ in range(4):  # only b serves the narrow bundle
+            assert client.embed_texts(texts, bundle=NARROW).joint.shape == (2, 32)
+        assert sample(a, RPCS, method="Embed", code="OK") == a_calls
+        assert sample(b, RPCS, method="Embed", code="OK") == b_calls + 4
+        for _ in range(4):  # both serve the default: round-robin, b told which bundle
+            assert client.embed_texts(texts).joint.shape == (2, 64)
+        assert sample(a, RPCS, method="Embed", code="OK") == a_calls + 2
+        assert sample(b, RPCS, method="Embed", code="OK") == b_calls + 6
+        err = raised(client.embed_texts, texts, bundle="tiny-test@9.9.9")
+        assert err.type is ErrorType.not_found
+        assert err.detail == {"bundle": "tiny-test@9.9.9", "served": [NARROW, TINY]}
+        # b drops the narrow bundle: no worker serves it any more, and the client says so.
+        b.registry.set_default(TINY)
+        b.registry.drop(NARROW)
+        assert raised(client.embed_texts, texts, bundle=NARROW).type is ErrorType.not_found
+        # health() answers from the background watch's cache: the next probe sees the drop.
+        wait_until(lambda: client.health().detail["endpoints"][address(b)]["bundles"] == [TINY])
+        assert client.health().ready
+        assert raised(client.embed_texts, texts, bundle=NARROW).type is ErrorType.not_found
+        client.close()
+
+
+def test_a_worker_that_dropped_a_bundle_hands_its_requests_to_one_that_serves_it(
+    tiny_bundle_dir: Path, tiny_narrow_bundle_dir: Path
+) -> None:
+    from tests.service.worker.test_bundles import NARROW, two_bundle_worker
+
+    with (
+        two_bundle_worker(tiny_bundle_dir, tiny_narrow_bundle_dir) as a,
+        two_bundle_worker(tiny_bundle_dir, tiny_narrow_bundle_dir) as b,
+    ):
+        client = GrpcEmbeddingClient([address(a), address(b)], EncoderSettings(retries=0))
+        assert client.embed_texts(["a"], bundle=NARROW).joint.shape == (1, 32)  # routes learned
+        b.registry.drop(NARROW)
+        for _ in range(4):  # retries=0: moving on after NOT_FOUND is not a retry of a failure
+            assert client.embed_texts(["a"], bundle=NARROW).joint.shape == (1, 32)
+        assert sample(b, RPCS, method="Embed", code="NOT_FOUND") == 1  # then forgotten there
+        client.close()

@@ -52,3 +52,52 @@ def test_embeddings_match_the_engine_on_both_lanes(client: InProcessEmbeddingCli
     assert isinstance(err, ClipsearchError) and err.type is ErrorType.unsupported_media
     with pytest.raises(ClipsearchError, match="is empty"):
         client.embed_texts([" "])
+
+
+def test_several_bundles_each_request_by_the_bundle_it_names(
+    tiny_bundle_dir: Path, tiny_narrow_bundle_dir: Path
+) -> None:
+    from service.encoder.registry import BundleRegistry
+
+    registry = BundleRegistry(Settings())
+    registry.add(EncoderEngine(load_bundle(tiny_bundle_dir), registry.settings))
+    registry.add(EncoderEngine(load_bundle(tiny_narrow_bundle_dir), registry.settings))
+    client = InProcessEmbeddingClient(registry=registry)
+    client.warmup()
+    assert client.ready() and isinstance(client, EmbeddingClient)
+    texts = ["a red circle", "a small blue square"]
+    buf = io.BytesIO()
+    generate_scenes(1, seed=2)[0].image.save(buf, format="PNG")
+    for ref, folder, dim in (
+        ("tiny-test@0.1.0", tiny_bundle_dir, 64),
+        ("tiny-narrow@0.1.0", tiny_narrow_bundle_dir, 32),
+    ):
+        alone = EncoderEngine(load_bundle(folder), Settings())
+        out = client.embed_texts(texts, bundle=ref)
+        np.testing.assert_allclose(out.joint, alone.embed_texts(texts).joint, atol=1e-6)
+        [vec] = client.embed_images([buf.getvalue()], lane="bulk", bundle=ref)
+        [want] = alone.embed_images([buf.getvalue()])
+        assert isinstance(vec, np.ndarray) and vec.shape == (dim,)
+        np.testing.assert_allclose(vec, want, atol=1e-6)  # type: ignore[arg-type]
+        [encoded] = client.encode_images([buf.getvalue()], bundle=ref)
+        assert not isinstance(encoded, ClipsearchError) and encoded.joint.shape == (dim,)
+        assert client.info(bundle=ref).spaces["image"] == dim
+        assert client.count_tokens("a red circle", bundle=ref) > 0
+    # No bundle named: the default (the first added).
+    assert client.embed_texts(texts).joint.shape == (2, 64)
+    assert client.info().bundle == "tiny-test@0.1.0"
+    assert [b.ref for b in client.bundles()] == ["tiny-test@0.1.0", "tiny-narrow@0.1.0"]
+    with pytest.raises(ClipsearchError) as exc:
+        client.embed_texts(texts, bundle="nope@1")
+    assert exc.value.type is ErrorType.not_found and "tiny-narrow@0.1.0" in exc.value.message
+    client.drop_bundle("tiny-narrow@0.1.0")
+    with pytest.raises(ClipsearchError) as exc:
+        client.embed_images([buf.getvalue()], bundle="tiny-narrow@0.1.0")
+    assert exc.value.type is ErrorType.not_found
+    served = client.add_bundle(load_bundle(tiny_narrow_bundle_dir))  # back, at run time
+    assert served.ref == "tiny-narrow@0.1.0" and served.spaces["image"] == 32
+    assert client.embed_texts(texts, bundle=served.ref).joint.shape == (2, 32)
+    client.close()
+    with pytest.raises(ClipsearchError) as exc:
+        client.embed_texts(texts, bundle=served.ref)
+    assert exc.value.type is ErrorType.unavailable

@@ -311,16 +311,18 @@ def test_metrics_report_queue_batches_stages_and_provider(
     batcher.embed_texts(TEXTS)
     batcher.embed_images([png((9, 9, 9))], lane="bulk")
     text = generate_latest(batcher.metrics.registry).decode()
+    b = 'bundle="tiny-test@0.1.0"'  # every series names its bundle
     for needle in (
-        'clipsearch_encoder_queue_depth{lane="bulk",tower="image"}',
-        'clipsearch_encoder_batch_size_count{lane="interactive",tower="text"}',
-        'clipsearch_encoder_stage_seconds_count{lane="bulk",stage="preprocess",tower="image"}',
+        f'clipsearch_encoder_queue_depth{{{b},lane="bulk",tower="image"}}',
+        f'clipsearch_encoder_batch_size_count{{{b},lane="interactive",tower="text"}}',
+        f'clipsearch_encoder_stage_seconds_count{{{b},lane="bulk",stage="preprocess",tower="image"}}',
         'stage="inference"',
         'stage="postprocess"',
         'stage="queue"',
-        'clipsearch_encoder_provider_info{provider="CPUExecutionProvider",tower="image"} 1.0',
-        'clipsearch_encoder_items_total{lane="interactive",tower="text"} 4.0',
-        "clipsearch_encoder_items_per_second",
+        f'clipsearch_encoder_provider_info{{{b},provider="CPUExecutionProvider",tower="image"}}',
+        f'clipsearch_encoder_items_total{{{b},lane="interactive",tower="text"}} 4.0',
+        f'clipsearch_encoder_items_per_second{{{b},tower="text"}}',
+        f'clipsearch_encoder_healthy{{{b},tower="image"}} 1.0',
     ):
         assert needle in text, needle
 

@@ -83,7 +83,9 @@ def test_oversize_body_refused_from_content_length(client: TestClient) -> None:
         ({"text": "a red circle", "limit": 101}, 422, "limit"),
         ({"text": "a red circle", "offset": -1}, 422, "offset"),
         ({"text": "a red circle", "mode": "telepathy"}, 422, "mode"),
-        ({"text": "a red circle", "filter": {"secret": 1}}, 422, "filter"),
+        ({"text": "a red circle", "filter": {"secret": 1}}, 400, "cannot filter on ['secret']"),
+        ({"text": "a red circle", "filter": {"kind": "photo"}}, 400, "unknown kind"),
+        ({"text": "a", "item_id": "x"}, 400, "exactly one"),
         ({"text": "a red circle", "unknown": 1}, 422, "unknown"),
         ({"image": "not base64 !!"}, 400, "base64"),
         (

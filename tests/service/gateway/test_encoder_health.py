@@ -14,6 +14,7 @@ from service.clients.inprocess import InProcessEmbeddingClient
 from service.core.config import EncoderSettings, LaneSettings
 from service.gateway.state import Components
 from tests.service.gateway.conftest import make_settings, running_client
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ def engine_of(client: TestClient) -> Any:
 def test_metrics_include_the_encoder(small: TestClient) -> None:
     assert small.post("/v1/search", json={"text": "a red circle"}).status_code == 200
     text = small.get("/metrics").text
-    assert 'clipsearch_encoder_batch_size_count{lane="interactive",tower="text"}' in text
+    labels = 'bundle="tiny-test@0.1.0",lane="interactive",tower="text"'
+    assert f"clipsearch_encoder_batch_size_count{{{labels}}}" in text
     assert "clipsearch_encoder_provider_info" in text
     assert "clipsearch_http_requests_total" in text
 
@@ -78,11 +80,14 @@ def test_readiness_reports_a_broken_encoder_and_its_recovery(small: TestClient) 
     engine.forward_texts = broken
     try:
         assert small.post("/v1/search", json={"text": "x", "mode": "caption"}).status_code == 500
+        # Readiness is the monitor's cached answer: it turns within one health interval.
+        wait_until(lambda: small.get("/health/ready").status_code == 503)
         ready = small.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["encoder"] is False
         assert "device lost" in ready.json()["reason"]
-        assert 'clipsearch_encoder_healthy{tower="text"} 0.0' in small.get("/metrics").text
+        healthy = 'clipsearch_encoder_healthy{bundle="tiny-test@0.1.0",tower="text"} 0.0'
+        assert healthy in small.get("/metrics").text
     finally:
         engine.forward_texts = original
     tick = threading.Event()

@@ -92,3 +92,40 @@ def test_retry_failed_submits_the_failed_entries_again(
     assert nothing.status_code == 400 and "no failed entries" in nothing.text
     assert client.delete("/v1/jobs/nope").status_code == 404
     assert client.post("/v1/jobs/nope/retry-failed").status_code == 404
+
+
+def test_jobs_are_listed_newest_first_a_page_at_a_time(client: TestClient) -> None:
+    before = client.get("/v1/jobs").json()["total"]
+    ids = []
+    for n in range(3):
+        lines = [{"id": f"listed-{n}", "description": f"a listed document number {n}"}]
+        response = client.post("/v1/ingest", json={"source": {"manifest_lines": lines}})
+        ids.append(response.json()["job_id"])
+        _wait(client, ids[-1])
+    first = client.get("/v1/jobs", params={"limit": 2}).json()
+    assert (first["total"], first["limit"], first["offset"]) == (before + 3, 2, 0)
+    assert [j["id"] for j in first["jobs"]] == [ids[2], ids[1]]
+    assert all(j["state"] == "completed" and j["done"] == 1 for j in first["jobs"])
+    second = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
+    assert second["jobs"][0]["id"] == ids[0]
+    assert client.get("/v1/jobs", params={"offset": before + 3}).json()["jobs"] == []
+    default = client.get("/v1/jobs").json()
+    assert default["limit"] == 20
+    assert [j["created_at"] for j in default["jobs"]] == sorted(
+        (j["created_at"] for j in default["jobs"]), reverse=True
+    )
+
+
+def test_bad_job_paging(client: TestClient) -> None:
+    cases: list[tuple[dict[str, int | str], str]] = [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"limit": "ten"}, "limit"),
+    ]
+    for params, needle in cases:
+        response = client.get("/v1/jobs", params=params)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["type"] == "invalid_input"
+        assert needle in error["message"]

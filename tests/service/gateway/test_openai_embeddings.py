@@ -238,10 +238,12 @@ class _Overloaded:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
-    def info(self) -> Any:
-        return self._inner.info()
+    def info(self, *, bundle: str | None = None) -> Any:
+        return self._inner.info(bundle=bundle)
 
-    def embed_texts(self, texts: Sequence[str], *, lane: str = "interactive") -> Any:
+    def embed_texts(
+        self, texts: Sequence[str], *, lane: str = "interactive", bundle: str | None = None
+    ) -> Any:
         raise ClipsearchError(ErrorType.overloaded, "queue full", retry_after_s=2.5)
 
 

@@ -51,20 +51,26 @@ class Recording:
         self.inner = inner
         self.calls: list[tuple[list[str], list[int]]] = []
 
-    def info(self) -> Any:
-        return self.inner.info()
+    def info(self, *, bundle: str | None = None) -> Any:
+        return self.inner.info(bundle=bundle)
 
-    def embed_texts(self, texts: Sequence[str], *, lane: Lane = "interactive") -> TextEmbeddings:
-        out = self.inner.embed_texts(texts, lane=lane)
+    def embed_texts(
+        self, texts: Sequence[str], *, lane: Lane = "interactive", bundle: str | None = None
+    ) -> TextEmbeddings:
+        out = self.inner.embed_texts(texts, lane=lane, bundle=bundle)
         assert out.tokens is not None
         self.calls.append((list(texts), out.tokens.tolist()))
         return out
 
-    def embed_images(self, images: Sequence[bytes], *, lane: Lane = "interactive") -> Any:
-        return self.inner.embed_images(images, lane=lane)
+    def embed_images(
+        self, images: Sequence[bytes], *, lane: Lane = "interactive", bundle: str | None = None
+    ) -> Any:
+        return self.inner.embed_images(images, lane=lane, bundle=bundle)
 
-    def encode_images(self, images: Sequence[bytes], *, lane: Lane = "interactive") -> Any:
-        return self.inner.encode_images(images, lane=lane)
+    def encode_images(
+        self, images: Sequence[bytes], *, lane: Lane = "interactive", bundle: str | None = None
+    ) -> Any:
+        return self.inner.encode_images(images, lane=lane, bundle=bundle)
 
     def ready(self) -> bool:
         return True
@@ -76,8 +82,8 @@ class Recording:
 
 
 class ExactRecording(Recording):
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    def count_tokens(self, text: str, *, bundle: str | None = None) -> int:
+        return self.inner.count_tokens(text, bundle=bundle)
 
 
 @pytest.fixture

@@ -1,51 +1,34 @@
-"""Fair fusion: an item is judged on the channels it has, each channel on its own scale.
+"""Fair fusion: an item is judged on the channels it has, each channel on the bundle's null.
 
-``fuse_reference`` recomputes the fused ranking in plain numpy from the definition; the planner's
-fusion must agree with it, and with the store (a real embedded Qdrant Edge) in the loop."""
+The fusion must agree with the numpy reference of the congruence suite (``fused_reference``),
+with the store (a real embedded Qdrant Edge) in the loop."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from service.core.domain import Point, Record, StoredHit
-from service.search.fusion import MIN_SPREAD, SCALE_HITS, fuse
+from service.core.domain import Point, Record
+from service.search.fusion import (
+    GENERATED_EVIDENCE,
+    SCALE_HITS,
+    UNCALIBRATED,
+    ChannelScale,
+    fuse,
+    fused_score,
+)
 from service.store.edge import QdrantEdgeStore
+from tests.service.store.test_congruence import fused_reference
 
 DIMS = {"image": 8, "caption": 8, "description": 6}
 
 
 def _unit(v: np.ndarray) -> list[float]:
     return (v / np.linalg.norm(v)).tolist()
-
-
-def fuse_reference(
-    queries: dict[str, np.ndarray],
-    items: dict[str, dict[str, np.ndarray]],
-    tops: dict[str, list[float]],
-    weights: dict[str, float],
-) -> list[tuple[str, float]]:
-    """The definition: per channel, cosine (a multivector: its best row), standardised by the
-    mean and spread of that channel's top scores; an item's score, the weighted mean over the
-    channels it has."""
-    out = []
-    for pid, vectors in items.items():
-        num = den = 0.0
-        for channel, top in tops.items():
-            if channel not in vectors:
-                continue
-            q = queries[channel] / np.linalg.norm(queries[channel])
-            rows = np.atleast_2d(vectors[channel])
-            rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-            cos = float((rows @ q).max())
-            z = (cos - np.mean(top)) / max(float(np.std(top)), MIN_SPREAD)
-            num += weights[channel] * z
-            den += weights[channel]
-        out.append((pid, num / den))
-    return sorted(out, key=lambda x: (-x[1], x[0]))
 
 
 @pytest.fixture
@@ -57,41 +40,53 @@ def store(tmp_path: Path) -> Iterator[QdrantEdgeStore]:
 
 
 def test_fusion_matches_the_reference_with_the_store_in_the_loop(store: QdrantEdgeStore) -> None:
+    """The candidates a store returns for each channel's top ``depth``, fused, must give the
+    numpy reference's ranking and scores (the congruence suite's ``fused_reference``)."""
     rng = np.random.default_rng(7)
-    items: dict[str, dict[str, np.ndarray]] = {}
     points = []
-    for i in range(40):
-        vectors: dict[str, np.ndarray] = {}
+    for i in range(160):
+        vectors: dict[str, Any] = {}
         if i % 4 != 3:  # every fourth item is a text document: no image
-            vectors["image"] = rng.standard_normal(8)
+            vectors["image"] = _unit(rng.standard_normal(8))
         if i % 3 == 0:  # a third have captions, of several chunks
-            vectors["caption"] = rng.standard_normal((1 + i % 4, 8))
+            vectors["caption"] = [_unit(r) for r in rng.standard_normal((1 + i % 4, 8))]
         if i % 2 == 0:
-            vectors["description"] = rng.standard_normal(6)
-        pid = f"00000000-0000-0000-0000-{i:012d}"
-        items[pid] = vectors
-        points.append(
-            Point(
-                id=pid,
-                vectors={
-                    k: (np.asarray([_unit(r) for r in v]).tolist() if v.ndim == 2 else _unit(v))
-                    for k, v in vectors.items()
-                },
-                payload={"n": i},
-            )
-        )
+            vectors["description"] = _unit(rng.standard_normal(6))
+        payload = {"n": i, "description_generated": i % 5 == 0}
+        points.append(Point(f"00000000-0000-0000-0000-{i:012d}", vectors, payload))
     store.upsert("c", points)
-    queries = {c: rng.standard_normal(d) for c, d in DIMS.items()}
+    queries = {c: _unit(rng.standard_normal(d)) for c, d in DIMS.items()}
     weights = {"image": 1.0, "caption": 0.5, "description": 2.0}
-    depth = 10  # fewer than the items: some are re-scored in channels they fell out of
-    hits = {c: store.search("c", c, _unit(queries[c]), limit=depth) for c in DIMS}  # type: ignore[arg-type]
+    depth = SCALE_HITS  # fewer than the items: some are re-scored in channels they fell out of
+    hits = {c: store.search("c", c, queries[c], limit=depth) for c in DIMS}  # type: ignore[arg-type]
     ids = list(dict.fromkeys(h.id for found in hits.values() for h in found))
     records = store.retrieve("c", ids, with_vectors=True)
-    got = fuse(hits, records, {c: _unit(q) for c, q in queries.items()}, weights)  # type: ignore[arg-type]
-    tops = {c: [h.score for h in found] for c, found in hits.items()}
-    want = fuse_reference(queries, {pid: items[pid] for pid in ids}, tops, weights)
-    assert [h.id for h in got] == [pid for pid, _ in want]
-    np.testing.assert_allclose([h.score for h in got], [s for _, s in want], atol=1e-5)
+    null = {"image": ChannelScale(0.1, 0.3), "caption": ChannelScale(-0.05, 0.5)}
+    got = fuse(records, queries, weights, null=null, depth=depth)  # type: ignore[arg-type]
+    want = fused_reference(
+        queries,
+        depth,
+        weights=weights,
+        points=points,
+        null={c: (n.mean, n.spread) for c, n in null.items()},
+    )
+    assert [h.id for h in got.hits] == [pid for _, pid in want]
+    np.testing.assert_allclose([h.score for h in got.hits], [s for s, _ in want], atol=1e-5)
+    # explain: each channel's rank is the store's own order there, and the score their mean
+    for channel, found in hits.items():
+        for place, hit in enumerate(found, start=1):
+            (score,) = [c for c in got.explain[hit.id] if c.channel == channel]
+            assert score.rank == place and score.similarity == pytest.approx(hit.score, abs=1e-5)
+    by_id = {p.id: p for p in points}
+    for hit in got.hits:
+        parts = got.explain[hit.id]
+        assert {c.channel for c in parts} == set(by_id[hit.id].vectors)
+        assert hit.score == pytest.approx(fused_score(parts))
+        for c in parts:
+            scale = null.get(c.channel, UNCALIBRATED)
+            assert c.standardised == pytest.approx(scale.standardise(c.similarity))
+    beyond = [c for parts in got.explain.values() for c in parts if c.rank is None]
+    assert beyond  # re-scored outside a channel's top: its rank there is not known
 
 
 def test_a_one_vector_item_best_in_its_channel_ranks_first() -> None:
@@ -101,52 +96,98 @@ def test_a_one_vector_item_best_in_its_channel_ranks_first() -> None:
     middling = Record("all-three", {}, {c: [0.6, 0.8] for c in q})
     others = [Record(f"o{i}", {}, {c: [0.5, 0.866] for c in q}) for i in range(3)]
     records = [middling, photo, *others]
-
-    def top(channel: str) -> list[StoredHit]:
-        scored = [
-            StoredHit(r.id, float(np.dot(q[channel], r.vectors[channel])), {})
-            for r in records
-            if channel in r.vectors
-        ]
-        return sorted(scored, key=lambda h: -h.score)
-
-    hits = {c: top(c) for c in q}
-    fused = fuse(hits, records, q, dict.fromkeys(q, 1.0))  # type: ignore[arg-type]
-    assert [h.id for h in fused][:2] == ["photo", "all-three"]
+    fused = fuse(records, q, dict.fromkeys(q, 1.0), null={})  # type: ignore[arg-type]
+    assert [h.id for h in fused.hits][:2] == ["photo", "all-three"]
+    assert [c.channel for c in fused.explain["photo"]] == ["image"]
 
 
-def test_a_weight_of_zero_and_an_empty_channel_leave_the_channel_out() -> None:
+def test_a_weight_of_zero_and_a_channel_no_candidate_has_are_left_out() -> None:
     q = {"image": [1.0, 0.0], "caption": [0.0, 1.0]}
     a = Record("a", {}, {"image": [1.0, 0.0], "caption": [1.0, 0.0]})
     b = Record("b", {}, {"image": [0.0, 1.0], "caption": [0.0, 1.0]})
-    hits = {
-        "image": [StoredHit("a", 1.0, {}), StoredHit("b", 0.0, {})],
-        "caption": [StoredHit("b", 1.0, {}), StoredHit("a", 0.0, {})],
-    }
-    both = fuse(hits, [a, b], q, {"image": 1.0, "caption": 1.0})  # type: ignore[arg-type]
-    assert both[0].score == pytest.approx(both[1].score)  # one channel each: a tie
-    image_only = fuse(hits, [a, b], q, {"image": 1.0, "caption": 0.0})  # type: ignore[arg-type]
-    assert [h.id for h in image_only] == ["a", "b"]
-    empty = fuse({"image": hits["image"], "caption": []}, [a, b], q, {"image": 1.0, "caption": 1.0})  # type: ignore[arg-type]
-    assert [h.id for h in empty] == ["a", "b"]
+    both = fuse([a, b], q, {"image": 1.0, "caption": 1.0}, null={})  # type: ignore[arg-type]
+    assert both.hits[0].score == pytest.approx(both.hits[1].score)  # one channel each: a tie
+    image_only = fuse([a, b], q, {"image": 1.0, "caption": 0.0}, null={})  # type: ignore[arg-type]
+    assert [h.id for h in image_only.hits] == ["a", "b"]
+    assert {c.channel for c in image_only.explain["a"]} == {"image"}
+    no_caption = [Record(r.id, {}, {"image": r.vectors["image"]}) for r in (a, b)]
+    alone = fuse(no_caption, q, {"image": 1.0, "caption": 1.0}, null={})  # type: ignore[arg-type]
+    assert [h.id for h in alone.hits] == ["a", "b"]
 
 
 def test_scores_do_not_depend_on_how_many_hits_were_fetched() -> None:
-    """A channel's scale comes from its top SCALE_HITS hits, so a second page or a grouped
-    search (which fetch deeper) score and order the same items the same."""
+    """A channel's scale is the bundle's null, not the query's other hits, so a second page or
+    a grouped search (which fetch deeper) score and order the same items the same."""
     rng = np.random.default_rng(3)
     q = {"image": _unit(rng.standard_normal(4)), "description": _unit(rng.standard_normal(4))}
     records = [
         Record(f"r{i:03d}", {}, {c: _unit(rng.standard_normal(4)) for c in q}) for i in range(120)
     ]
 
-    def hits(depth: int) -> dict[str, list[StoredHit]]:
-        out = {}
-        for c in q:
-            scored = [StoredHit(r.id, float(np.dot(q[c], r.vectors[c])), {}) for r in records]
-            out[c] = sorted(scored, key=lambda h: -h.score)[:depth]
-        return out
+    def candidates(depth: int) -> list[Record]:
+        """Each channel's top ``depth`` records, as a store would fetch them."""
+        keep: set[str] = set()
+        for c, query in q.items():
+            by_score = sorted(records, key=lambda r: -float(np.dot(query, r.vectors[c])))
+            keep |= {r.id for r in by_score[:depth]}
+        return [r for r in records if r.id in keep]
 
-    shallow = fuse(hits(SCALE_HITS), records, q, dict.fromkeys(q, 1.0))  # type: ignore[arg-type]
-    deep = fuse(hits(3 * SCALE_HITS), records, q, dict.fromkeys(q, 1.0))  # type: ignore[arg-type]
-    assert [(h.id, h.score) for h in shallow] == [(h.id, h.score) for h in deep]
+    null = {"image": ChannelScale(0.0, 0.4), "description": ChannelScale(0.1, 0.2)}
+    weights = dict.fromkeys(q, 1.0)
+    shallow = fuse(candidates(SCALE_HITS), q, weights, null=null)  # type: ignore[arg-type]
+    deep = fuse(candidates(3 * SCALE_HITS), q, weights, null=null)  # type: ignore[arg-type]
+    assert len(deep.hits) > len(shallow.hits)
+    deep_scores = {h.id: h.score for h in deep.hits}
+    for hit in shallow.hits:
+        assert hit.score == pytest.approx(deep_scores[hit.id])
+    assert [h.id for h in deep.hits][:10] == [h.id for h in shallow.hits][:10]
+
+
+def test_an_item_at_the_null_scores_zero_and_one_spread_above_scores_one() -> None:
+    """What a fused score means: 0 is an unrelated item (at the channel's null mean) in every
+    channel it has, 1.0 one null spread above it in every channel, whatever the other hits."""
+    q = {"image": [1.0, 0.0], "description": [1.0, 0.0]}
+    null = {"image": ChannelScale(0.2, 0.1), "description": ChannelScale(0.1, 0.2)}
+
+    def at(image: float, description: float) -> dict[str, Any]:
+        return {
+            "image": [image, float(np.sqrt(1 - image**2))],
+            "description": [description, float(np.sqrt(1 - description**2))],
+        }
+
+    unrelated = Record("unrelated", {}, at(0.2, 0.1))
+    one_up = Record("one-up", {}, at(0.3, 0.3))
+    strong = Record("strong", {}, at(0.9, 0.9))
+    for others in ([], [strong]):
+        fused = fuse([unrelated, one_up, *others], q, dict.fromkeys(q, 1.0), null=null)  # type: ignore[arg-type]
+        scores = {h.id: h.score for h in fused.hits}
+        assert scores["unrelated"] == pytest.approx(0.0, abs=1e-9)
+        assert scores["one-up"] == pytest.approx(1.0)
+
+
+def test_a_generated_description_is_weaker_evidence_than_a_given_one() -> None:
+    """Two items alike but for who wrote the description: the one a person gave ranks first
+    where the description matches better than the picture, the generated one votes with half
+    the weight (explain shows it)."""
+    q = {"image": [1.0, 0.0], "description": [1.0, 0.0]}
+    vectors = {"image": [0.3, 0.954], "description": [0.95, 0.312]}
+    given = Record("given", {"description_generated": False}, vectors)
+    generated = Record("generated", {"description_generated": True}, vectors)
+    fused = fuse([generated, given], q, dict.fromkeys(q, 1.0), null={})  # type: ignore[arg-type]
+    assert [h.id for h in fused.hits] == ["given", "generated"]
+    weights = {c.channel: c.weight for c in fused.explain["generated"]}
+    assert weights == {"image": 1.0, "description": GENERATED_EVIDENCE}
+    assert {c.channel: c.weight for c in fused.explain["given"]} == dict.fromkeys(q, 1.0)
+    assert fused.hits[1].score == pytest.approx(fused_score(fused.explain["generated"]))
+
+
+def test_a_good_match_in_one_channel_is_not_dragged_under_by_a_channel_blind_to_it() -> None:
+    """A captioned scene whose caption matches well and whose picture the image tower cannot
+    read (below the null) still ranks above an item that is middling in both: the best channel
+    counts BEST_SHARE on top of the mean."""
+    q = {"image": [1.0, 0.0], "caption": [1.0, 0.0]}
+    null = {"image": ChannelScale(0.2, 0.1), "caption": ChannelScale(0.1, 0.1)}
+    scene = Record("scene", {}, {"image": [0.0, 1.0], "caption": [0.8, 0.6]})  # z: -2, 7
+    middling = Record("middling", {}, {"image": [0.45, 0.893], "caption": [0.45, 0.893]})
+    fused = fuse([middling, scene], q, dict.fromkeys(q, 1.0), null=null)  # type: ignore[arg-type]
+    assert [h.id for h in fused.hits] == ["scene", "middling"]

@@ -48,6 +48,7 @@ def make_points(n: int = N, seed: int = 7) -> list[Point]:
             "media_id": f"m{i // 3:03d}",
             "tags": tags,
             "rank": i % 10,
+            "description_generated": i % 5 == 0,  # counts GENERATED_EVIDENCE in fusion
             "caption": f"photo n°{i} — café ☕ 日本 {tags}",
             "metadata": {"size": {"w": 64 + i, "h": 48}, "labels": tags, "score": i / 7, "x": None},
         }
@@ -329,3 +330,208 @@ def test_both_stores_answer_the_same_calls_alike(both: tuple[VectorStore, Vector
             assert {h.id: h.payload for h in hits_a} == {h.id: h.payload for h in hits_b}
         else:
             assert a == b
+
+
+# -- fused search: the one numpy reference, and both stores through the planner ------------------
+
+FUSED = ("image", "caption", "description")
+
+
+def fused_reference(
+    queries: dict[str, Sequence[float]],
+    depth: int,
+    keep: Callable[[Point], bool] = lambda p: True,
+    weights: dict[str, float] | None = None,
+    points: Sequence[Point] = POINTS,
+    null: dict[str, tuple[float, float]] | None = None,
+) -> list[tuple[float, str]]:
+    """The fused ranking from its definition (``service.search.fusion``), in plain numpy over
+    every point: the candidates are each channel's top ``depth``; a channel's cosine is
+    standardised by its null (``null``: channel -> (mean, spread); a channel not there: mean 0,
+    spread 1); a channel's weight is the caller's, halved (GENERATED_EVIDENCE) for a generated
+    description; a candidate's score is MEAN_SHARE of the weighted mean of its standardised
+    cosines over the channels it has plus BEST_SHARE of the best. The one reference:
+    ``tests/service/search/test_fusion.py`` checks the fusion alone against it too."""
+    from service.search.fusion import BEST_SHARE, GENERATED_EVIDENCE, MEAN_SHARE
+
+    weights = weights or dict.fromkeys(queries, 1.0)
+    null = null or {}
+    by_id = {p.id: p for p in points}
+    ranked = {c: brute_force(c, q, keep, points) for c, q in queries.items()}
+    candidates = {pid for found in ranked.values() for _, pid in found[:depth]}
+    out = []
+    for pid in candidates:
+        point = by_id[pid]
+        z, w = [], []
+        for c in ranked:
+            if c in point.vectors:
+                mean, spread = null.get(c, (0.0, 1.0))
+                z.append((cosine(queries[c], point.vectors[c]) - mean) / spread)
+                generated = c == "description" and point.payload.get("description_generated")
+                w.append(weights[c] * (GENERATED_EVIDENCE if generated else 1.0))
+        score = MEAN_SHARE * float(np.dot(w, z)) / sum(w) + BEST_SHARE * max(z)
+        out.append((score, pid))
+    return sorted(out, key=lambda s: (-s[0], s[1]))
+
+
+@pytest.fixture(scope="module")
+def info_only(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[Any]:
+    """The tiny bundle's real embedder: item queries use it for the bundle's description only."""
+    from service.clients.inprocess import InProcessEmbeddingClient
+    from service.core.bundle.manifest import load_bundle
+    from service.core.config import Settings
+    from service.encoder.engine import EncoderEngine
+
+    client = InProcessEmbeddingClient(EncoderEngine(load_bundle(tiny_bundle_dir), Settings()))
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+@pytest.mark.parametrize(
+    ("options", "keep"),
+    [
+        ({}, lambda p: True),
+        ({"offset": 7}, lambda p: True),
+        ({"filter": {"kind": "text"}}, lambda p: p.payload["kind"] == "text"),
+        ({"weights": {"image": 2.0, "caption": 0.5, "description": 1.0}}, lambda p: True),
+    ],
+    ids=["plain", "page-2", "filter", "weights"],
+)
+def test_fused_search_matches_the_numpy_reference(
+    kind: str,
+    options: dict[str, Any],
+    keep: Callable[[Point], bool],
+    tmp_path: Path,
+    info_only: Any,
+):
+    """A "more like this" search in ``hybrid`` fuses the item's own vectors (no embedding): the
+    edge store (a search per channel) and the server store (one Query API request with a prefetch
+    per channel) must both give the reference's ranking and scores."""
+    from service.search.fusion import SCALE_HITS, ChannelCandidates
+    from service.search.planner import Query, SearchOptions, SearchService
+
+    store = _make(kind, tmp_path)
+    try:
+        store.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
+        store.upsert(COLL, POINTS)
+        assert isinstance(store, ChannelCandidates) == (kind == "server")
+        source = POINTS[8]  # it has all three vectors, one caption row
+        assert set(FUSED) <= set(source.vectors) and len(source.vectors["caption"]) == 1
+        queries = {c: list(np.ravel(source.vectors[c])) for c in FUSED}
+        service = SearchService(info_only, store, COLL)
+        opts = SearchOptions(mode="hybrid", limit=10, **options)
+        got = service.search(Query(item_id=source.id), opts)
+        end = opts.offset + opts.limit
+        null = {c: (n.mean, n.spread) for c, n in service.null_scales().items()}
+        assert set(FUSED) <= set(null)  # measured for the tiny bundle on the probe set
+        depth = max(SCALE_HITS, 3 * end)
+        want = [
+            s
+            for s in fused_reference(queries, depth, keep, dict(opts.weights), null=null)
+            if s[1] != source.id
+        ][opts.offset : end]
+        assert got.score_kind == "standardised" and got.channels == FUSED
+        assert_hits_close(got.hits, want)
+    finally:
+        store.close()
+
+
+def test_both_stores_give_the_same_fused_answers(
+    both: tuple[VectorStore, VectorStore], info_only: Any
+):
+    from service.search.planner import Query, SearchOptions, SearchService
+
+    answers = []
+    for s in both:
+        s.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
+        s.upsert(COLL, POINTS)
+        service = SearchService(info_only, s, COLL)
+        answers.append(
+            [
+                service.search(Query(item_id=POINTS[i].id), SearchOptions(mode="hybrid", **kw))
+                for i in (0, 5, 11)  # 0 and 11 lack an image: they fuse what they have
+                for kw in (
+                    {"limit": 20},
+                    {"limit": 5, "score_threshold": 0.5, "explain": True},
+                    {"limit": 20, "filter": {"tags": ["car", "food"]}},
+                )
+            ]
+        )
+    for a, b in zip(*answers, strict=True):
+        assert a.channels == b.channels and a.score_kind == b.score_kind
+        assert_hits_close(a.hits, [(h.score, h.id) for h in b.hits])
+        if a.explain is not None:
+            assert b.explain is not None and set(a.explain) == set(b.explain)
+            for pid, channels in a.explain.items():
+                other = {c.channel: c for c in b.explain[pid]}
+                for c in channels:
+                    assert c.similarity == pytest.approx(other[c.channel].similarity, abs=1e-4)
+                    assert c.rank == other[c.channel].rank
+
+
+@pytest.mark.parametrize(
+    ("queries", "depth", "kind"),
+    [
+        ({"image": [1.0] * 16}, 0, ErrorType.invalid_input),
+        ({"nope": [1.0] * 16}, 5, ErrorType.invalid_input),
+        ({"image": [1.0] * 3}, 5, ErrorType.invalid_input),
+    ],
+    ids=["depth 0", "unknown vector", "wrong dim"],
+)
+def test_server_candidates_refuse_bad_input(queries: dict[str, Any], depth: int, kind: ErrorType):
+    store = QdrantServerStore(QdrantClient(":memory:"))
+    try:
+        store.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
+        with pytest.raises(ClipsearchError) as err:
+            store.candidates(COLL, queries, depth=depth)
+        assert err.value.type is kind, err.value.message
+        with pytest.raises(ClipsearchError) as missing:
+            store.candidates("nope", {"image": [1.0] * 16}, depth=5)
+        assert missing.value.type is ErrorType.not_found
+        assert store.candidates(COLL, {}, depth=5) == []
+    finally:
+        store.close()
+
+
+def test_the_served_server_store_fetches_every_channel_in_one_request(
+    tmp_path: Path, info_only: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """As the factory serves it (wrapped in VersionedStore, read through an alias), the server
+    store answers a fused search with one Query API request, never a search per channel, and
+    the same hits as the embedded store channel by channel."""
+    from service.search.planner import Query, SearchOptions, SearchService
+    from service.store.versions import VersionedStore
+
+    served = VersionedStore(QdrantServerStore(QdrantClient(":memory:")))
+    edge = VersionedStore(QdrantEdgeStore(tmp_path / "edge"))
+    answers = []
+    version = "media__tiny-test@0.1.0__1"  # as the gateway names it: the bundle that built it
+    for store in (served, edge):
+        store.ensure_collection(version, DIMS)  # type: ignore[arg-type]
+        store.upsert(version, POINTS)
+        store.update_aliases({"media": version})
+        calls: list[str] = []
+        for name in ("search", "retrieve", "candidates"):
+            if hasattr(store.inner, name):
+                monkeypatch.setattr(store.inner, name, _counted(getattr(store.inner, name), calls))
+        service = SearchService(info_only, store, "media")
+        query = Query(item_id=POINTS[8].id)
+        answers.append(service.search(query, SearchOptions(mode="hybrid", limit=15)))
+        answers.append(calls)
+    served_hits, served_calls, edge_hits, edge_calls = answers
+    assert served_calls == ["retrieve", "candidates"]  # the item's own vectors, then one request
+    assert edge_calls == ["retrieve", "search", "search", "search", "retrieve"]
+    assert_hits_close(served_hits.hits, [(h.score, h.id) for h in edge_hits.hits])
+    served.close()
+    edge.close()
+
+
+def _counted(method: Callable[..., Any], calls: list[str]) -> Callable[..., Any]:
+    """``method``, noting its name in ``calls`` at each call."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        calls.append(method.__name__)
+        return method(*args, **kwargs)
+
+    return call

@@ -90,12 +90,20 @@ def test_a_build_gets_every_write_then_swaps_and_rolls_back(store: VersionedStor
     assert store.swap("media") == ("media__tiny@1__1", new)
     assert store.aliases() == {"media": new, "media.previous": "media__tiny@1__1"}
     assert store.count("media") == 12
-    store.upsert("media", points(1, start=20))  # no build any more: one version written
-    assert store.count("media") == 13 and store.count("media__tiny@1__1") == 12
+    # After the swap, writes and deletes reach the previous version too: a rollback serves
+    # them (issue 19: they were lost, or came back, once rolled back and forward).
+    store.upsert("media", points(1, start=20))
+    assert store.count("media") == 13 and store.count("media__tiny@1__1") == 13
 
     assert store.rollback("media") == (new, "media__tiny@1__1")
-    assert store.count("media") == 12
+    assert store.count("media") == 13
+    # While the previous version serves: a write and a delete, kept by a roll-forward.
+    store.upsert("media", points(1, start=30))
+    store.delete("media", [old[1].id])
+    assert store.count(new) == 13 and store.count("media__tiny@1__1") == 13
     assert store.rollback("media") == ("media__tiny@1__1", new)  # and forward again
+    ids = {r.id for r in store.retrieve("media", [p.id for p in old + points(1, start=30)])}
+    assert points(1, start=30)[0].id in ids and old[1].id not in ids
     roles = {v["name"]: v["role"] for v in store.describe("media")["versions"]}
     assert roles == {"media__tiny@1__1": "previous", new: "current"}
 

@@ -75,7 +75,10 @@ def stub_for(server: WorkerServer) -> Iterator[pb_grpc.EncoderStub]:
 
 
 def sample(server: WorkerServer, name: str, **labels: str) -> float:
-    value = server.batcher.metrics.registry.get_sample_value(name, labels)
+    """A metric's value; encoder series are the default bundle's unless ``bundle`` is given."""
+    if name.startswith("clipsearch_encoder_"):
+        labels.setdefault("bundle", server.engine.bundle.manifest.ref)
+    value = server.registry.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 
 

@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from indexer.sources import fetch as fetch_module
-from indexer.sources.fetch import CAPTION_TYPES, Fetcher, fetch, forbidden_reason, parse_networks
 from service.core.config import LimitsSettings, Settings, SourcesSettings
 from service.core.errors import ClipsearchError, ErrorType
+from service.items import fetch as fetch_module
+from service.items.fetch import CAPTION_TYPES, Fetcher, fetch, forbidden_reason, parse_networks
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 LIMIT = 4096

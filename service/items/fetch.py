@@ -1,4 +1,7 @@
-"""Fetch a URL source without letting it reach the service's own network (the SSRF guard).
+"""Fetch a URL without letting it reach the service's own network (the SSRF guard).
+
+One guard for every URL the service is given: ingestion's URL sources (``indexer``) and search's
+``image_url`` queries (the gateway) fetch through it, under the same ``sources`` settings.
 
 Every hop resolves its host once, refuses the whole host if ANY address is loopback, private,
 link-local (the cloud metadata endpoint), CGNAT, multicast, reserved or otherwise not public
@@ -134,8 +137,8 @@ def vet_host(host: str, port: int, allowed: Sequence[IPNetwork]) -> list[str]:
         if reason is not None:
             raise ClipsearchError(
                 ErrorType.forbidden,
-                f"host {host!r} resolves to {ip}, {reason}; URL sources may only reach public "
-                "addresses",
+                f"host {host!r} resolves to {ip}, {reason}; URLs may only reach public "
+                "addresses (or networks listed in sources.allowed_networks)",
                 {"host": host, "address": str(ip)},
             )
         if text not in addresses:
@@ -217,7 +220,7 @@ class Fetcher:
             "Accept": ", ".join(accept),
             # Sizes are checked on the bytes that arrive; identity keeps that the real size.
             "Accept-Encoding": "identity",
-            "User-Agent": "clipsearch-indexer",
+            "User-Agent": "clipsearch",
         }
         for i, address in enumerate(addresses):
             remaining = deadline - time.monotonic()
@@ -285,3 +288,21 @@ def fetch(
     """Fetch one URL (a one-off :class:`Fetcher`); see the module docstring for the guard."""
     with Fetcher(settings) as fetcher:
         return fetcher.fetch(url, accept=accept, max_bytes=max_bytes)
+
+
+IMAGE_TYPES: tuple[str, ...] = ("image/*",)
+
+
+def fetch_query_image(url: str, *, settings: Settings) -> bytes:
+    """A search query's ``image_url``, under the same guard and limits as a URL source. A URL
+    that cannot be reached, or answers an error status, is the caller's bad input (400), not
+    this service being unavailable; refused addresses stay ``forbidden``, a wrong type
+    ``unsupported_media``, an oversize body ``payload_too_large``, a slow one ``timeout``."""
+    try:
+        return fetch(url, settings=settings, accept=IMAGE_TYPES).data
+    except ClipsearchError as exc:
+        if exc.type not in (ErrorType.unavailable, ErrorType.not_found):
+            raise
+        raise invalid(
+            f"image_url could not be fetched: {exc.message}", {"url": url, "cause": exc.type}
+        ) from exc

@@ -1,0 +1,240 @@
+"""The ``clipsearch.v1.Search`` servicer: the REST API's operations over gRPC.
+
+Each call goes the way its REST route goes: the same scope check (``authorize``, with the key from
+``authorization: Bearer`` or ``x-api-key`` metadata), the request validated by the REST model
+(``service.rpc.search_codec`` turns the message into the REST body), the same components, the
+same response model, and errors through the one ErrorType → status table
+(``service.rpc.status.abort``), counted in ``clipsearch_errors_total{transport="grpc"}``.
+
+Deadlines: a call whose deadline has passed does no work, a mutating call (delete, ingest,
+cancel) checks again right before it changes anything, and an answer ready after the deadline
+is not sent: the call ends with DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import grpc
+from google.protobuf import empty_pb2
+from pydantic import ValidationError
+
+from service.core.config import Scope
+from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
+from service.core.schemas.api import Hit, IngestRequest, JobStatus, SearchRequest
+from service.core.schemas.openai import MAX_INPUTS
+from service.gateway.deps import authorize
+from service.gateway.metrics import GatewayMetrics
+from service.gateway.routers.search import search as rest_search
+from service.gateway.state import Components, Runtime
+from service.items.delete import delete_records
+from service.rpc import search_codec as codec
+from service.rpc.proto import search_pb2 as pb
+from service.rpc.proto import search_pb2_grpc as pb_grpc
+from service.rpc.status import abort
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Search"].full_name
+# As REST's GET /v1/jobs: 20 a page by default, 100 at most (AIP-158: more is read as the most).
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Work = Callable[[Components, Req, grpc.ServicerContext], Resp]
+
+
+def presented_key(context: grpc.ServicerContext) -> str | None:
+    """The API key in the call's metadata, as REST reads it from its headers."""
+    metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
+    auth = metadata.get("authorization", "")
+    if isinstance(auth, str) and auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    key = metadata.get("x-api-key")
+    return key if isinstance(key, str) else None
+
+
+def check_deadline(context: grpc.ServicerContext) -> None:
+    left = context.time_remaining()
+    if left is not None and left <= 0:
+        raise ClipsearchError(ErrorType.timeout, "the call's deadline passed")
+
+
+def validation_error(exc: ValidationError) -> ClipsearchError:
+    """A REST model's refusal, worded as the REST error handler words it."""
+    problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+    first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    return ClipsearchError(ErrorType.invalid_input, f"{where}: {first['msg']}", problems)
+
+
+class SearchServicer(pb_grpc.SearchServicer):
+    def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
+        self._runtime = runtime
+        self._metrics = metrics
+
+    # -- the RPCs -------------------------------------------------------------------------------
+
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        return self._call(context, "search", self._search, request)
+
+    def GetItem(self, request: pb.GetItemRequest, context: grpc.ServicerContext) -> pb.Hit:
+        return self._call(context, "search", self._get_item, request)
+
+    def DeleteItem(
+        self, request: pb.DeleteItemRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        return self._call(context, "ingest", self._delete_item, request)
+
+    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
+        return self._call(context, "search", self._embed, request)
+
+    def Ingest(self, request: pb.IngestRequest, context: grpc.ServicerContext) -> pb.IngestResponse:
+        return self._call(context, "ingest", self._ingest, request)
+
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        return self._call(context, "ingest", self._get_job, request)
+
+    def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.ServicerContext
+    ) -> pb.ListJobsResponse:
+        return self._call(context, "ingest", self._list_jobs, request)
+
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        return self._call(context, "ingest", self._cancel_job, request)
+
+    # -- the one way every call goes --------------------------------------------------------------
+
+    def _call(
+        self, context: grpc.ServicerContext, scope: Scope, work: Work[Req, Resp], request: Req
+    ) -> Resp:
+        try:
+            check_deadline(context)
+            authorize(self._runtime.settings, presented_key(context), scope)
+            response = work(self._runtime.components, request, context)
+            check_deadline(context)  # too late: the caller has stopped waiting for it
+            return response
+        except ClipsearchError as exc:
+            self._fail(context, exc)
+        except ValidationError as exc:
+            self._fail(context, validation_error(exc))
+        except Exception:
+            log.exception("unhandled error in a gRPC call")
+            self._fail(context, ClipsearchError(ErrorType.internal, "internal error"))
+
+    def _fail(self, context: grpc.ServicerContext, exc: ClipsearchError) -> NoReturn:
+        self._metrics.errors.labels(exc.type.value, "grpc").inc()
+        abort(context, exc)
+
+    # -- the work, as the REST routes do it -----------------------------------------------------
+
+    def _search(
+        self, comp: Components, request: pb.SearchRequest, context: grpc.ServicerContext
+    ) -> pb.SearchResponse:
+        # The REST body the message stands for, through the REST route itself: the same
+        # validation, query (an item id goes to the planner as "more like this"), options and
+        # answer, so the two transports cannot drift apart.
+        body = SearchRequest.model_validate(codec.search_body_from_proto(request))
+        answer = rest_search(body, comp, self._runtime.settings, self._metrics)
+        return codec.search_response_to_proto(answer)
+
+    def _get_item(
+        self, comp: Components, request: pb.GetItemRequest, context: grpc.ServicerContext
+    ) -> pb.Hit:
+        record = comp.search.find(_item_id(request.id))
+        return codec.hit_to_proto(Hit.from_payload(record.id, 1.0, record.payload))
+
+    def _delete_item(
+        self, comp: Components, request: pb.DeleteItemRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        record = comp.search.find(_item_id(request.id))
+        check_deadline(context)
+        # As REST's DELETE /v1/items/{id}: the point and its thumbnail with it.
+        delete_records(comp.store, comp.collection, self._runtime.settings.data_dir, [record])
+        return empty_pb2.Empty()
+
+    def _embed(
+        self, comp: Components, request: pb.EmbedRequest, context: grpc.ServicerContext
+    ) -> pb.EmbedResponse:
+        texts, images = list(request.texts), list(request.images)
+        if not texts and not images:
+            raise invalid("give at least one text or image")
+        if len(texts) + len(images) > MAX_INPUTS:
+            raise invalid(
+                f"{len(texts) + len(images)} inputs; the limit is {MAX_INPUTS} per request",
+                {"inputs": len(texts) + len(images), "max_inputs": MAX_INPUTS},
+            )
+        limit = self._runtime.settings.limits.max_upload_bytes
+        for i, image in enumerate(images):
+            if not image:
+                raise invalid(f"image {i} is empty", {"index": i})
+            if len(image) > limit:
+                raise too_large(f"image {i} is over the {limit}-byte limit", {"index": i})
+        response = pb.EmbedResponse(model=comp.embedder.info().bundle)
+        if texts:
+            embedded = comp.embedder.embed_texts(texts, lane="interactive")
+            for joint, sentence in zip(embedded.joint, embedded.sentence, strict=True):
+                response.texts.add(
+                    joint=pb.Vector(values=joint.tolist()),
+                    description=pb.Vector(values=sentence.tolist()),
+                )
+        if images:
+            check_deadline(context)
+            for i, result in enumerate(comp.embedder.embed_images(images, lane="interactive")):
+                if isinstance(result, ClipsearchError):
+                    # As REST's /v1/embeddings: one bad input fails the request, naming its index.
+                    detail = result.detail if isinstance(result.detail, dict) else {}
+                    raise ClipsearchError(
+                        result.type, f"image {i}: {result.message}", {**detail, "index": i}
+                    )
+                response.images.add(values=result.tolist())
+        return response
+
+    def _ingest(
+        self, comp: Components, request: pb.IngestRequest, context: grpc.ServicerContext
+    ) -> pb.IngestResponse:
+        body = IngestRequest.model_validate(codec.ingest_body_from_proto(request))
+        if body.collection not in (None, comp.collection):
+            raise invalid(f"this gateway serves collection {comp.collection!r} only")
+        check_deadline(context)  # a job started for a caller who has gone would run unseen
+        source = body.source.model_dump(exclude_none=True)
+        return pb.IngestResponse(job_id=comp.jobs.submit("ingest", {"source": source}))
+
+    def _get_job(
+        self, comp: Components, request: pb.GetJobRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        return codec.job_to_proto(JobStatus.model_validate(comp.jobs.status(_job_id(request.id))))
+
+    def _cancel_job(
+        self, comp: Components, request: pb.CancelJobRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
+        job_id = _job_id(request.id)
+        check_deadline(context)
+        return codec.job_to_proto(JobStatus.model_validate(comp.jobs.cancel(job_id)))
+
+    def _list_jobs(
+        self, comp: Components, request: pb.ListJobsRequest, context: grpc.ServicerContext
+    ) -> pb.ListJobsResponse:
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        offset = codec.page_offset(request.page_token)
+        page, total = comp.jobs.list_jobs(limit=size, offset=offset)
+        following = offset + len(page)
+        return pb.ListJobsResponse(
+            jobs=[codec.job_to_proto(JobStatus.model_validate(job)) for job in page],
+            next_page_token=codec.page_token(following) if following < total else "",
+            total_size=total,
+        )
+
+
+def _item_id(value: str) -> str:
+    if not value:
+        raise invalid("give the item's id")
+    return value
+
+
+def _job_id(value: str) -> str:
+    if not value:
+        raise invalid("give the job's id")
+    return value
