@@ -47,7 +47,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     CLIPSEARCH_DATA_DIR=/var/lib/clipsearch \
     CLIPSEARCH_BUNDLE=/opt/clipsearch/bundle \
     CLIPSEARCH_ENCODER__PROVIDER=auto \
-    CLIPSEARCH_ENCODER__ENGINE_CACHE_DIR=/var/cache/clipsearch/trt
+    CLIPSEARCH_ENCODER__ENGINE_CACHE_DIR=/var/cache/clipsearch/trt \
+    CLIPSEARCH_WORKER__HOST=0.0.0.0
 RUN groupadd --system --gid 10001 clipsearch \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/clipsearch --no-create-home clipsearch \
  && install -d -o 10001 -g 10001 /var/lib/clipsearch /var/cache/clipsearch/trt

@@ -139,7 +139,9 @@ class EncoderSettings(BaseModel):
 class WorkerSettings(BaseModel):
     """The encoder worker process (``clipsearch worker``)."""
 
-    host: str = "0.0.0.0"
+    # Loopback unless told otherwise: workers serve gRPC without authentication. The images and
+    # the chart bind 0.0.0.0, and the chart's NetworkPolicy admits only gateways and indexers.
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 to serve other hosts")
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9100, ge=0, le=65535, description="0 = no metrics server")
     max_message_mb: int = Field(64, ge=1, description="largest gRPC message accepted")

@@ -114,6 +114,7 @@ def test_workers_bind_the_declared_ports_and_clients_list_every_worker(
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     worker = settings_from_env(container_env(manifests, container)).worker
     assert _ports(container) == {"grpc": worker.port, "metrics": worker.metrics_port}
+    assert worker.host == "0.0.0.0"  # the pod network (the default is loopback)
     name, service = statefulset["metadata"]["name"], statefulset["spec"]["serviceName"]
     replicas = statefulset["spec"]["replicas"]
     expected = [f"{name}-{i}.{service}:{worker.port}" for i in range(replicas)]

@@ -131,6 +131,8 @@ def test_image_environments_are_real_settings(target: str) -> None:
     settings = settings_from_env(env)
     assert settings.data_dir == Path("/var/lib/clipsearch")
     assert settings.bundle == "/opt/clipsearch/bundle"
+    if target.startswith("worker"):  # a container's worker serves the gateway's network
+        assert settings.worker.host == "0.0.0.0", target
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

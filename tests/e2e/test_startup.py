@@ -204,7 +204,7 @@ def test_worker_exits_on_a_bad_bundle_and_a_port_in_use(
     assert busy.returncode == 1
     line = _last_line(busy)
     assert (
-        f"the encoder worker cannot start: cannot bind the encoder worker to 0.0.0.0:{held_port}"
+        f"the encoder worker cannot start: cannot bind the encoder worker to 127.0.0.1:{held_port}"
         in line
     )
 

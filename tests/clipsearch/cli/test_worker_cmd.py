@@ -27,7 +27,8 @@ def test_options_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CLIPSEARCH_WORKER__METRICS_PORT", "6001")
     settings = worker_settings(port=7000, bundle="tiny-test")
     assert (settings.worker.port, settings.worker.metrics_port) == (7000, 6001)
-    assert settings.bundle == "tiny-test" and settings.worker.host == "0.0.0.0"
+    # Loopback unless told: a worker serves gRPC without authentication.
+    assert settings.bundle == "tiny-test" and settings.worker.host == "127.0.0.1"
 
 
 def test_repeated_bundles_are_the_default_then_the_extra_bundles(
