@@ -163,10 +163,49 @@ bench-reindex: $(STAMP)
 bench-faults: $(STAMP)
 	$(VENV)/bin/clipsearch bench faults --bundle $(BENCH_BUNDLE)
 
-bench: bench-bundle bench-encoder bench-ingest bench-video bench-reindex bench-faults
+# Issue 19's acceptance through HTTP: a gateway, two encoder workers, two indexers and Redis; one
+# worker frozen (SIGSTOP) for 20 s of 40 under 4 search clients and ingestion
+# (bench-results/faults_http.json).
+.PHONY: bench-faults-http
+bench-faults-http: $(STAMP)
+	$(PY) -m loadtests.bench.faults_http --bundle $(BENCH_BUNDLE)
+
+# A rollout tiny -> tiny-narrow of 300 captioned images under search load: phase times, points/s,
+# search p50 idle vs during (bench-results/rollout.json); /health/ready latency over a raw socket
+# (bench-results/ready.json).
+.PHONY: bench-rollout bench-ready
+bench-rollout: $(STAMP)
+	$(PY) -m loadtests.bench.rollout
+bench-ready: $(STAMP)
+	$(PY) -m loadtests.bench.ready
+
+# Search p50/p99 idle against during a 2,000-image directory ingest, through HTTP, and the ingest
+# rate with and without searchers (bench-results/ingest_search.json). The photo bundle (the
+# embedded default) unless BENCH_BUNDLE is given.
+.PHONY: bench-ingest-search
+bench-ingest-search: $(STAMP)
+	$(PY) -m loadtests.bench.ingest_search \
+	  --bundle $(if $(filter command line environment,$(origin BENCH_BUNDLE)),$(BENCH_BUNDLE),photo)
+
+bench: bench-bundle bench-encoder bench-ingest bench-video bench-reindex bench-faults \
+  bench-faults-http bench-rollout bench-ready bench-ingest-search
+
+# Locust load tests (loadtests/locustfile.py; profiles in loadtests/profiles.py): the embedded demo
+# on a free port, locust headless, its HTML report and CSVs in bench-results/loadtest/<profile>/.
+# LOADTEST_HOST=URL runs it against a running gateway instead (CLIPSEARCH_API_KEY: its key).
+PROFILE ?= mixed
+.PHONY: loadtest loadtest-peers
+loadtest: $(STAMP)
+	$(PY) -m loadtests.loadtest $(PROFILE) $(if $(LOADTEST_HOST),--host "$(LOADTEST_HOST)")
+
+# clipsearch beside infinity-emb (its own venv, .venv-peers): the same locust embeddings profile
+# against both, and each server's own ONNX Runtime ceiling (bench-results/peers/report.md).
+loadtest-peers: $(STAMP)
+	nice -n 10 bash loadtests/peers/setup.sh
+	$(PY) -m loadtests.peers.compare
 
 clean:
-	rm -rf $(VENV) .venv-export .clipsearch .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-export .venv-peers .clipsearch .pytest_cache .mypy_cache .ruff_cache
 
 # The deployment checks alone (`make test` runs them too): helm lint --strict, helm template and
 # kubectl kustomize validated for Kubernetes 1.29 and 1.32, with real tools fetched from PyPI.

@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from clipsearch.bundles import TINY_BUNDLE, load_configured_bundle, resolve_bundle
+from indexer.distributed.probes import GATEWAY_WRITER_POINTS, WriterMetrics
 from indexer.distributed.resources import IndexerResources
 from indexer.distributed.writer import Writer
 from service.clients.base import EmbeddingClient, JobQueue
 from service.core.bundle.manifest import Bundle, load_bundle
 from service.core.config import Settings
+from service.core.contract import METADATA_KEY, CollectionSettings, check_settings
 from service.core.domain import collection_dims
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.gateway.state import Components, startup_progress
@@ -111,10 +113,13 @@ def build_components(settings: Settings) -> Components:
     try:
         info = embedder.info()  # from the workers when remote: no bundle needed here
         dims = collection_dims(info.spaces)
+        own = own_settings(settings, info.bundle)
         # A Qdrant server still starting is waited for; the embedded store answers at once.
         where = f"the Qdrant server at {settings.qdrant.url}" if settings.qdrant.url else "store"
         until_reachable(
-            settings, where, lambda: store.ensure(settings.collection, dims, info.bundle)
+            settings,
+            where,
+            lambda: store.ensure(settings.collection, dims, info.bundle, own.metadata()),
         )
         query_log = QueryLog(settings.admin.query_log_size) if settings.admin.query_log else None
         reindexer = InProcessReindexer(
@@ -124,6 +129,9 @@ def build_components(settings: Settings) -> Components:
             resolve_bundle=partial(rollout_bundle, settings),
             query_log=query_log,
         )
+        # After the reindexer, which loads again the bundles of versions its rollouts built.
+        served = [b.ref for b in embedder.info().bundles] or [info.bundle]
+        check_collection_settings(store, settings.collection, own, served=served)
         if settings.in_process_jobs:
             jobs: JobQueue = InProcessJobQueue(settings=settings, embedder=embedder, store=store)
             writer = None
@@ -144,9 +152,67 @@ def build_components(settings: Settings) -> Components:
         ),
         collection=settings.collection,
         reindexer=reindexer,
-        registries=served_registries(embedder),
+        # The writer's counts (clipsearch_writer_*) on the gateway's /metrics.
+        registries=[count_writes(store)]
+        + served_registries(embedder)
+        + ([writer.metrics.registry] if writer else []),
         writer=writer,
     )
+
+
+def count_writes(store: VersionedStore) -> CollectorRegistry:
+    """``clipsearch_points_upserted_total``: the points this process put into a collection's
+    serving version, whichever path wrote them (the items API, in-process jobs, the gateway's
+    writer), counted by the store itself so the counter agrees with the data."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    registry = CollectorRegistry(auto_describe=True)
+    written = Counter(
+        "clipsearch_points_upserted_total",
+        "Points written to a collection's serving version by this process (items API, "
+        "in-process jobs, the gateway's writer)",
+        registry=registry,
+    )
+    store.on_written = written.inc
+    return registry
+
+
+def own_settings(settings: Settings, bundle: str | None) -> CollectionSettings:
+    """This process's cluster-wide settings (``service.core.contract``): what a collection
+    version it creates records, and what it must agree with to write or embed for one."""
+    from service.items.chunking import MAX_CHUNKS
+
+    return CollectionSettings.of(settings, bundle=bundle, max_chunks=MAX_CHUNKS)
+
+
+def check_collection_settings(
+    store: VersionedStore,
+    collection: str,
+    own: CollectionSettings,
+    *,
+    served: list[str] | None,
+    where: str = "here",
+) -> None:
+    """Refuse (conflict) when this process's settings disagree with those the collection's
+    current version records; ``served``: the bundles it embeds with (None: it embeds nothing).
+    A collection that does not exist yet, or records nothing, passes."""
+    if collection not in store.aliases(fresh=True):
+        return
+    version, metadata = store.metadata_of(collection)
+    recorded = CollectionSettings.from_metadata(metadata)
+    check_settings(collection, recorded, own, served=served, where=where, version=version)
+
+
+def recorded_settings(store: VersionedStore, collection: str) -> dict[str, Any] | None:
+    """What ``collection``'s current version records (its metadata entry), or None."""
+    try:
+        _, metadata = store.metadata_of(collection)
+    except ClipsearchError as exc:
+        if exc.type is ErrorType.not_found:
+            return None
+        raise
+    recorded = metadata.get(METADATA_KEY)
+    return dict(recorded) if isinstance(recorded, dict) else None
 
 
 def served_registries(embedder: EmbeddingClient) -> list[CollectorRegistry]:
@@ -211,9 +277,12 @@ def _celery_jobs(settings: Settings, store: VersionedStore) -> tuple[JobQueue, W
 
     url = settings.broker.url
     assert url is not None  # in_process_jobs is false
-    jobs = CeleryJobQueue(settings, PointStream(url, settings.broker))
+    jobs = CeleryJobQueue(
+        settings, PointStream(url, settings.broker), partial(recorded_settings, store)
+    )
     try:
-        writer = Writer(url, store, settings)
+        metrics = WriterMetrics(points_metric=GATEWAY_WRITER_POINTS)
+        writer = Writer(url, store, settings, metrics=metrics)
     except BaseException:
         jobs.close()
         raise

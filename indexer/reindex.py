@@ -6,7 +6,9 @@ modes; the heavy part is embedding on the target bundle's ``bulk`` lane, whereve
 
 1. ``start`` resolves the bundle (a served ``name@version`` or name; else a zoo name, a bundle
    folder or ``tiny``, loaded and verified by the resolver ``clipsearch.bootstrap`` gives and
-   added to the in-process encoder beside the served ones), then ``VersionedStore.begin``
+   added to the in-process encoder beside the served ones — or, with remote encoder workers,
+   loaded by each worker through its ``LoadBundle`` RPC, which resolves and verifies it the
+   same way), then ``VersionedStore.begin``
    creates ``<name>__<bundle>__<n+1>`` with that bundle's vector dims, and the ``<name>.next``
    alias: from then on (after twice the alias cache time) every write to ``<name>`` is embedded
    once per bundle and each point lands in its bundle's version (dual write); deletes reach both.
@@ -26,6 +28,11 @@ modes; the heavy part is embedding on the target bundle's ``bulk`` lane, whereve
    current and the old one ``<name>.previous``; queries follow the alias, so the query model
    switches with it (``SearchService`` embeds with the bundle of the version it reads).
    ``rollback`` switches both back; replaced versions beyond ``admin.retention`` are dropped.
+6. Bundles a rollout loaded are freed (dropped from the encoder, or unloaded from the workers)
+   after a promote, a rollback, a cancel or a failure, as soon as nothing needs them: no alias
+   of any collection (current, ``.previous``, ``.next``) reads a version they built and no
+   rollout in progress uses them. Configured bundles are never dropped. One needed again (a
+   rollback on a restarted gateway, a new rollout onto it) is loaded again from its spec.
 
 A failure or a cancel drops the new version and leaves the current one as it was; a rollout
 building when the gateway died is marked ``failed`` (interrupted) on restart and its version
@@ -52,8 +59,10 @@ from indexer.sources.roots import allowed_roots, under_roots
 from service.clients.base import EmbeddingClient
 from service.core.bundle.manifest import Bundle
 from service.core.config import Settings, VideoSettings
+from service.core.contract import CollectionSettings
 from service.core.domain import FilterValue, Kind, Point, Record, StoredHit, collection_dims
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
+from service.items.chunking import MAX_CHUNKS
 from service.items.delete import video_segments
 from service.items.fetch import Fetcher
 from service.search.planner import Query, SearchOptions, SearchService
@@ -104,14 +113,22 @@ class InProcessReindexer:
         self._starting = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
         self._cancelled: set[str] = set()
+        self._reloaded: set[str] = set()  # bundles this process loaded again (_ensure_served)
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._load_existing()
 
     # -- Reindexer protocol ------------------------------------------------------------------
     def start(
-        self, collection: str, bundle: str | None = None, promote: str = "manual"
+        self,
+        collection: str,
+        bundle: str | None = None,
+        promote: str = "manual",
+        *,
+        video: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """``video``: segmenting settings for the new version (a settings change: the version
+        records them); default: this gateway's."""
         if promote not in PROMOTE_MODES:
             raise invalid(f"promote must be one of {list(PROMOTE_MODES)}, not {promote!r}")
         aliases = self._store.aliases(fresh=True)
@@ -141,7 +158,14 @@ class InProcessReindexer:
                 )
             try:
                 info = self._embedder.info(bundle=target_bundle)
-                target = self._store.begin(collection, collection_dims(info.spaces), info.bundle)
+                # The new version records what it is built with: this gateway's settings.
+                own = CollectionSettings.of(
+                    _build_settings(self._settings, video),
+                    bundle=info.bundle,
+                    max_chunks=MAX_CHUNKS,
+                )
+                dims = collection_dims(info.spaces)
+                target = self._store.begin(collection, dims, info.bundle, own.metadata())
             except BaseException:
                 if loaded:
                     self._drop_bundle(target_bundle)
@@ -154,6 +178,8 @@ class InProcessReindexer:
                 "bundle": info.bundle,
                 "source_bundle": source_bundle,
                 "bundle_spec": bundle,
+                "video": dict(video) if video else None,
+                "settings": own.model_dump(mode="json"),
                 "loaded": loaded,
                 "promote": promote,
                 "source": source,
@@ -222,7 +248,7 @@ class InProcessReindexer:
                 self._update(reindex_id, state="ready")
                 raise
             self._update(reindex_id, state="cancelled", finished_at=now_iso())
-            self._forget_bundle(record)
+            self._release_unused()
             log.info("rollout %s cancelled; %s dropped", reindex_id, record["target"])
             return self.status(reindex_id)
         raise _not_in(reindex_id, state, "cancel")
@@ -254,6 +280,7 @@ class InProcessReindexer:
                     {"bundle": bundle},
                 )
         current, previous = self._store.rollback(collection)
+        self._release_unused()
         return {
             "collection": collection,
             "from": current,
@@ -315,6 +342,14 @@ class InProcessReindexer:
         if by_name:
             return by_name[0], False  # served() lists the default first
         add = getattr(self._embedder, "add_bundle", None)
+        load = getattr(self._embedder, "load_bundle", None)
+        if add is None and load is not None:  # remote workers: each resolves and verifies it
+            loaded_bundle, loaded = load(spec)  # not_found / invalid_input, nothing changed
+            ref = loaded_bundle.ref
+            log.info(
+                "rollout: the encoder workers %s bundle %s", "loaded" if loaded else "serve", ref
+            )
+            return ref, loaded
         if add is None:
             raise invalid(
                 f"bundle {spec!r} is not served by the encoder workers, which serve "
@@ -339,44 +374,82 @@ class InProcessReindexer:
         if ref is None or ref in self._served():
             return True
         add = getattr(self._embedder, "add_bundle", None)
+        load = getattr(self._embedder, "load_bundle", None)
         specs = [
             r["bundle_spec"]
             for r in sorted(self._records.values(), key=lambda r: r["created_at"], reverse=True)
             if r.get("bundle") == ref and r.get("bundle_spec")
         ]
-        if add is None or self._resolve is None or not specs:
+        if not specs or (load is None and (add is None or self._resolve is None)):
             return False
         try:
-            bundle = self._resolve(specs[0])
-            if bundle.manifest.ref != ref:
-                log.error("bundle %r is now %s, not %s", specs[0], bundle.manifest.ref, ref)
+            if add is None:  # remote workers load it from the spec themselves
+                assert load is not None
+                loaded, _ = load(specs[0])
+                now = loaded.ref
+            else:
+                assert self._resolve is not None
+                bundle = self._resolve(specs[0])
+                now = bundle.manifest.ref
+                if now == ref:
+                    add(bundle)
+            if now != ref:
+                log.error("bundle %r is now %s, not %s", specs[0], now, ref)
+                if add is None:
+                    self._drop_bundle(now)
                 return False
-            add(bundle)
         except ClipsearchError as exc:
             if exc.type == ErrorType.conflict:  # loaded meanwhile
                 return True
             log.error("cannot load bundle %s again from %r: %s", ref, specs[0], exc.message)
             return False
+        with self._lock:
+            self._reloaded.add(ref)
         log.info("loaded bundle %s again from %r", ref, specs[0])
         return True
 
-    def _forget_bundle(self, record: Mapping[str, Any]) -> None:
-        """Drop a bundle this rollout loaded, once no version of any collection uses it."""
-        ref = record["bundle"]
-        if not record.get("loaded"):
-            return
-        used = {v.bundle for n in self._store.list_collections() if (v := parse_version(n))}
-        if ref not in used:
-            self._drop_bundle(ref)
+    def _needed_bundles(self) -> set[str]:
+        """The bundles that must stay served: those of every version an alias names (each
+        collection's current, ``.previous`` and ``.next``: searched, written, or a rollback
+        away) and of every rollout still in progress."""
+        needed = {
+            version.bundle
+            for name in self._store.aliases(fresh=True).values()
+            if (version := parse_version(name)) is not None and version.bundle
+        }
+        with self._lock:
+            needed |= {r["bundle"] for r in self._records.values() if r["state"] in ACTIVE}
+        return needed
 
-    def _drop_bundle(self, ref: str) -> None:
+    def _release_unused(self) -> None:
+        """Free every bundle a rollout loaded (or this process loaded again) that nothing needs
+        any more (:meth:`_needed_bundles`); a configured bundle is never dropped (the encoder
+        refuses: ``runtime_only``). Never raises: the action that called it has succeeded."""
+        try:
+            with self._starting:  # a rollout starting now may be about to use one of them
+                with self._lock:
+                    owned = {r["bundle"] for r in self._records.values() if r.get("loaded")}
+                    owned |= self._reloaded
+                candidates = owned & set(self._served())
+                for ref in sorted(candidates - self._needed_bundles()) if candidates else []:
+                    if self._drop_bundle(ref):
+                        log.info("bundle %s freed: no collection version needs it any more", ref)
+                    with self._lock:
+                        self._reloaded.discard(ref)
+        except Exception:
+            log.exception("freeing the bundles no collection needs failed")
+
+    def _drop_bundle(self, ref: str) -> bool:
+        """Stop serving ``ref`` if the encoder loaded it at run time; whether it did."""
         drop = getattr(self._embedder, "drop_bundle", None)
         if drop is None:
-            return
+            return False
         try:
-            drop(ref, grace_s=5.0)
+            drop(ref, grace_s=5.0, runtime_only=True)
         except ClipsearchError as exc:
             log.warning("bundle %s not dropped: %s", ref, exc.message)
+            return False
+        return True
 
     def _check_free(self, collection: str, aliases: Mapping[str, str]) -> None:
         with_next = aliases.get(collection + NEXT)
@@ -444,17 +517,17 @@ class InProcessReindexer:
                 error=None if cancelled else "interrupted: the gateway stopped during the build",
                 finished_at=now_iso(),
             )
-            self._forget_bundle(record)
+            self._release_unused()
             log.info("rollout %s stopped; %s still serves %s", reindex_id, source, collection)
         except Exception as exc:
             log.exception("rollout %s failed", reindex_id)
             try:
                 self._store.abort(collection)
-                self._forget_bundle(record)
             finally:
                 self._update(
                     reindex_id, state="failed", phase=None, error=str(exc), finished_at=now_iso()
                 )
+            self._release_unused()
 
     def _promote(self, reindex_id: str) -> dict[str, Any]:
         """Swap (the record is ``promoting``): queries and vectors switch in one alias update."""
@@ -481,6 +554,7 @@ class InProcessReindexer:
             points=self._store.count(new),
         )
         log.info("rollout %s promoted: %s is now %s (was %s)", reindex_id, collection, new, old)
+        self._release_unused()
         return self.status(reindex_id)
 
     def _compare(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -602,6 +676,16 @@ class InProcessReindexer:
                     previous,
                     self._source_bundle(previous),
                 )
+        # Remote workers outlive a gateway: what its rollouts loaded and nothing needs now goes.
+        self._release_unused()
+
+
+def _build_settings(settings: Settings, video: Mapping[str, Any] | None) -> Settings:
+    """The gateway's settings with a rollout's video segmenting, validated as at start-up."""
+    if not video:
+        return settings
+    changed = VideoSettings.model_validate({**settings.video.model_dump(), **video})
+    return settings.model_copy(update={"video": changed})
 
 
 def _not_in(reindex_id: str, state: str, action: str) -> ClipsearchError:
@@ -721,7 +805,7 @@ class _Build:
         # The same bundle made the current version's vectors: what cannot be remade is copied.
         self.same_bundle = record["bundle"] == record["source_bundle"]
         self.store = owner._store
-        self.settings = owner._settings
+        self.settings = _build_settings(owner._settings, record.get("video"))
         self.roots = allowed_roots(self.settings)  # resolved once: _readable runs per point
         self.rebuilt_videos: set[str] = set()
         self.total = self.store.count(self.source)
@@ -802,7 +886,7 @@ class _Build:
                 absent = [
                     r
                     for r in records
-                    if r.id not in present and r.payload.get("video_id") not in self.rebuilt_videos
+                    if r.id not in present and not self._video_made(r.payload.get("video_id"))
                 ]
                 if not absent:
                     continue
@@ -825,6 +909,18 @@ class _Build:
                 why = f"missing: cannot be made with {self.bundle} (its source is not stored)"
                 self.owner._note(self.id, [{"item": _label(r), "reason": why} for r in lost])
         self.owner._update(self.id, copied=copied, missing=missing, rebuilt=self.rebuilt)
+
+    def _video_made(self, video_id: object) -> bool:
+        """Whether the new version holds ``video_id`` made again (by this pass, or by the build
+        before a catch-up): then its old segments that the new version lacks were cut another
+        way (a reindex onto other video segmenting), not lost, and are not copied back."""
+        if not video_id:
+            return False
+        if video_id not in self.rebuilt_videos:
+            if not self.store.count(self.target, {"video_id": str(video_id)}):
+                return False
+            self.rebuilt_videos.add(str(video_id))
+        return True
 
     def _entry(self, payload: Mapping[str, Any]) -> SourceEntry | None:
         """The source a point was made from, or None when it cannot be read again."""

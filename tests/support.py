@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loadtests.bench.deployment import Deployment
 
 
 def wait_for_job(
@@ -106,3 +109,42 @@ def running_gateway(
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+# A Celery deployment under test takes small steps: small batches and small writes, so that a job
+# takes many of them and a kill lands mid-job; a task stranded by a lost broker connection or a
+# killed worker comes back within seconds.
+CELERY_SMALL_STEPS = {
+    "CLIPSEARCH_ENCODER__PREPROCESS_THREADS": "1",
+    "CLIPSEARCH_BROKER__PLAN_BATCH_SIZE": "4",
+    "CLIPSEARCH_BROKER__WRITER_MAX_ENTRIES": "2",
+    "CLIPSEARCH_BROKER__WRITER_BLOCK_MS": "200",
+    "CLIPSEARCH_BROKER__VISIBILITY_TIMEOUT_S": "10",
+    "CLIPSEARCH_BROKER__RESTORE_INTERVAL_S": "1",
+}
+
+
+@contextmanager
+def celery_deployment(
+    base: Path,
+    bundle: Path,
+    images: int,
+    *,
+    env: dict[str, str] | None = None,
+    workers: tuple[str, ...] = ("w1", "w2"),
+) -> Iterator[Deployment]:
+    """The real processes of ``loadtests/bench/deployment.py`` under ``base`` (a private
+    ``redis-server``, ``clipsearch indexer`` workers named ``workers``, one ``clipsearch serve``
+    with the writer inside), with ``images`` PNGs under ``base/src/photos`` to ingest and the
+    settings ``env`` (default :data:`CELERY_SMALL_STEPS`); all stopped at the end. Skips without
+    redis-server."""
+    from loadtests.bench.deployment import deployment
+    from tests.indexer.distributed.test_batches import write_images
+    from tests.redis_server import redis_binary
+
+    redis_binary()
+    photos = base / "src" / "photos"
+    paths = write_images(photos, images)
+    settings = CELERY_SMALL_STEPS if env is None else env
+    with deployment(base, bundle, photos, paths, env=settings, workers=workers) as d:
+        yield d

@@ -15,9 +15,20 @@ log = logging.getLogger("clipsearch.indexer")
 PoolOpt = Annotated[str, typer.Option(help="Celery pool: solo (one task at a time), threads")]
 ConcurrencyOpt = Annotated[int, typer.Option(min=1, help="tasks run at once (pool threads)")]
 NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="worker node name")]
+ProbePortOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0, max=65535, help="serve /health/live, /health/ready, /metrics here (0 = none)"
+    ),
+]
 
 
-def indexer(pool: PoolOpt = "solo", concurrency: ConcurrencyOpt = 1, name: NameOpt = None) -> None:
+def indexer(
+    pool: PoolOpt = "solo",
+    concurrency: ConcurrencyOpt = 1,
+    name: NameOpt = None,
+    probe_port: ProbePortOpt = None,
+) -> None:
     """Run an indexer worker: reads sources, embeds media, feeds the writer (needs
     CLIPSEARCH_BROKER__URL)."""
     from clipsearch.bootstrap import indexer_resources
@@ -26,6 +37,9 @@ def indexer(pool: PoolOpt = "solo", concurrency: ConcurrencyOpt = 1, name: NameO
     from service.core.tasks import INDEX_QUEUE
 
     settings = Settings()
+    if probe_port is not None:
+        broker = settings.broker.model_copy(update={"probe_port": probe_port})
+        settings = settings.model_copy(update={"broker": broker})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -62,7 +62,9 @@ def worker(
     bundle: BundleOpt = None,
 ) -> None:
     """Run an encoder worker: the model on this machine's accelerator behind gRPC."""
-    from clipsearch.bootstrap import build_registry
+    from functools import partial
+
+    from clipsearch.bootstrap import build_registry, rollout_bundle
     from service.core.errors import ClipsearchError
     from service.worker.server import WorkerServer
 
@@ -77,7 +79,11 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        server = WorkerServer(settings, registry=build_registry(settings))
+        server = WorkerServer(
+            settings,
+            registry=build_registry(settings),
+            resolve_bundle=partial(rollout_bundle, settings),  # LoadBundle: a gateway's rollout
+        )
         server.start()
     except (ClipsearchError, OSError) as exc:
         log.error("the encoder worker cannot start: %s", exc)

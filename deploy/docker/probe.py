@@ -24,7 +24,8 @@ import time
 import urllib.error
 import urllib.request
 
-from service.core.config import AuthSettings, Settings
+from service.core import keys as api_keys
+from service.core.config import Settings
 
 LOCAL = "127.0.0.1"
 # The indexer's Celery node name: `clipsearch indexer --name indexer@%h` in the chart and compose.
@@ -100,13 +101,16 @@ def search_round_trip(url: str, api_key: str | None, timeout: float, wait_s: flo
 
 
 def search_key(raw: str | None) -> str | None:
-    """The first key with the ``search`` scope in a ``CLIPSEARCH_AUTH__API_KEYS`` value."""
+    """The first key with the ``search`` scope (on every collection, else on some) in a
+    ``CLIPSEARCH_AUTH__API_KEYS`` value, or in the content of a keys file (one entry a line, as
+    the chart's Secret holds them)."""
     if not raw:
         return None
-    keys = AuthSettings.model_validate({"api_keys": raw}).api_keys
-    for key, scopes in keys.items():
-        if "search" in scopes:
-            return key
+    entries = api_keys.read_entries(raw, lines="\n" in raw.strip())
+    for wanted in (lambda k: k.everywhere("search"), lambda k: k.has_scope("search")):
+        for key, record in entries:
+            if wanted(record):
+                return key
     raise ProbeFailed("no API key with the search scope among the configured keys")
 
 

@@ -31,6 +31,7 @@ from indexer.distributed.lookups import request_matches
 from indexer.distributed.stream import PointStream
 from indexer.pipeline.entries import entry_points
 from indexer.sources.read import SourceEntry, SourceError, iter_source, kind_of, text_entry_id
+from indexer.sources.roots import how_to_allow
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid
@@ -68,10 +69,14 @@ def _local_path(uri: str, settings: Settings) -> Path:
         # Checked here too, not only where the job was submitted: this process reads the files.
         raise ClipsearchError(
             ErrorType.forbidden,
-            "this indexer reads no local files: set CLIPSEARCH_SOURCES__ALLOWED_ROOTS",
+            f"this indexer reads no local files; {how_to_allow(path.parent, 'indexer')}",
         )
     if not any(path == root or root in path.parents for root in roots):
-        raise ClipsearchError(ErrorType.forbidden, f"{uri!r} is outside the allowed roots")
+        raise ClipsearchError(
+            ErrorType.forbidden,
+            f"{uri!r} is outside the allowed roots of this indexer "
+            f"({', '.join(str(r) for r in roots)}); {how_to_allow(path.parent, 'indexer')}",
+        )
     return path
 
 
@@ -250,7 +255,7 @@ def plan_job(
         return PlanOutcome(0, 0, 0, gate.stop)
     try:
         spec = SourceSpec.model_validate(dict(source))
-        reads = list(iter_source(spec, settings))
+        reads = list(iter_source(spec, settings, reader="indexer"))
     except ValidationError as exc:
         reason = f"bad source: {exc.errors()[0]['msg']}"
         stream.jobs.mark_failed(job_id, reason)
@@ -264,7 +269,10 @@ def plan_job(
         return PlanOutcome(0, 0, 0, reason)
     failed = [{"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)]
     entries = [task_entry(read) for read in reads if isinstance(read, SourceEntry)]
-    stream.jobs.init_job(job_id, total=len(reads))
+    # Items count once each (progress goes through sets): a name listed twice is one item,
+    # or done + failed would never reach the total.
+    names = {f["item"] for f in failed} | {item_id(e) for e in entries}
+    stream.jobs.init_job(job_id, total=len(names))
     if failed:
         stream.jobs.count(job_id, [], failed)
     size = settings.broker.plan_batch_size

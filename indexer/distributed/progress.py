@@ -1,7 +1,8 @@
 """Live job progress in Redis, moved only by the writer once an item's points are written.
 
 ``clipsearch:job:<id>`` is a hash (``total``, ``done``, ``failed``, ``skipped``, ``run``,
-``started_at``, ``updated_at``, ``waiting_for_writer_at``, ``cancelled``, ``resume``); beside it
+``started_at``, ``updated_at``, ``counts`` (how many counts moved it), ``waiting_for_writer_at``,
+``retrying_until``, ``cancelled``, ``resume``); beside it
 the sets of items counted done and failed, a capped hash of failure reasons and a capped hash of
 the failed entries themselves (for ``retry-failed``). Counting goes through the sets, so a
 redelivered stream entry adds nothing, and an item that failed once and then succeeds (a retry)
@@ -25,6 +26,9 @@ import redis
 
 # A producer that marked the job this recently is still waiting for room in the points stream.
 WAITING_FRESH_S = 5.0
+# No count for this long (and for 3 usual gaps between counts) reads as stalled: tasks wait
+# for a redelivery (a killed indexer) or the writer (stopped, or handing over): no ETA.
+STALLED_MIN_S = 10.0
 
 # KEYS: job hash, done set, failed set, errors hash, failed entries hash. ARGV: errors cap, now,
 # run ('' = any), number of done items, the done item ids, number of skipped items, their ids,
@@ -72,6 +76,7 @@ end
 redis.call('HINCRBY', KEYS[1], 'done', done)
 redis.call('HINCRBY', KEYS[1], 'failed', failed)
 redis.call('HINCRBY', KEYS[1], 'skipped', skipped)
+if done + failed ~= 0 then redis.call('HINCRBY', KEYS[1], 'counts', 1) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
 return {done, failed, skipped}
 """
@@ -174,27 +179,39 @@ class JobProgress:
     def mark_waiting(self, job_id: str) -> None:
         self.redis.hset(job_key(job_id), "waiting_for_writer_at", time.time())
 
+    def mark_retrying(self, job_id: str, countdown_s: float) -> None:
+        """A task of the job waits ``countdown_s`` for its retry: no ETA until then."""
+        self.redis.hset(job_key(job_id), "retrying_until", time.time() + countdown_s)
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         """``{"total", "total_known", "done", "failed", "skipped", "errors",
-        "waiting_for_writer", "error", "run", "cancelled", "started_at", "updated_at"}``, or
-        None if unknown."""
+        "waiting_for_writer", "waiting_for_retry", "stalled", "error", "run", "cancelled",
+        "started_at", "updated_at"}``, or None if unknown. ``total`` is never below
+        ``done + failed`` (planned items are counted once each; the floor only guards it)."""
         raw: dict[bytes, bytes] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
         if not raw:
             return None
         values = {k.decode(): v.decode() for k, v in raw.items()}
         errors: dict[bytes, bytes] = self.redis.hgetall(_keys(job_id)[3])  # type: ignore[assignment]
+        now = time.time()
         waiting_at = float(values.get("waiting_for_writer_at", 0))
         started = values.get("started_at")
+        done, failed = int(values.get("done", 0)), int(values.get("failed", 0))
+        total = int(values.get("total", 0))
+        if "total" in values:
+            total = max(total, done + failed)
         return {
-            "total": int(values.get("total", 0)),
+            "total": total,
             "total_known": "total" in values,
-            "done": int(values.get("done", 0)),
-            "failed": int(values.get("failed", 0)),
+            "done": done,
+            "failed": failed,
             "skipped": int(values.get("skipped", 0)),
             "errors": [
                 {"item": k.decode(), "reason": v.decode()} for k, v in sorted(errors.items())
             ],
-            "waiting_for_writer": time.time() - waiting_at < WAITING_FRESH_S,
+            "waiting_for_writer": now - waiting_at < WAITING_FRESH_S,
+            "waiting_for_retry": now < float(values.get("retrying_until", 0)),
+            "stalled": _stalled(values, now),
             "error": values.get("error"),
             "run": values.get("run"),
             "cancelled": bool(values.get("cancelled")),
@@ -209,3 +226,13 @@ class JobProgress:
 
     def delete(self, job_id: str) -> None:
         self.redis.delete(*_keys(job_id))
+
+
+def _stalled(values: dict[str, str], now: float) -> bool:
+    """No count for ``STALLED_MIN_S`` and for three times the usual gap between counts."""
+    started, updated = float(values.get("started_at", 0)), float(values.get("updated_at", 0))
+    if not started or not updated:
+        return False
+    counts = int(values.get("counts", 0))
+    usual_gap = (updated - started) / counts if counts else 0.0
+    return now - updated > max(STALLED_MIN_S, 3 * usual_gap)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from indexer.distributed.probes import IndexerMetrics
 from indexer.distributed.stream import PointStream
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
@@ -25,6 +26,7 @@ class IndexerResources:
         self._lock = threading.Lock()
         self._embedder: EmbeddingClient | None = None
         self._stream: PointStream | None = None
+        self.metrics = IndexerMetrics()
 
     def embedder(self) -> EmbeddingClient:
         with self._lock:

@@ -16,6 +16,11 @@ One Redis stream per collection, ``clipsearch:points:<collection>``, read by one
 The writer acknowledges an entry and deletes it in one transaction, together with the job
 progress it carries (``indexer/distributed/progress.py``), so ``XLEN`` is exactly the backlog and
 an item counts as done only once its points are written.
+
+An entry delivered more than ``writer_max_deliveries`` times without being written goes, in that
+same transaction, to the collection's dead-letter stream ``clipsearch:deadletter:<collection>``
+(capped at ``dead_letter_max_len``; fields ``entry``, ``job``, ``run``, ``items``, ``reason``,
+``deliveries``, ``consumer``, ``at``) and its items count failed with the reason in their job.
 """
 
 from __future__ import annotations
@@ -48,8 +53,30 @@ return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 """
 
 
+# Forget consumers of the group that hold nothing and have been idle longer than ARGV[3] ms,
+# except ARGV[2] (the caller). Checked and deleted in one step: a consumer that reads an entry
+# between a check and a delete would lose it from the group's pending list.
+_FORGET_IDLE = """
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0
+     and tonumber(f['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    table.insert(removed, f['name'])
+  end
+end
+return removed
+"""
+
+
 def stream_key(collection: str) -> str:
     return f"clipsearch:points:{collection}"
+
+
+def dead_letter_key(collection: str) -> str:
+    return f"clipsearch:deadletter:{collection}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,15 @@ class StreamEntry:
     problem: str | None = None
     # Video keyframes (path under the data dir -> JPEG), stored by the writer with the points.
     thumbnails: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Why an entry is given up on, for its job's errors and the dead-letter stream."""
+
+    reason: str
+    deliveries: int
+    consumer: str
 
 
 def _failure(f: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,6 +217,7 @@ class PointStream:
             health_check_interval=30,
         )
         self._append = self.redis.register_script(_APPEND_IF_ROOM)
+        self._forget_idle = self.redis.register_script(_FORGET_IDLE)
         self.jobs = JobProgress(self.redis, max_errors_kept=settings.max_errors_kept)
 
     def close(self) -> None:
@@ -305,6 +342,44 @@ class PointStream:
             if cursor in (b"0-0", "0-0"):
                 return claimed
 
+    def deliveries(self, collection: str, group: str, ids: Sequence[str]) -> dict[str, int]:
+        """How often each of ``ids`` was delivered (read or claimed) in the group; an id no
+        longer pending is left out."""
+        if not ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in ids:
+            pipe.xpending_range(stream_key(collection), group, min=eid, max=eid, count=1)
+        out: dict[str, int] = {}
+        for eid, reply in zip(ids, pipe.execute(), strict=True):
+            if reply:
+                out[eid] = int(reply[0]["times_delivered"])
+        return out
+
+    def forget_idle_consumers(
+        self, collection: str, group: str, keep: str, *, idle_ms: int
+    ) -> list[str]:
+        """Delete the group's consumers idle longer than ``idle_ms`` that hold no entry (a
+        dead writer's entries are claimed away first), except ``keep``; returns their names."""
+        removed = self._forget_idle(keys=[stream_key(collection)], args=[group, keep, idle_ms])
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in removed or []]
+
+    def active_consumers(self, collection: str, group: str, *, within_ms: int) -> set[str]:
+        """The group's consumers that read or claimed within the last ``within_ms``."""
+        try:
+            reply: Any = self.redis.xinfo_consumers(stream_key(collection), group)
+        except redis.ResponseError:  # no stream or group (yet): nobody
+            return set()
+        return {c["name"].decode() for c in reply if int(c["idle"]) <= within_ms}
+
+    def dead_letters(self, collection: str, count: int = 100) -> list[dict[str, str]]:
+        """The newest dead letters of ``collection``, newest first (fields decoded)."""
+        reply: Any = self.redis.xrevrange(dead_letter_key(collection), count=count)
+        return [
+            {"id": eid.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+            for eid, fields in reply
+        ]
+
     def ack(self, collection: str, group: str, ids: Sequence[str]) -> None:
         if not ids:
             return
@@ -314,13 +389,38 @@ class PointStream:
         pipe.execute()
 
     def complete(
-        self, group: str, entries: Sequence[StreamEntry], refused: Mapping[str, str] | None = None
+        self,
+        group: str,
+        entries: Sequence[StreamEntry],
+        refused: Mapping[str, str] | None = None,
+        *,
+        dead: Mapping[str, DeadLetter] | None = None,
     ) -> None:
-        """Count the entries' items (done, or failed with the reason in ``refused[entry id]``)
-        and acknowledge the entries, in one transaction."""
-        refused = refused or {}
+        """Count the entries' items (done, or failed with the reason in ``refused[entry id]``
+        or ``dead[entry id]``, which also goes to the dead-letter stream) and acknowledge the
+        entries, in one transaction."""
+        refused = dict(refused or {})
+        dead = dead or {}
         pipe = self.redis.pipeline(transaction=True)
         for entry in entries:
+            letter = dead.get(entry.id)
+            if letter is not None:
+                refused[entry.id] = letter.reason
+                pipe.xadd(
+                    dead_letter_key(entry.collection),
+                    {
+                        "entry": entry.id,
+                        "job": entry.job_id,
+                        "run": entry.run or "",
+                        "items": json.dumps(entry.items),
+                        "reason": letter.reason,
+                        "deliveries": str(letter.deliveries),
+                        "consumer": letter.consumer,
+                        "at": f"{time.time():.3f}",
+                    },
+                    maxlen=self.settings.dead_letter_max_len,
+                    approximate=True,
+                )
             reason = refused.get(entry.id) or entry.problem
             if entry.job_id:
                 done = [] if reason else entry.items

@@ -1,4 +1,5 @@
-"""Thin Celery tasks over ``indexer/distributed/batches.py``: retries and give-up, nothing else.
+"""Thin Celery tasks over ``indexer/distributed/batches.py``: retries, give-up, and the refusal of
+a task whose collection records other cluster-wide settings than this indexer's (``refusal``).
 
 Tasks are registered on the app that :func:`indexer.distributed.app.make_celery` builds, with names
 from ``service.core.tasks`` so senders need neither this module nor Celery's registry.
@@ -7,6 +8,7 @@ from ``service.core.tasks`` so senders need neither this module nor Celery's reg
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import redis
@@ -14,8 +16,10 @@ from celery import Celery, Task
 
 from indexer.distributed import batches
 from indexer.distributed.resources import IndexerResources
+from service.core.contract import METADATA_KEY, CollectionSettings, check_settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE, PLAN_JOB
+from service.items.chunking import MAX_CHUNKS
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,14 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
         collection: str,
         entries: list[dict[str, Any]],
         run: str | None = None,
+        collection_settings: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         try:
+            refused = refusal(resources, collection, collection_settings, embeds=True)
+            if refused is not None:
+                log.error("job %s: batch refused: %s", job_id, refused)
+                _give_up(resources, job_id, collection, entries, refused, run)
+                return {"entry": "", "sent": 0, "skipped": 0, "failed": [], "stopped": refused}
             outcome = batches.index_batch(
                 job_id,
                 collection,
@@ -77,15 +87,29 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
 
     @app.task(name=PLAN_JOB, bind=True, shared=False, max_retries=broker.task_max_retries)
     def plan_job(
-        self: Task, job_id: str, collection: str, source: dict[str, Any], run: str | None = None
+        self: Task,
+        job_id: str,
+        collection: str,
+        source: dict[str, Any],
+        run: str | None = None,
+        collection_settings: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         def send_batch(entries: list[dict[str, Any]]) -> None:
-            kwargs = {"run": run} if run else {}
+            kwargs: dict[str, Any] = {"run": run} if run else {}
+            if collection_settings is not None:
+                kwargs["collection_settings"] = collection_settings
             app.send_task(
                 INDEX_BATCH, args=[job_id, collection, entries], kwargs=kwargs, queue=INDEX_QUEUE
             )
 
         try:
+            # The bundle is checked per batch: planning embeds nothing (and needs no worker).
+            # A cancelled job or another attempt's task is left to plan_job's own gate.
+            refused = refusal(resources, collection, collection_settings, embeds=False)
+            if refused is not None and resources.stream().jobs.gate(job_id, run).stop is None:
+                log.error("job %s refused: %s", job_id, refused)
+                resources.stream().jobs.mark_failed(job_id, refused)
+                return {"total": 0, "failed": 0, "batches": 0, "error": refused}
             outcome = batches.plan_job(
                 job_id,
                 collection,
@@ -114,6 +138,30 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
             "batches": outcome.batches,
             "error": outcome.error,
         }
+
+
+def refusal(
+    resources: IndexerResources,
+    collection: str,
+    recorded: dict[str, Any] | None,
+    *,
+    embeds: bool,
+) -> str | None:
+    """Why this indexer refuses a task for ``collection`` (its settings disagree with those the
+    collection records, which the task carries), or None. ``embeds``: the bundle is compared
+    too; this indexer embeds with its default bundle only."""
+    found = CollectionSettings.from_metadata({METADATA_KEY: recorded} if recorded else None)
+    if found is None:  # a task sent before settings were recorded
+        return None
+    here = CollectionSettings.of(resources.settings, bundle=None, max_chunks=MAX_CHUNKS)
+    served = [resources.embedder().info().bundle] if embeds else None
+    try:
+        check_settings(
+            collection, found, here, served=served, where=f"in indexer {socket.gethostname()}"
+        )
+    except ClipsearchError as exc:
+        return exc.message
+    return None
 
 
 def _give_up(

@@ -37,6 +37,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,16 +108,33 @@ def job_state(
     if status["state"] in ("running", "completed") and started and processed and end > started:
         rate = processed / (end - started)
         status["rate_per_s"] = rate
-        status["eta_s"] = 0.0 if finished else max(0, total - processed) / rate
+        # No ETA while the job waits (a task for its retry or redelivery, the writer for room
+        # or a hand-over): the rate so far says nothing about when it goes on.
+        waits = ("waiting_for_writer", "waiting_for_retry", "stalled")
+        if finished:
+            status["eta_s"] = 0.0
+        elif any(progress.get(k) for k in waits):
+            status["eta_s"] = None
+        else:
+            status["eta_s"] = max(0, total - processed) / rate
     return status
 
 
 class CeleryJobQueue:
-    def __init__(self, settings: Settings, stream: PointStream) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stream: PointStream,
+        recorded_settings: Callable[[str], Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        """``recorded_settings``: a collection's recorded cluster-wide settings
+        (``service.core.contract``), sent with each job so that an indexer that disagrees
+        refuses it."""
         if not settings.broker.url:
             raise invalid("the Celery job queue needs a broker: set CLIPSEARCH_BROKER__URL")
         self._settings = settings
         self._stream = stream
+        self._recorded_settings = recorded_settings
         self._files = RecordFiles(settings.data_dir / "jobs", "job")
         self._app = Celery("clipsearch-gateway", broker=settings.broker.url, set_as_current=False)
         self._app.conf.update(
@@ -163,6 +181,8 @@ class CeleryJobQueue:
                 status = job_state(record, progress)
                 if progress is not None and status["state"] in ENDED:
                     self._keep_final(record, status)
+                elif progress is not None and progress.get("total_known"):
+                    self._keep_seen(record, status)
             except redis.RedisError as exc:
                 if record.get("final"):  # an ended job's outcome is in its record
                     return job_state(record, None)
@@ -273,6 +293,11 @@ class CeleryJobQueue:
     def _enqueue(self, record: dict[str, Any], *, resume: bool) -> None:
         """Start an attempt: a new run in the record and in Redis, then the plan task."""
         job_id, params = record["id"], record["params"]
+        kwargs: dict[str, Any] = {}
+        if self._recorded_settings is not None:  # read per job: a promote may change them
+            recorded = self._recorded_settings(params["collection"])
+            if recorded is not None:
+                kwargs["collection_settings"] = dict(recorded)
         run = uuid.uuid4().hex
         record.update(run=run, updated_at=now_iso())
         self._persist(record)
@@ -281,7 +306,7 @@ class CeleryJobQueue:
             self._app.send_task(
                 PLAN_JOB,
                 args=[job_id, params["collection"], params["source"]],
-                kwargs={"run": run},
+                kwargs={"run": run, **kwargs},
                 queue=INDEX_QUEUE,
             )
         except Exception as exc:
@@ -327,6 +352,17 @@ class CeleryJobQueue:
                 self.settle()
             except Exception:  # a bug here must not end the thread: the next pass may do
                 log.exception("the job settler failed")
+
+    def _keep_seen(self, record: dict[str, Any], status: dict[str, Any]) -> None:
+        """Keep the planned total and the last counts seen in the record: a job whose progress
+        Redis loses reads interrupted with them, not with ``total: 0``."""
+        seen: dict[str, Any] = {
+            k: status[k] for k in ("total", "done", "failed", "skipped") if k in status
+        }
+        if all(record.get(k) == v for k, v in seen.items()):
+            return
+        record.update(seen)
+        self._persist(record)
 
     def _keep_final(self, record: dict[str, Any], status: dict[str, Any]) -> None:
         """Keep an ended job's outcome in its record: a later Redis restart must not turn a

@@ -35,9 +35,11 @@ from indexer.sources.read import SourceEntry, SourceError, iter_source
 from indexer.sources.roots import resolve_local_dir
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
+from service.core.contract import CollectionSettings, check_settings
 from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.core.schemas.sources import SourceSpec
+from service.items.chunking import MAX_CHUNKS
 from service.items.fetch import Fetcher
 from service.store.base import VectorStore
 
@@ -76,6 +78,7 @@ class InProcessJobQueue:
     def submit(self, kind: str, params: dict[str, Any]) -> str:
         if kind not in JOB_KINDS:
             raise invalid(f"unknown job kind {kind!r}")
+        self._check_settings(self._settings.collection)
         try:
             spec = SourceSpec.model_validate(params.get("source", ""))
         except ValidationError as exc:
@@ -92,6 +95,23 @@ class InProcessJobQueue:
             self._persist(record)
         self._enqueue(job_id)
         return job_id
+
+    def _check_settings(self, collection: str) -> None:
+        """Refuse a job (conflict) while this gateway's settings disagree with those the
+        collection records: a reindex onto other settings was promoted since it started, and
+        it must be restarted with them before it segments anything more."""
+        metadata_of = getattr(self._store, "metadata_of", None)
+        if metadata_of is None:
+            return
+        try:
+            version, metadata = metadata_of(collection)
+        except ClipsearchError as exc:
+            if exc.type is ErrorType.not_found:
+                return
+            raise
+        here = CollectionSettings.of(self._settings, bundle=None, max_chunks=MAX_CHUNKS)
+        recorded = CollectionSettings.from_metadata(metadata)
+        check_settings(collection, recorded, here, where="in this gateway", version=version)
 
     def status(self, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -136,6 +156,7 @@ class InProcessJobQueue:
     def retry(self, job_id: str) -> str:
         """Run an interrupted, failed or cancelled job again under the same id, skipping what
         is already indexed with the same content; returns the id."""
+        self._check_settings(self._settings.collection)
         with self._lock:
             record = self._jobs.get(job_id)
             if record is None:

@@ -66,10 +66,12 @@ _END = object()
 
 class WriteBuffer(Generic[Outcome]):
     """Points of consecutive batches, written in one upsert once ``max_points`` are held or the
-    oldest has waited ``max_age_s``. Every upsert of the embedded store ends with a flush to disk
-    that holds the GIL, about the same for 64 points as for 512 (13 ms and 30 ms on this
+    oldest has waited ``max_age_s``. Every upsert of the embedded store is followed by a flush to
+    disk that holds the GIL, about the same for 64 points as for 512 (13 ms and 30 ms on this
     machine's disk), stalling the decode threads: written per 64-image batch, the flushes cost
-    ingestion about a tenth of its rate (``make bench-ingest``). Each batch's outcomes come back
+    ingestion about a tenth of its rate (``make bench-ingest``). (While the store is searched
+    that flush waits, ``service.store.edge``: the upsert itself goes in slices that let queries
+    in between.) Each batch's outcomes come back
     from the call that wrote its points, so an item counts as done only once it is stored."""
 
     def __init__(

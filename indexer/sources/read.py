@@ -19,7 +19,13 @@ from typing import Any, BinaryIO, Literal
 
 import httpx
 
-from indexer.sources.roots import allowed_roots, how_to_allow, resolve_local_dir, under_roots
+from indexer.sources.roots import (
+    Reader,
+    allowed_roots,
+    how_to_allow,
+    resolve_local_dir,
+    under_roots,
+)
 from service.core.config import LimitsSettings, Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.core.schemas.sources import MAX_SOURCE_ITEMS, MAX_URL_CHARS, SourceSpec
@@ -83,15 +89,20 @@ SourceRead = SourceEntry | SourceError
 NumberedLine = tuple[int, str | Mapping[str, Any] | ClipsearchError]
 
 
-def iter_source(spec: SourceSpec, settings: Settings) -> Iterator[SourceRead]:
-    """Check ``spec`` as a whole (raising :class:`ClipsearchError`), then stream its entries."""
+def iter_source(
+    spec: SourceSpec, settings: Settings, *, reader: Reader = "gateway"
+) -> Iterator[SourceRead]:
+    """Check ``spec`` as a whole (raising :class:`ClipsearchError`), then stream its entries.
+    ``reader``: the process reading it, whose setting an allowed-roots error names."""
     roots = settings.sources.allowed_roots
     if spec.directory is not None:
-        return scan_media(resolve_local_dir(spec.directory, roots), settings.limits)
+        return scan_media(resolve_local_dir(spec.directory, roots, reader), settings.limits)
     if spec.manifest is not None:
-        return read_manifest(_manifest_file(spec.manifest, settings), settings)
+        path = _manifest_file(spec.manifest, settings, reader)
+        return read_manifest(path, settings, reader=reader)
     if spec.manifest_lines is not None:
-        return parse_manifest(enumerate(spec.manifest_lines, start=1), None, settings)
+        lines = enumerate(spec.manifest_lines, start=1)
+        return parse_manifest(lines, None, settings, reader=reader)
     assert spec.urls is not None  # SourceSpec holds exactly one kind
     return _read_urls(spec.urls)
 
@@ -205,20 +216,20 @@ def _unlisted(failures: list[OSError]) -> Iterator[SourceError]:
         yield SourceError(str(exc.filename), f"cannot list the folder: {exc.strerror or exc}")
 
 
-def _manifest_file(source: str, settings: Settings) -> Path:
+def _manifest_file(source: str, settings: Settings, reader: Reader) -> Path:
     roots = allowed_roots(settings)
     path = Path(source).expanduser().resolve()
     if not roots:
         raise ClipsearchError(
             ErrorType.forbidden,
-            f"local ingestion is disabled: no allowed roots; {how_to_allow(path.parent)}",
+            f"local ingestion is disabled: no allowed roots; {how_to_allow(path.parent, reader)}",
         )
     if not under_roots(path, roots):
         detail = {"allowed_roots": [str(r) for r in roots]}
         raise ClipsearchError(
             ErrorType.forbidden,
             f"manifest {source!r} is outside the allowed roots "
-            f"({', '.join(str(r) for r in roots)}); {how_to_allow(path.parent)}",
+            f"({', '.join(str(r) for r in roots)}); {how_to_allow(path.parent, reader)}",
             detail,
         )
     if not path.is_file():
@@ -233,10 +244,12 @@ def _manifest_file(source: str, settings: Settings) -> Path:
     return path
 
 
-def read_manifest(path: Path, settings: Settings) -> Iterator[SourceRead]:
+def read_manifest(
+    path: Path, settings: Settings, *, reader: Reader = "gateway"
+) -> Iterator[SourceRead]:
     """A JSONL manifest file; relative paths in it are relative to its folder."""
     with path.open("rb") as f:
-        yield from parse_manifest(_file_lines(f), path.parent, settings)
+        yield from parse_manifest(_file_lines(f), path.parent, settings, reader=reader)
 
 
 def _file_lines(f: BinaryIO) -> Iterator[NumberedLine]:
@@ -255,7 +268,11 @@ def _file_lines(f: BinaryIO) -> Iterator[NumberedLine]:
 
 
 def parse_manifest(
-    lines: Iterable[NumberedLine], base: Path | None, settings: Settings
+    lines: Iterable[NumberedLine],
+    base: Path | None,
+    settings: Settings,
+    *,
+    reader: Reader = "gateway",
 ) -> Iterator[SourceRead]:
     """Parse numbered manifest lines (JSON text, parsed objects or a read failure) into entries.
     A repeated id is that line's error: it would silently replace the earlier entry."""
@@ -266,7 +283,7 @@ def parse_manifest(
         try:
             if isinstance(line, ClipsearchError):
                 raise line
-            entry = parse_manifest_line(line, base=base, settings=settings)
+            entry = parse_manifest_line(line, base=base, settings=settings, reader=reader)
         except ClipsearchError as exc:
             yield SourceError(f"line {number}", f"line {number}: {exc.message}", number)
             continue
@@ -284,7 +301,11 @@ def _no_constant(name: str) -> None:
 
 
 def parse_manifest_line(
-    line: str | Mapping[str, Any], *, base: Path | None, settings: Settings
+    line: str | Mapping[str, Any],
+    *,
+    base: Path | None,
+    settings: Settings,
+    reader: Reader = "gateway",
 ) -> SourceEntry:
     """One manifest object ``{"uri", "id"?, "caption"?, "description"?, "metadata"?}``."""
     if isinstance(line, str):
@@ -321,11 +342,13 @@ def parse_manifest_line(
             raise invalid("a line needs a uri, or a caption or description for a text-only entry")
         entry_id = entry_id or text_entry_id(caption, description)
         return SourceEntry(None, entry_id, caption, description, metadata, "text")
-    uri, kind = _entry_uri(uri, base, settings)
+    uri, kind = _entry_uri(uri, base, settings, reader)
     return SourceEntry(uri, entry_id or uri, caption, description, metadata, kind)
 
 
-def _entry_uri(uri: str, base: Path | None, settings: Settings) -> tuple[str, EntryKind]:
+def _entry_uri(
+    uri: str, base: Path | None, settings: Settings, reader: Reader
+) -> tuple[str, EntryKind]:
     """An http(s) URL as given, or a local path as its resolved ``file://`` URI (the same id a
     directory scan gives it), which must be a file under the allowed roots."""
     scheme = uri.partition(":")[0].lower() if "://" in uri else ""
@@ -350,7 +373,7 @@ def _entry_uri(uri: str, base: Path | None, settings: Settings) -> tuple[str, En
     if not under_roots(real, allowed_roots(settings)):
         raise ClipsearchError(
             ErrorType.forbidden,
-            f"{uri!r} is outside the allowed roots; {how_to_allow(real.parent)}",
+            f"{uri!r} is outside the allowed roots; {how_to_allow(real.parent, reader)}",
         )
     if not real.is_file():
         raise invalid(f"{uri!r} does not exist or is not a file")

@@ -48,6 +48,7 @@ import numpy as np
 from loadtests.bench.deployment import Deployment, deployment, submit, wait
 from loadtests.bench.encoder import make_inputs
 from loadtests.bench.load import machine
+from loadtests.procs import stop
 from service.clients.grpc import DOWN, EJECTED, SERVING, GrpcEmbeddingClient
 from service.core.bundle.manifest import load_bundle
 from service.core.config import EncoderSettings
@@ -346,13 +347,7 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(15)
+        stop(self.proc, 15)
 
 
 def client_state(client: GrpcEmbeddingClient, endpoint: str) -> str:

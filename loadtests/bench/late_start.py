@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 
 from loadtests.bench.deployment import REPO_ROOT, free_port, wait
+from loadtests.procs import stop
 
 READY_WITHIN_S = 30.0  # issue 19's acceptance bound, after the worker listens
 
@@ -52,13 +52,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+        stop(proc)
 
 
 def _listening(port: int) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 from loadtests.bench.deployment import free_port
 from loadtests.bench.encoder import make_inputs
 from loadtests.bench.load import machine
+from loadtests.procs import stop
 
 READY_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 3600.0
@@ -61,11 +62,7 @@ def run_reindex_bench(
                 report = _under_load(http, url, clients=clients, baseline_s=baseline_s)
                 after = http.get("/v1/collections/media").json()
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server, 60)
             log.close()
     reindex = report["reindex"]
     report.update(

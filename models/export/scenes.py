@@ -34,20 +34,26 @@ from torch import nn
 from models.data.scenes import generate_split
 from models.export.parity import ParityReport, require_parity
 from models.export.quantize import compact_minilm, round_fp16_, store_fp16
-from models.train.minilm import MAX_TOKENS, PAD_ID, SENTENCE_DIM, MiniLM, tokenizer_path
+from models.train.minilm import (
+    MAX_TOKENS,
+    PAD_ID,
+    SENTENCE_DIM,
+    MiniLM,
+    description_embedder_spec,
+    text_tower_spec,
+    tokenizer_path,
+)
 from models.train.towers import ClipModel, ImageEncoder, ImageTower, TextTower
 from service.core.bundle.manifest import (
     CLIP_MEAN,
     CLIP_STD,
     Card,
-    DescriptionEmbedder,
     Manifest,
     Spaces,
     hash_files,
     write_manifest,
 )
 from service.core.bundle.manifest import ImageTower as ImageTowerSpec
-from service.core.bundle.manifest import TextTower as TextTowerSpec
 from service.core.bundle.preprocess import image_to_tensor
 from service.core.bundle.tokenize import TextTokenizer
 
@@ -269,19 +275,8 @@ def build_manifest(
             output_dim=embed_dim,
             normalized=True,
         ),
-        text_tower=TextTowerSpec(
-            file="text.onnx",
-            tokenizer="tokenizer.json",
-            max_tokens=MAX_TOKENS,
-            pad_id=PAD_ID,
-            output_dim=embed_dim,
-            normalized=True,
-            sentence_output_name="sentence_embeds",
-            sentence_dim=SENTENCE_DIM,
-        ),
-        description_embedder=DescriptionEmbedder(
-            source="text_tower", output_dim=SENTENCE_DIM, normalized=True
-        ),
+        text_tower=text_tower_spec(embed_dim),
+        description_embedder=description_embedder_spec(),
         spaces=Spaces(image=embed_dim, caption=embed_dim, description=SENTENCE_DIM),
         files=hash_files(root, list(FILES)),
         card=card,

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING
 
 from models.photo.tower import LITE_MEAN, LITE_STD, VARIANTS
 from models.photo.vocab import SYNSETS_ORIGIN
-from models.train.minilm import MAX_TOKENS, PAD_ID, SENTENCE_DIM
+from models.train.minilm import SENTENCE_DIM, description_embedder_spec, text_tower_spec
 from service.core.bundle.manifest import (
     Card,
     Component,
-    DescriptionEmbedder,
     LabelsSpec,
     Manifest,
     Spaces,
@@ -20,7 +19,6 @@ from service.core.bundle.manifest import (
     sha256_file,
 )
 from service.core.bundle.manifest import ImageTower as ImageTowerSpec
-from service.core.bundle.manifest import TextTower as TextTowerSpec
 
 if TYPE_CHECKING:
     from models.photo.build import PhotoConfig
@@ -146,19 +144,8 @@ def build_manifest(
             visual_dim=visual_dim,
             labels=LabelsSpec(file="labels.json", top_k=config.label_k),
         ),
-        text_tower=TextTowerSpec(
-            file="text.onnx",
-            tokenizer="tokenizer.json",
-            max_tokens=MAX_TOKENS,
-            pad_id=PAD_ID,
-            output_dim=SENTENCE_DIM,
-            normalized=True,
-            sentence_output_name="sentence_embeds",
-            sentence_dim=SENTENCE_DIM,
-        ),
-        description_embedder=DescriptionEmbedder(
-            source="text_tower", output_dim=SENTENCE_DIM, normalized=True
-        ),
+        text_tower=text_tower_spec(SENTENCE_DIM),
+        description_embedder=description_embedder_spec(),
         spaces=Spaces(
             image=SENTENCE_DIM, caption=SENTENCE_DIM, description=SENTENCE_DIM, visual=visual_dim
         ),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from service.core.bundle.manifest import DescriptionEmbedder, TextTower
 from service.core.bundle.tokenize import TextTokenizer
 
 MAX_TOKENS = 256
@@ -51,6 +52,26 @@ def package_dir() -> Path:
 
 def tokenizer_path() -> Path:
     return package_dir() / "tokenizer.json"
+
+
+def text_tower_spec(output_dim: int) -> TextTower:
+    """The manifest entry of a text tower built on MiniLM (``text.onnx`` with its tokenizer):
+    ``output_dim`` joint embeddings plus MiniLM's own sentence embeddings."""
+    return TextTower(
+        file="text.onnx",
+        tokenizer="tokenizer.json",
+        max_tokens=MAX_TOKENS,
+        pad_id=PAD_ID,
+        output_dim=output_dim,
+        normalized=True,
+        sentence_output_name="sentence_embeds",
+        sentence_dim=SENTENCE_DIM,
+    )
+
+
+def description_embedder_spec() -> DescriptionEmbedder:
+    """Descriptions are embedded by the text tower's sentence output."""
+    return DescriptionEmbedder(source="text_tower", output_dim=SENTENCE_DIM, normalized=True)
 
 
 def load_tokenizer() -> TextTokenizer:

@@ -15,15 +15,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from service.admin.session import Signer
+from service.admin.session import LoginLimiter, Signer
 from service.admin.views import Refused, router
 
 STATIC = Path(__file__).parent / "static"
 
 
-def mount_dashboard(app: FastAPI, signer: Signer | None = None) -> None:
+def mount_dashboard(
+    app: FastAPI, signer: Signer | None = None, limiter: LoginLimiter | None = None
+) -> None:
     """Serve the dashboard on ``app`` at ``/admin`` (``app.state.runtime`` must be set)."""
     app.state.admin_signer = signer or Signer()
+    app.state.admin_login_limiter = limiter or LoginLimiter()
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refused)

@@ -2,9 +2,9 @@
 ``intended_use``, shown by the start-up log, ``/health/ready``, ``GET /v1/collections`` and the
 dashboard.
 
-The encoder's listing (``info().bundles``) carries each bundle's domain; the intended use is read
-from the manifest of a bundle this process serves itself (the in-process encoder). A bundle
-served by remote gRPC workers shows its domain only.
+The encoder's listing (``info().bundles``) carries each bundle's domain and intended use, from
+the in-process registry or from the remote workers' ``Info`` alike; a listing without them (an
+older worker) falls back to the manifest of a bundle this process serves itself.
 """
 
 from __future__ import annotations
@@ -69,9 +69,7 @@ def served(embedder: EmbeddingClient) -> list[ModelCard]:
     for b in listing:
         card = _manifest_card(embedder, b.ref)
         domain = b.domain or (card.domain if card is not None else None)
-        intended = getattr(b, "intended_use", None) or (
-            (card.intended_use or None) if card is not None else None
-        )
+        intended = b.intended_use or ((card.intended_use or None) if card is not None else None)
         cards.append(
             ModelCard(
                 ref=b.ref,

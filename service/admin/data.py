@@ -185,8 +185,10 @@ def chart(
     rows: list[ComparisonRow], *, title: str = "", width: int = 640, height: int = 220
 ) -> dict[str, Any]:
     """Grouped bars (old grey, new blue, a figure of both green) as coordinates an inline SVG
-    draws. The scale runs from min(0, lowest) to max(1, highest), so recall and overlap (0..1)
-    and standardised scores (which pass 1 or go below 0) share it; bars grow from zero."""
+    draws. The scale runs from min(0, lowest) to max(1, highest), so recall and overlap (0..1),
+    fused scores (probabilities of relevance, 0..1), cosines (which go below 0) and a comparison
+    recorded before fused scores were probabilities (spreads above the null, which pass 1) share
+    it; bars grow from zero."""
     values = [v for r in rows for v in (r.old, r.new, r.value) if v is not None]
     lo, hi = min([0.0, *values]), max([1.0, *values])
     top, bottom, left = 24, 40, 44

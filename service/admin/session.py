@@ -7,8 +7,15 @@ the request came over HTTPS. The signing key is random per process: a restart lo
 and nothing secret is stored anywhere.
 
 Every request re-checks that the key behind the session is still configured with the ``admin``
-scope, so removing a key ends its sessions. Without API keys the dashboard, like the API, is for
-this machine only: it answers loopback peers and no one else.
+scope for every collection (a key scoped to some, ``admin@alpha``, uses the API: the dashboard
+shows and acts on all collections), so removing a key ends its sessions. Without API keys the
+dashboard, like the API, is for this machine only: it answers loopback peers and no one else.
+
+Failed logins are rate-limited per client address (:class:`LoginLimiter`): a token bucket of
+``LOGIN_BURST`` failures refilled at ``LOGIN_FAILURES_PER_MINUTE``; an address whose bucket is
+empty gets 429 with ``Retry-After`` for every login attempt, the right key included (it is not
+even checked), so guessing keys costs minutes per handful. The address is the TCP peer's (behind
+a reverse proxy, run uvicorn with ``--forwarded-allow-ips`` so that it is the client's).
 """
 
 from __future__ import annotations
@@ -18,22 +25,42 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import secrets
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
+from service.core.keys import digest as key_digest
+from service.core.keys import find_key
 
 COOKIE = "clipsearch_admin"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SESSION_TTL_S = 12 * 3600
+LOGIN_BURST = 5  # failed logins an address may make at once
+LOGIN_FAILURES_PER_MINUTE = 5.0  # and then this many a minute
+LOGIN_MAX_CLIENTS = 10_000  # addresses remembered; the least recently failing is forgotten
 
 
 def key_id(key: str) -> str:
-    """What a session records of the key: its sha256 (the key itself is never stored)."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """What a session records of the key: its sha256 (the key itself is never stored), the
+    digest that the settings keep of it."""
+    return key_digest(key)
+
+
+def session_who(settings: Settings, session: Session) -> str:
+    """The audit trail's name for a session's key (``loopback`` for a keyless session)."""
+    if not session.subject:
+        return "loopback"
+    for key in settings.auth.api_keys:
+        if hmac.compare_digest(key.digest, session.subject):
+            return key.id
+    return "unknown-key"
 
 
 @dataclass(frozen=True)
@@ -100,16 +127,19 @@ def is_loopback(host: str | None) -> bool:
 
 def check_login(settings: Settings, presented: str) -> str:
     """The session subject for an admin key typed on the login page; the API's rule: the key
-    must be configured and carry the ``admin`` scope."""
+    must be configured and carry the ``admin`` scope, for every collection: the dashboard shows
+    and acts on all of them, so a key scoped to some (``admin@alpha``) uses the API instead."""
     presented = presented.strip()
     if not presented:
         raise ClipsearchError(ErrorType.unauthorized, "enter an API key with the admin scope")
-    for key, scopes in settings.auth.api_keys.items():
-        if hmac.compare_digest(key.encode(), presented.encode()):
-            if "admin" not in scopes:
-                raise ClipsearchError(ErrorType.forbidden, "this key lacks the 'admin' scope")
-            return key_id(key)
-    raise ClipsearchError(ErrorType.unauthorized, "unknown API key")
+    key = find_key(settings.auth.api_keys, presented)
+    if key is None:
+        raise ClipsearchError(ErrorType.unauthorized, "unknown API key")
+    if not key.everywhere("admin"):
+        raise ClipsearchError(
+            ErrorType.forbidden, "this key lacks the 'admin' scope for every collection"
+        )
+    return key.digest
 
 
 def session_admits(settings: Settings, session: Session | None, client_host: str | None) -> bool:
@@ -119,10 +149,69 @@ def session_admits(settings: Settings, session: Session | None, client_host: str
     if session is None or not session.subject:
         return False
     return any(
-        hmac.compare_digest(key_id(key), session.subject) and "admin" in scopes
-        for key, scopes in settings.auth.api_keys.items()
+        hmac.compare_digest(key.digest, session.subject) and key.everywhere("admin")
+        for key in settings.auth.api_keys
     )
 
 
 def csrf_ok(session: Session | None, presented: str | None) -> bool:
     return bool(session and presented and hmac.compare_digest(session.csrf, presented))
+
+
+class LoginLimiter:
+    """Failed dashboard logins per client address, as token buckets: each address holds up to
+    ``burst`` tokens, a failure takes one, and they come back at ``per_minute`` a minute. Memory
+    is bounded: at most ``max_clients`` addresses are remembered (a forgotten one starts full,
+    as an address that never failed). Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        burst: int = LOGIN_BURST,
+        per_minute: float = LOGIN_FAILURES_PER_MINUTE,
+        max_clients: int = LOGIN_MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = float(burst)
+        self.rate = per_minute / 60.0  # tokens per second
+        self.max_clients = max_clients
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def retry_after(self, client: str | None) -> float | None:
+        """Seconds until ``client`` may try to log in again; None when it may now."""
+        with self._lock:
+            tokens = self._tokens(client or "", self.clock())
+        if tokens >= 1.0:
+            return None
+        return (1.0 - tokens) / self.rate
+
+    def failed(self, client: str | None) -> None:
+        key = client or ""
+        with self._lock:
+            now = self.clock()
+            tokens = self._tokens(key, now)
+            self._buckets[key] = (max(0.0, tokens - 1.0), now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+
+    def succeeded(self, client: str | None) -> None:
+        with self._lock:
+            self._buckets.pop(client or "", None)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _tokens(self, key: str, now: float) -> float:
+        entry = self._buckets.get(key)
+        if entry is None:
+            return self.burst
+        tokens, at = entry
+        return min(self.burst, tokens + max(0.0, now - at) * self.rate)
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` in whole seconds, never 0 while refused."""
+    return str(max(1, math.ceil(seconds)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
 from urllib.parse import quote, unquote, urlsplit
@@ -27,14 +28,18 @@ from service.admin.session import (
     CSRF_FIELD,
     CSRF_HEADER,
     SESSION_TTL_S,
+    LoginLimiter,
     Session,
     Signer,
     auth_required,
     check_login,
     csrf_ok,
     is_loopback,
+    retry_after_header,
     session_admits,
+    session_who,
 )
+from service.core.audit import audit
 from service.core.errors import HTTP_STATUS, ClipsearchError, ErrorType, invalid, not_found
 from service.core.schemas.api import Hit, SearchFilter
 from service.search.planner import Query, SearchOptions
@@ -210,12 +215,25 @@ async def login(request: Request) -> Response:
             status_code=403,
         )
     assert pre is not None
+    limiter = cast(LoginLimiter, request.app.state.admin_login_limiter)
+    client = _client(request)
+    wait_s = limiter.retry_after(client)
+    if wait_s is not None:  # the key is not even checked: guessing gains nothing
+        retry = retry_after_header(wait_s)
+        log.warning("admin login from %s refused: too many failures, retry in %s s", client, retry)
+        message = f"too many failed logins from this address; try again in {retry} s"
+        context = {"next": target, "error": message}
+        page = _render(request, "login.html", context, pre, False, status_code=429)
+        page.headers["Retry-After"] = retry
+        return page
     try:
         subject = check_login(settings, str(form.get("key") or ""))
     except ClipsearchError as exc:
-        log.warning("admin login refused from %s: %s", _client(request), exc.message)
+        limiter.failed(client)
+        log.warning("admin login refused from %s: %s", client, exc.message)
         context = {"next": target, "error": exc.message}
         return _render(request, "login.html", context, pre, False, status_code=_status(exc))
+    limiter.succeeded(client)
     session = Session.new(subject)  # a new CSRF token for the logged-in session
     response = _see_other(target)
     _set_cookie(request, response, session)
@@ -300,16 +318,44 @@ def jobs_api(request: Request, offset: int = 0) -> JSONResponse:
 
 @router.post("/jobs/{job_id}/{verb}")
 async def job_action(request: Request, job_id: str, verb: str) -> Response:
-    await _action(request)
+    session, _ = await _action(request)
     jobs = _components(request).jobs
     actions = {"cancel": jobs.cancel, "retry": jobs.retry, "retry-failed": jobs.retry_failed}
     if verb not in actions:
         raise not_found(f"no job action {verb!r}; one of {sorted(actions)}")
+    name = "cancel_job" if verb == "cancel" else None
+    done = _audited(request, session, name, {"id": job_id}, lambda: actions[verb](job_id))
+    return done or _see_other("/admin/jobs")
+
+
+def _audited(
+    request: Request,
+    session: Session,
+    action: str | None,
+    target: dict[str, Any],
+    do: Callable[[], object],
+) -> Response | None:
+    """Run a form action, with its audit line when ``action`` names one (the REST operation
+    id); the error page when it is refused, None when done."""
+    result = ErrorType.internal.value
     try:
-        actions[verb](job_id)
+        do()
+        result = "ok"
     except ClipsearchError as exc:
+        result = exc.type.value
         return _error_page(request, exc)
-    return _see_other("/admin/jobs")
+    finally:
+        if action is not None:
+            who = session_who(_runtime(request).settings, session)
+            audit(
+                who=who,
+                action=action,
+                target=target,
+                result=result,
+                via="dashboard",
+                client=_client(request),
+            )
+    return None
 
 
 def _error_page(request: Request, exc: ClipsearchError) -> Response:
@@ -366,55 +412,56 @@ def rollouts_api(request: Request) -> JSONResponse:
 
 @router.post("/rollouts")
 async def start_rollout(request: Request) -> Response:
-    _, form = await _action(request)
+    session, form = await _action(request)
     components = _components(request)
     reindexer = components.reindexer
     collection = str(form.get("collection") or components.collection)
     bundle = str(form.get("bundle_path") or "").strip() or str(form.get("bundle") or "").strip()
     promote = str(form.get("promote") or "manual")
-    try:
+
+    def start() -> None:
         if promote not in ("manual", "auto"):
             raise invalid(f"promote must be 'manual' or 'auto', not {promote!r}")
         reindexer.start(collection, bundle=bundle or None, promote=promote)
-    except ClipsearchError as exc:
-        return _error_page(request, exc)
-    return _see_other("/admin/rollouts")
+
+    target = {"collection": collection, "bundle": bundle or None}
+    done = _audited(request, session, "start_reindex", target, start)
+    return done or _see_other("/admin/rollouts")
 
 
 @router.post("/rollouts/{rollout_id}/{verb}")
 async def rollout_action(request: Request, rollout_id: str, verb: str) -> Response:
-    await _action(request)
+    session, _ = await _action(request)
     reindexer = _components(request).reindexer
     actions = {"promote": reindexer.promote, "cancel": reindexer.cancel}
     if verb not in actions:
         raise not_found(f"no rollout action {verb!r}; one of {sorted(actions)}")
-    try:
-        actions[verb](rollout_id)
-    except ClipsearchError as exc:
-        return _error_page(request, exc)
-    return _see_other("/admin/rollouts")
+    name = f"{verb}_reindex"
+    done = _audited(request, session, name, {"id": rollout_id}, lambda: actions[verb](rollout_id))
+    return done or _see_other("/admin/rollouts")
 
 
 @router.post("/rollback")
 async def rollback(request: Request) -> Response:
-    _, form = await _action(request)
+    session, form = await _action(request)
     components = _components(request)
     collection = str(form.get("collection") or components.collection)
-    try:
-        components.reindexer.rollback(collection)
-    except ClipsearchError as exc:
-        return _error_page(request, exc)
-    return _see_other("/admin/rollouts")
+    target = {"collection": collection}
+    done = _audited(
+        request, session, "rollback", target, lambda: components.reindexer.rollback(collection)
+    )
+    return done or _see_other("/admin/rollouts")
 
 
 @router.post("/golden")
 async def set_golden(request: Request) -> Response:
     """The golden set as JSON: ``[{"text": ..., "expected": [ids]}, ...]`` (what the API
     takes), or the shorthand ``{"query text": [ids], ...}``."""
-    _, form = await _action(request)
+    session, form = await _action(request)
     components = _components(request)
     collection = str(form.get("collection") or components.collection)
-    try:
+
+    def store() -> None:
         try:
             raw = json.loads(str(form.get("golden") or ""))
         except json.JSONDecodeError as exc:
@@ -424,9 +471,9 @@ async def set_golden(request: Request) -> Response:
         if not isinstance(raw, list) or not raw:
             raise invalid('the golden set is [{"text": ..., "expected": [ids]}, ...]')
         components.reindexer.set_golden(collection, raw)
-    except ClipsearchError as exc:
-        return _error_page(request, exc)
-    return _see_other("/admin/rollouts")
+
+    done = _audited(request, session, "set_golden", {"collection": collection}, store)
+    return done or _see_other("/admin/rollouts")
 
 
 # -- search playground ---------------------------------------------------------------------

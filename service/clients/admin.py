@@ -11,11 +11,17 @@ from typing import Any, Protocol, runtime_checkable
 @runtime_checkable
 class Reindexer(Protocol):
     def start(
-        self, collection: str, bundle: str | None = None, promote: str = "manual"
+        self,
+        collection: str,
+        bundle: str | None = None,
+        promote: str = "manual",
+        *,
+        video: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Begin building the next version of ``collection`` with ``bundle`` (a served
         ``name@version`` or name, a zoo name, a bundle folder, ``tiny``; None: the current
-        version's); its record. (not_found) for an unknown collection or bundle;
+        version's) and ``video`` segmenting (None: this process's), which the version
+        records; its record. (not_found) for an unknown collection or bundle;
         (invalid_input) for a bundle whose files fail their checksums, or one remote workers do
         not serve; (conflict) while another rollout of it is active or another one builds."""
 

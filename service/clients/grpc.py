@@ -8,6 +8,14 @@ of the first worker (in endpoint order) that answered. Requests always carry the
 explicitly, so two workers with different defaults never mix models. A bundle no worker serves
 is ``not_found`` naming the bundles served (asked again first, in case a worker loaded it since).
 
+Bundles loaded at run time (``load_bundle``: a rollout's next model) are remembered, spec and
+``name@version``, until ``drop_bundle``. A worker that was down during the load, or restarted
+since (a fresh process serves only its configured bundles), is sent ``LoadBundle`` again by the
+health watch as soon as a probe finds it ready without one of them: off the request path, one
+call per worker and bundle at a time, backing off after a failure (``reload_backoff_s``, doubled
+up to ``reload_backoff_max_s``; the first failure of a streak is logged as a warning, the rest at
+debug). Until it answers, that bundle's requests go to the workers that serve it.
+
 Routing around a sick worker (issue 19):
 
 - **Health is watched in the background**, never on a request's path: one thread per client asks
@@ -19,7 +27,8 @@ Routing around a sick worker (issue 19):
   worker for a back-off (``eject_base_s``, doubled each time it is ejected again, up to
   ``eject_max_s``; forgiven after ``forgive_after_s`` of serving). It is re-admitted by the first
   probe that passes after its back-off. Ejected and down workers get no requests while another
-  worker serves the bundle; when none does, they are tried anyway.
+  worker serves the bundle; when none does, they are tried anyway. Request failures never eject
+  the last serving worker (Envoy's ``max_ejection_percent``); failed probes can.
 - **Hedging** ("The Tail at Scale"): an interactive embed with no answer after the hedge delay
   (the p95 of the last ``hedge_window`` latencies of that kind, never below ``hedge_floor_s``) is
   sent to another serving worker too; the first answer wins and the other call is cancelled.
@@ -46,6 +55,7 @@ hedges and retries, and the hedge delay in use.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -89,6 +99,11 @@ _ITEM_OVERHEAD = 16  # tag and length of one repeated bytes item, generously
 ROUTES_RETRY_S = 5.0
 # A bundle no worker is known to serve makes the client ask them all again, at most this often.
 ROUTES_REFRESH_S = 1.0
+# LoadBundle answers once the bundle is warmed up: a large model (or a TensorRT build) is slow.
+LOAD_BUNDLE_TIMEOUT_S = 600.0
+# Failures of one worker's LoadBundle that say nothing about the bundle (it is down, or slow, or
+# loading that bundle already for another call: conflict): the other workers' answers decide.
+_WORKER_GONE = frozenset({ErrorType.unavailable, ErrorType.timeout, ErrorType.conflict})
 
 SERVING, EJECTED, DOWN = "serving", "ejected", "down"
 STATES = (SERVING, EJECTED, DOWN)
@@ -115,6 +130,8 @@ class HealthPolicy:
     hedge_burst: float = 10.0
     keepalive_time_s: float = 10.0
     keepalive_timeout_s: float = 5.0
+    reload_backoff_s: float = 1.0  # after a failed LoadBundle of a bundle a worker lost
+    reload_backoff_max_s: float = 30.0
 
 
 class HedgeDelay:
@@ -191,11 +208,20 @@ class Ejection:
         self.since = now  # when it last started serving
         self.reason: str | None = None
 
-    def failure(self, now: float, reason: str, *, unreachable: bool = False) -> str | None:
-        """Returns the new state when this failure changed it."""
+    def failure(
+        self, now: float, reason: str, *, unreachable: bool = False, may_eject: bool = True
+    ) -> str | None:
+        """Returns the new state when this failure changed it. ``may_eject`` False: the caller
+        knows no other worker serves, and ejecting the last one helps no call (Envoy's
+        ``max_ejection_percent``): the failures are counted, the worker stays in rotation."""
         self.reason = reason
         self.failures += 1
-        if self.state != EJECTED and self.failures >= self.policy.eject_after and not unreachable:
+        if (
+            self.state != EJECTED
+            and self.failures >= self.policy.eject_after
+            and not unreachable
+            and may_eject
+        ):
             if self.state == SERVING and now - self.since >= self.policy.forgive_after_s:
                 self.strikes = 0
             backoff = self.policy.eject_base_s * 2.0**self.strikes
@@ -263,6 +289,13 @@ class ClientMetrics:
             ["kind"],
             registry=r,
         )
+        self.reloads = Counter(
+            "clipsearch_encoder_client_bundle_reloads_total",
+            "LoadBundle sent by the health watch to a worker that lost a bundle loaded at run "
+            "time, by worker, bundle and result (loaded, failed)",
+            ["endpoint", "bundle", "result"],
+            registry=r,
+        )
 
     def set_state(self, endpoint: str, state: str) -> None:
         for s in STATES:
@@ -286,6 +319,16 @@ class _Attempt:
     started: float
     hedge: bool = False
     cancelled: bool = field(default=False)
+
+
+@dataclass
+class _Reload:
+    """The health watch's LoadBundle of one bundle to one worker that lacks it."""
+
+    failures: int = 0  # in a row
+    not_before: float = float("-inf")  # back-off after a failure
+    in_flight: bool = False
+    error: str | None = None  # the last failure's message
 
 
 @dataclass(frozen=True)
@@ -338,6 +381,9 @@ class GrpcEmbeddingClient:
         self._routes_lock = threading.Lock()
         self._refreshed = float("-inf")
         self._asked_unknown = float("-inf")
+        self._runtime: dict[str, str] = {}  # name@version -> spec, loaded by load_bundle
+        self._reloads: dict[tuple[int, str], _Reload] = {}  # (endpoint index, name@version)
+        self._reload_lock = threading.Lock()
         self._closed = threading.Event()
         now = time.monotonic()
         self._workers = [_Worker(e, Ejection(policy, now)) for e in self.endpoints]
@@ -384,11 +430,90 @@ class GrpcEmbeddingClient:
         return replace(info, bundles=self.bundles())
 
     def bundles(self) -> tuple[ServedBundle, ...]:
-        """Every bundle the workers are known to serve, the client's default first."""
+        """Every bundle the workers are known to serve, the client's default first (a bundle
+        every worker has unloaded since is not listed)."""
         with self._routes_lock:
             default = self._default
-            listing = [replace(b, default=b.ref == default) for b in self._listing.values()]
+            served = {ref for route in self._routes.values() for ref in route.bundles}
+            listing = [
+                replace(b, default=b.ref == default)
+                for b in self._listing.values()
+                if b.ref in served
+            ]
         return tuple(sorted(listing, key=lambda b: (not b.default, b.ref)))
+
+    # -- bundles at run time ---------------------------------------------------------------
+
+    def load_bundle(self, spec: str) -> tuple[ServedBundle, bool]:
+        """Have every worker serve the bundle ``spec`` names (``LoadBundle``: each resolves it
+        and verifies its checksums as an in-process gateway would); the bundle, and whether any
+        worker loaded it now (False: they all served it already). A refusal for the bundle
+        itself (``not_found``, ``invalid_input``, from any worker) unloads it again from the
+        workers that loaded it and is raised; workers that are down are skipped as long as one
+        loads it (the health watch loads it there once they are up, see the module docstring)."""
+        self._check_open()
+        if not isinstance(spec, str) or not spec.strip():
+            raise invalid("bundle must be a non-empty name")
+        request = pb.LoadBundleRequest(spec=spec)
+        calls = [s.LoadBundle.future(request, timeout=LOAD_BUNDLE_TIMEOUT_S) for s in self._stubs]
+        answers: dict[int, pb.LoadBundleResponse] = {}
+        errors: dict[int, ClipsearchError] = {}
+        for index, call in enumerate(calls):
+            try:
+                answers[index] = call.result()
+            except grpc.RpcError as err:
+                errors[index] = from_rpc_error(err, endpoint=self.endpoints[index])
+        refused = [e for e in errors.values() if e.type not in _WORKER_GONE]
+        refs = {codec.bundle_from_proto(a.bundle).ref for a in answers.values()}
+        if refused or len(refs) > 1 or not answers:
+            loaded = [i for i, a in answers.items() if a.loaded]
+            for index in loaded:  # nothing changed, on every worker
+                self._unload(index, codec.bundle_from_proto(answers[index].bundle).ref, 0.0)
+            if len(refs) > 1 and not refused:
+                raise invalid(
+                    f"bundle {spec!r} names different bundles on different workers: "
+                    + ", ".join(sorted(refs)),
+                    {"bundle": spec, "refs": sorted(refs)},
+                )
+            first = (refused or list(errors.values()))[0]
+            raise first
+        for index, error in errors.items():
+            log.warning("encoder %s did not load %s: %s", self.endpoints[index], spec, error)
+        served = codec.bundle_from_proto(next(iter(answers.values())).bundle)
+        with self._routes_lock:
+            self._listing[served.ref] = served
+        if any(a.loaded for a in answers.values()):  # a spec that loads it on a fresh worker
+            with self._reload_lock:
+                self._runtime[served.ref] = spec
+        self._refresh(force=True)  # route to it at once
+        return served, any(a.loaded for a in answers.values())
+
+    def drop_bundle(
+        self, bundle: str, *, grace_s: float | None = None, runtime_only: bool = True
+    ) -> None:
+        """Have every worker that loaded ``bundle`` at run time stop serving it
+        (``UnloadBundle``); a worker started with it keeps it (it refuses, and that is logged).
+        ``runtime_only`` is always true here: the workers enforce it."""
+        del runtime_only
+        self._check_open()
+        with self._reload_lock:  # first, so that the health watch does not load it again
+            self._runtime.pop(bundle, None)
+            for key in [k for k, r in self._reloads.items() if k[1] == bundle and not r.in_flight]:
+                del self._reloads[key]
+        for index in self._serving(bundle):
+            self._unload(index, bundle, grace_s or 0.0)
+        self._refresh(force=True)
+
+    def _unload(self, index: int, bundle: str, grace_s: float) -> None:
+        request = pb.UnloadBundleRequest(bundle=bundle, grace_s=grace_s)
+        try:
+            self._stubs[index].UnloadBundle(
+                request, timeout=grace_s + self.settings.request_timeout_s
+            )
+        except grpc.RpcError as err:
+            error = from_rpc_error(err, endpoint=self.endpoints[index])
+            if error.type is not ErrorType.not_found:
+                log.warning("encoder %s keeps %s: %s", self.endpoints[index], bundle, error)
 
     def embed_texts(
         self, texts: Sequence[str], *, lane: Lane = "interactive", bundle: str | None = None
@@ -462,7 +587,9 @@ class GrpcEmbeddingClient:
     def health(self) -> EncoderHealth:
         """Ready while at least one worker serving the default bundle is (serving, and its last
         ``Health`` said ready); the reason names every worker that is not. A worker that serves
-        other bundles only is not counted either way (it serves a rollout's bundle, say). Answers
+        other bundles only is not counted either way (it serves a rollout's bundle, say). A
+        worker's ``reloading`` maps each bundle loaded at run time that it lacks, and that the
+        watch is loading on it again, to the last failure (or "loading"). Answers
         from the health watch's cached state; only the very first call waits for its first
         round of probes (at most ``probe_timeout_s``)."""
         if self._closed.is_set():
@@ -477,12 +604,17 @@ class GrpcEmbeddingClient:
             workers = [
                 (w.endpoint, w.ejection.state, w.ejection.reason, w.reply) for w in self._workers
             ]
+        with self._reload_lock:  # bundles loaded at run time that a worker lacks, being reloaded
+            reloading = {key: r.error or "loading" for key, r in self._reloads.items()}
         for index, (endpoint, state, reason, reply) in enumerate(workers):
             route = routes.get(index)
             served = list(route.bundles) if route else list(reply.bundles) if reply else []
             entry: dict[str, object] = {"state": state}
             if reply is not None and reply.bundle:
                 entry.update(bundle=reply.bundle, bundles=list(reply.bundles) or [reply.bundle])
+            lacking = {ref: why for (i, ref), why in reloading.items() if i == index}
+            if lacking:
+                entry["reloading"] = lacking
             if expected is not None and served and expected not in served:
                 entry["ready"] = state == SERVING and bool(reply and reply.ready)
                 entry["serves_default"] = False
@@ -704,23 +836,42 @@ class GrpcEmbeddingClient:
             f" ({worker.ejection.reason})" if worker.ejection.reason else "",
         )
 
-    def _failed(self, index: int, reason: str, *, unreachable: bool = False) -> None:
+    def _failed(
+        self, index: int, reason: str, *, unreachable: bool = False, probe: bool = False
+    ) -> None:
+        """A request's failure (a timeout, an error, a hedge that lost) never ejects the last
+        serving worker: on a loaded machine a slow but working worker loses races, and ejecting
+        it would leave no worker at all. A failed probe (a trivial call that got no answer within
+        its deadline) still can: then nothing answers, and readiness must say so."""
         now = time.monotonic()
-        self._transition(index, lambda e: e.failure(now, reason, unreachable=unreachable))
+
+        def fail(e: Ejection) -> str | None:  # under the state lock
+            others = probe or any(
+                w.ejection.state == SERVING for i, w in enumerate(self._workers) if i != index
+            )
+            return e.failure(now, reason, unreachable=unreachable, may_eject=others)
+
+        self._transition(index, fail)
 
     def _succeeded(self, index: int, *, probe: bool = False) -> None:
         now = time.monotonic()
         self._transition(index, lambda e: e.success(now, probe=probe))
 
     def _watch(self) -> None:
-        """The health watch's thread: a round of probes every ``probe_interval_s``."""
+        """The health watch's thread: a round of probes every ``probe_interval_s``, counted from
+        the start of the last round. A round lasts until its slowest answer (up to
+        ``probe_timeout_s`` for a frozen worker), so a fixed pause after each round would make a
+        frozen worker's ejection take ``eject_after`` x (timeout + interval) instead of
+        ``eject_after`` x timeout."""
         while not self._closed.is_set():
+            started = time.monotonic()
             try:
                 self._probe_round()
             except Exception:  # the watch must outlive any surprise
                 log.exception("encoder health probe round failed")
             self._probed.set()
-            self._closed.wait(self.policy.probe_interval_s)
+            elapsed = time.monotonic() - started
+            self._closed.wait(max(0.0, self.policy.probe_interval_s - elapsed))
 
     def _probe_round(self) -> None:
         timeout = self.policy.probe_timeout_s
@@ -742,7 +893,9 @@ class GrpcEmbeddingClient:
                 message = from_rpc_error(err).message
                 if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                     message = f"no Health answer within {timeout:g} s"
-                self._failed(index, message, unreachable=code is grpc.StatusCode.UNAVAILABLE)
+                self._failed(
+                    index, message, unreachable=code is grpc.StatusCode.UNAVAILABLE, probe=True
+                )
                 continue
             with self._state_lock:
                 self._workers[index].reply = reply
@@ -751,9 +904,135 @@ class GrpcEmbeddingClient:
                 self._learn(index, _Route(reply.bundle, tuple(reply.bundles) or (reply.bundle,)))
             if reply.ready:
                 self._succeeded(index, probe=True)
+                self._reload_missing(index, reply)
             else:
                 reason = reply.reason or "not ready"
                 self._transition(index, functools.partial(Ejection.not_ready, reason=reason))
+
+    def _reload_missing(self, index: int, reply: pb.HealthResponse) -> None:
+        """Send LoadBundle to this (ready, serving) worker for each bundle loaded at run time
+        that its Health answer does not list: it was down during the load or restarted since.
+        Never waits: the answer is handled by :meth:`_on_reload`."""
+        if self._state(index) != SERVING or self._closed.is_set():
+            return
+        listed = set(reply.bundles) or {reply.bundle}
+        now = time.monotonic()
+        due: list[tuple[str, str, bool]] = []
+        with self._reload_lock:
+            for ref, spec in self._runtime.items():
+                entry = self._reloads.get((index, ref))
+                if ref in listed:
+                    if entry is not None and not entry.in_flight:
+                        del self._reloads[(index, ref)]  # served again, however
+                    continue
+                entry = entry or self._reloads.setdefault((index, ref), _Reload())
+                if entry.in_flight or now < entry.not_before:
+                    continue
+                entry.in_flight = True
+                due.append((ref, spec, entry.failures == 0))
+        for ref, spec, first in due:
+            log.log(
+                logging.INFO if first else logging.DEBUG,
+                "encoder %s does not serve bundle %s (down during its load, or restarted): "
+                "loading it again from %r",
+                self.endpoints[index],
+                ref,
+                spec,
+            )
+            request = pb.LoadBundleRequest(spec=spec)
+            try:
+                call = self._stubs[index].LoadBundle.future(request, timeout=LOAD_BUNDLE_TIMEOUT_S)
+            except ValueError:  # the channels were just closed
+                return
+            call.add_done_callback(functools.partial(self._on_reload, index, ref, spec))
+
+    def _on_reload(self, index: int, ref: str, spec: str, call: grpc.Future) -> None:
+        try:
+            self._reloaded(index, ref, spec, call)
+        except Exception:  # a callback must not raise into grpc's thread
+            log.exception("loading %s again on %s failed", ref, self.endpoints[index])
+            self._reload_failed(index, ref, spec, "unexpected error", quiet=True)
+
+    def _reloaded(self, index: int, ref: str, spec: str, call: grpc.Future) -> None:
+        endpoint = self.endpoints[index]
+        try:
+            reply = call.result()
+        except grpc.FutureCancelledError:
+            self._reload_failed(index, ref, spec, "cancelled", quiet=True)
+            return
+        except grpc.RpcError as err:
+            error = from_rpc_error(err, endpoint=endpoint)
+            # conflict: another call (load_bundle) is loading it there right now
+            quiet = self._closed.is_set() or error.type is ErrorType.conflict
+            self._reload_failed(index, ref, spec, error.message, quiet=quiet)
+            return
+        got = codec.bundle_from_proto(reply.bundle).ref
+        # The check and the route are one step under the lock that drop_bundle forgets under:
+        # a drop either sees the route (and unloads it there) or is seen here.
+        with self._reload_lock:
+            wanted = ref in self._runtime
+            entry = self._reloads.pop((index, ref), None) if wanted and got == ref else None
+            if wanted and got == ref:
+                with self._routes_lock:  # route to it at once; the next probe says the same
+                    route = self._routes.get(index)
+                    if route is not None and ref not in route.bundles:
+                        self._routes[index] = _Route(route.default, (*route.bundles, ref))
+        if got != ref or not wanted:
+            if reply.loaded:  # dropped meanwhile, or the spec names another bundle now
+                self._unload_later(index, got)
+            if got != ref:
+                self._reload_failed(index, ref, spec, f"{spec!r} is {got} there now, not {ref}")
+            else:
+                with self._reload_lock:
+                    self._reloads.pop((index, ref), None)
+            return
+        self.metrics.reloads.labels(endpoint, ref, "loaded").inc()
+        log.info(
+            "encoder %s serves bundle %s again%s",
+            endpoint,
+            ref,
+            f" after {entry.failures} failed tries" if entry and entry.failures else "",
+        )
+
+    def _reload_failed(
+        self, index: int, ref: str, spec: str, why: str, *, quiet: bool = False
+    ) -> None:
+        """Back off before the next try; only the first failure in a row is a warning."""
+        now = time.monotonic()
+        with self._reload_lock:
+            if ref not in self._runtime:  # dropped meanwhile: nothing to try again
+                self._reloads.pop((index, ref), None)
+                return
+            entry = self._reloads.setdefault((index, ref), _Reload())
+            entry.in_flight = False
+            if quiet:
+                entry.not_before = now + self.policy.reload_backoff_s
+                first = False
+            else:
+                entry.failures += 1
+                entry.error = why
+                backoff = self.policy.reload_backoff_s * 2.0 ** (entry.failures - 1)
+                entry.not_before = now + min(self.policy.reload_backoff_max_s, backoff)
+                first = entry.failures == 1
+        if quiet:
+            return
+        self.metrics.reloads.labels(self.endpoints[index], ref, "failed").inc()
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "encoder %s does not serve bundle %s again yet (LoadBundle %r failed: %s); "
+            "retrying with back-off, its requests go to the workers that serve it",
+            self.endpoints[index],
+            ref,
+            spec,
+            why,
+        )
+
+    def _unload_later(self, index: int, ref: str) -> None:
+        """UnloadBundle without waiting (from a grpc callback thread, which must not block)."""
+        request = pb.UnloadBundleRequest(bundle=ref)
+        timeout = self.settings.request_timeout_s
+        with contextlib.suppress(ValueError):  # the channels were just closed
+            self._stubs[index].UnloadBundle.future(request, timeout=timeout)
 
     def _groups(self, items: list[tuple[int, bytes]], lane: Lane) -> list[Group]:
         """Split into requests that each fit one message; bulk work also by batch size, so the

@@ -107,9 +107,13 @@ class InProcessEmbeddingClient:
         served = self.registry.load(bundle, default=default)
         return served.engine.describe(default=default)
 
-    def drop_bundle(self, bundle: str, *, grace_s: float | None = None) -> None:
-        """Stop serving ``bundle`` (``name@version``) once its queued work is done."""
-        self.registry.drop(bundle, grace_s=grace_s)
+    def drop_bundle(
+        self, bundle: str, *, grace_s: float | None = None, runtime_only: bool = False
+    ) -> None:
+        """Stop serving ``bundle`` (``name@version``) once its queued work is done;
+        ``runtime_only``: only if :meth:`add_bundle` loaded it (``conflict`` for a configured
+        one)."""
+        self.registry.drop(bundle, grace_s=grace_s, runtime_only=runtime_only)
         with self._counters_lock:
             self._counters.pop(bundle, None)
 

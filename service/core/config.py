@@ -11,12 +11,13 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core import keys as api_keys
+from service.core.keys import ApiKey, Scope
+
 Provider = Literal["auto", "tensorrt", "cuda", "cpu"]
-Scope = Literal["search", "ingest", "admin"]
-SCOPES: tuple[Scope, ...] = ("search", "ingest", "admin")
 
 
 def _csv(value: str) -> list[str]:
@@ -182,6 +183,36 @@ class BrokerSettings(BaseModel):
     writer_block_ms: int = Field(1_000, ge=1, description="how long one stream read waits")
     max_errors_kept: int = Field(1_000, ge=0, description="failed items listed per job")
     plan_batch_size: int = Field(32, ge=1, le=1_000, description="entries per index_batch task")
+    # Hand-over (indexer/distributed/writer.py): a writer whose writes keep failing stops
+    # touching the stream, so its entries go idle and a healthy writer claims them.
+    writer_name: str | None = Field(
+        None, description="consumer name in the writers group; unset = the host name"
+    )
+    writer_max_failures: int = Field(
+        5, ge=1, description="failed writes in a row before a writer stops claiming"
+    )
+    writer_max_deliveries: int = Field(
+        20, ge=2, description="deliveries of a stream entry before it goes to the dead letters"
+    )
+    writer_forget_idle_ms: int = Field(
+        600_000, ge=1, description="a writer idle this long, holding nothing, leaves the group"
+    )
+    dead_letter_max_len: int = Field(10_000, ge=1, description="dead letters kept per collection")
+    # The HTTP probe of `clipsearch indexer` and `clipsearch writer` (/health/live,
+    # /health/ready, /metrics); the gateway has its own on its port.
+    probe_port: int = Field(0, ge=0, le=65535, description="0 = no probe server")
+    probe_host: str = Field("127.0.0.1", description="probe bind address; 0.0.0.0 in a pod")
+
+    @model_validator(mode="after")
+    def _hand_over_before_giving_up(self) -> BrokerSettings:
+        # A writer re-reads an entry once per failed write: with a bound this low, the writer
+        # that cannot write would dead-letter its entries instead of handing them over.
+        if self.writer_max_deliveries <= self.writer_max_failures:
+            raise ValueError(
+                f"broker.writer_max_deliveries ({self.writer_max_deliveries}) must exceed "
+                f"broker.writer_max_failures ({self.writer_max_failures})"
+            )
+        return self
 
     @property
     def safe_url(self) -> str:
@@ -207,27 +238,57 @@ class StartupSettings(BaseModel):
     )
 
 
-class AuthSettings(BaseModel):
-    """``api_keys`` is ``key:scope1+scope2,...``; empty means no auth."""
+class RateLimit(BaseModel):
+    """A token bucket per API key (per client address for anonymous callers): ``per_s`` calls a
+    second on average, ``burst`` at once."""
 
-    api_keys: Annotated[dict[str, frozenset[Scope]], NoDecode] = Field(default_factory=dict)
+    per_s: float = Field(0.0, ge=0, description="calls a second per key; 0 = no limit")
+    burst: int = Field(0, ge=0, description="calls at once per key; 0 = one second's worth")
+
+    @property
+    def capacity(self) -> float:
+        return float(self.burst or max(1.0, self.per_s))
+
+
+class AuthSettings(BaseModel):
+    """API keys (``key:scope[@collection]+...[:name]``, see :mod:`service.core.keys`) from the
+    environment and/or a file; none = no auth. Only their SHA-256 is kept."""
+
+    # Settings errors never quote the value: an API key entry with a typo is still a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = Field(
+        default_factory=tuple,
+        description="CLIPSEARCH_AUTH__API_KEYS: comma-separated key:scope1+scope2[:name] entries",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="a file of keys, one entry a line, # comments (a mounted Secret)"
+    )
+    search_rate: RateLimit = Field(default_factory=RateLimit)
+    write_rate: RateLimit = Field(default_factory=RateLimit, description="ingest and admin calls")
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        keys: dict[str, frozenset[str]] = {}
-        for entry in _csv(value):
-            key, sep, scopes = entry.partition(":")
-            if not sep or not key:
-                raise ValueError(f"api key entry {entry!r} must look like key:scope1+scope2")
-            parsed = frozenset(s.strip() for s in scopes.split("+") if s.strip())
-            unknown = parsed - set(SCOPES)
-            if unknown or not parsed:
-                raise ValueError(f"api key scopes must be among {SCOPES}, got {sorted(parsed)}")
-            keys[key] = parsed
-        return keys
+        if isinstance(value, str):
+            return api_keys.parse_keys(value)
+        if isinstance(value, dict):  # {key: scopes}, as code and tests build settings
+            return [
+                api_keys.parse_entry(f"{key}:{'+'.join(sorted(scopes))}", f"api key {n}")[1]
+                for n, (key, scopes) in enumerate(value.items(), start=1)
+            ]
+        return value
+
+    @model_validator(mode="after")
+    def _merge_file(self) -> AuthSettings:
+        loaded = [] if self.api_keys_file is None else api_keys.read_key_file(self.api_keys_file)
+        merged = api_keys.merge(self.api_keys, loaded)
+        if merged != self.api_keys:
+            self.api_keys = merged
+        return self
+
+    def rate(self, scope: Scope) -> RateLimit:
+        return self.search_rate if scope == "search" else self.write_rate
 
 
 class SourcesSettings(BaseModel):
@@ -291,8 +352,12 @@ class VideoSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a settings error never quotes the value (API keys, passwords in URLs).
     model_config = SettingsConfigDict(
-        env_prefix="CLIPSEARCH_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="CLIPSEARCH_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Path(".clipsearch")

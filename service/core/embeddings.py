@@ -50,6 +50,7 @@ class ServedBundle:
     provider: str = ""
     domain: str | None = None  # the manifest card's domain, where the bundle has a card
     default: bool = False  # used by requests that name no bundle
+    intended_use: str | None = None  # the manifest card's intended use, where it states one
 
     @property
     def name(self) -> str:

@@ -41,7 +41,7 @@ from service.encoder.engine import EncoderEngine, ImageResult, TokenizedText
 from service.encoder.metrics import BundleMetrics, EncoderMetrics
 from service.encoder.requests import Pending, Request
 from service.encoder.tower import TowerScheduler
-from service.encoder.units import LANES, Batch, Item
+from service.encoder.units import LANES, Batch, Item, SearchTraffic
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,10 @@ class Batcher:
         settings: EncoderSettings | None = None,
         *,
         metrics: EncoderMetrics | BundleMetrics | None = None,
+        traffic: SearchTraffic | None = None,
     ) -> None:
+        """``traffic``: shared by the batchers of every bundle one encoder serves, so a search
+        query to any bundle slices every bundle's bulk batches (see :mod:`.tower`)."""
         self.engine = engine
         self.settings = settings or engine.settings.encoder
         self.bundle = engine.bundle.manifest.ref
@@ -100,6 +103,7 @@ class Batcher:
                 prepare=self._tokenize_one,
                 prepare_threads=1,  # tokenizing is cheap: one low-priority thread for bulk
                 token_cost=True,
+                traffic=traffic,
             ),
             "image": TowerScheduler(
                 "image",
@@ -109,6 +113,7 @@ class Batcher:
                 emit=self._postprocess,
                 prepare=engine.preprocess_image,
                 prepare_threads=threads,
+                traffic=traffic,
             ),
         }
         for name, tower in self.towers.items():

@@ -157,6 +157,7 @@ class EncoderEngine:
             provider=self.provider,
             domain=m.card.domain if m.card is not None else None,
             default=default,
+            intended_use=(m.card.intended_use or None) if m.card is not None else None,
         )
 
     def warmup(self) -> None:

@@ -9,7 +9,15 @@ Bundles come and go at run time (a rollout loads the next model beside the live 
 :meth:`BundleRegistry.load` builds and warms up the new engine *outside* the registry's lock and
 only then publishes it, so requests to the other bundles never wait on a load;
 :meth:`BundleRegistry.drop` unpublishes a bundle at once (new requests to it get ``not_found``),
-lets its queued work drain for a grace period, then closes it.
+lets its queued work drain for a grace period, then closes it. The registry remembers which
+bundles were loaded at run time (:meth:`~BundleRegistry.load`) rather than configured at start-up
+(:meth:`~BundleRegistry.add`): a rollout frees only the former (``drop(..., runtime_only=True)``).
+
+Scheduling is per bundle (each batcher has its own core threads) with one thing shared: the
+search traffic each tower kind sees (``traffic``). A query to any bundle slices the bulk batches
+of every bundle, so a rebuild on bundle B delays a query to bundle A by at most one B bulk slice
+(``encoder.bulk_slice_ms``; by default half of one B item's inference, and always one item at
+least) plus the contention of running beside it — the same bound as behind A's own bulk work.
 
 An unknown bundle is ``not_found`` (HTTP 404, gRPC NOT_FOUND): a bundle is a resource the caller
 names, like a collection or a job; the error lists the bundles served.
@@ -31,7 +39,7 @@ from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine
 from service.encoder.metrics import EncoderMetrics
-from service.encoder.units import LANES
+from service.encoder.units import LANES, SearchTraffic
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,9 @@ class BundleRegistry:
         self._served: dict[str, Served] = {}
         self._default: str | None = None
         self._loading: set[str] = set()
+        self._runtime: set[str] = set()  # loaded at run time (load), not configured (add)
+        # Search traffic seen by any bundle's towers slices every bundle's bulk batches.
+        self.traffic = SearchTraffic()
         self._closed = False
 
     @classmethod
@@ -133,7 +144,9 @@ class BundleRegistry:
         ref = engine.bundle.manifest.ref
         self._reserve(ref)
         try:
-            batcher = batcher or Batcher(engine, self.settings.encoder, metrics=self.metrics)
+            batcher = batcher or Batcher(
+                engine, self.settings.encoder, metrics=self.metrics, traffic=self.traffic
+            )
         except BaseException:
             with self._lock:
                 self._loading.discard(ref)
@@ -150,7 +163,9 @@ class BundleRegistry:
             t0 = time.perf_counter()
             engine = EncoderEngine(bundle, self.settings)
             engine.warmup()
-            batcher = Batcher(engine, self.settings.encoder, metrics=self.metrics)
+            batcher = Batcher(
+                engine, self.settings.encoder, metrics=self.metrics, traffic=self.traffic
+            )
         except BaseException:
             with self._lock:
                 self._loading.discard(ref)
@@ -158,8 +173,15 @@ class BundleRegistry:
                 engine.close()
             raise
         served = self._publish(Served(engine, batcher), default=default)
+        with self._lock:
+            self._runtime.add(ref)
         log.info("bundle %s loaded in %.1f s", ref, time.perf_counter() - t0)
         return served
+
+    def loaded_at_runtime(self, bundle: str) -> bool:
+        """Whether ``bundle`` is served because :meth:`load` loaded it (not configured)."""
+        with self._lock:
+            return bundle in self._runtime and bundle in self._served
 
     def set_default(self, bundle: str) -> None:
         served = self.get(bundle)
@@ -167,11 +189,14 @@ class BundleRegistry:
             self._default = served.ref
         log.info("bundle %s is now the default", served.ref)
 
-    def drop(self, bundle: str, *, grace_s: float | None = None) -> None:
+    def drop(
+        self, bundle: str, *, grace_s: float | None = None, runtime_only: bool = False
+    ) -> None:
         """Stop serving ``bundle``: new requests to it get ``not_found`` at once; work already
         queued gets ``grace_s`` (default: the request timeout) to finish, then the bundle's
         batcher and sessions close and its metric series go. The default cannot be dropped
-        (``conflict``): make another bundle the default first."""
+        (``conflict``): make another bundle the default first; with ``runtime_only`` neither
+        can a bundle configured at start-up (only one :meth:`load` loaded)."""
         with self._lock:
             served = self._served.get(bundle)
             if served is None:
@@ -182,8 +207,16 @@ class BundleRegistry:
                     f"bundle {bundle!r} is the default; make another bundle the default first",
                     {"bundle": bundle},
                 )
+            elif runtime_only and bundle not in self._runtime:
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"bundle {bundle!r} was configured at start-up, not loaded at run time; "
+                    "only a restart without it stops serving it",
+                    {"bundle": bundle, "configured": True},
+                )
             else:
                 del self._served[bundle]
+                self._runtime.discard(bundle)
         if served is None:
             raise unknown_bundle(bundle, refs)
         grace = self.settings.encoder.request_timeout_s if grace_s is None else grace_s

@@ -13,6 +13,8 @@ sizes a bulk batch to hold the accelerator no longer than ``bulk_slice_ms`` — 
 single query's own inference time. So a query arriving behind a saturating reindex waits at most
 one slice, which is what keeps its p99 within 2x of idle. With no search traffic, bulk batches
 grow to ``max_batch_size`` for throughput. Interactive batches are never topped up with bulk.
+Search traffic is seen across bundles (:class:`~service.encoder.units.SearchTraffic`, shared by a
+registry's towers of one kind): a rebuild on bundle B is sliced while bundle A is searched.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from service.encoder.units import (
     Batch,
     Item,
     LaneQueue,
+    SearchTraffic,
     as_error,
     lower_priority,
     pack,
@@ -58,6 +61,7 @@ class TowerScheduler:
         prepare: Prepare | None = None,
         prepare_threads: int = 0,
         token_cost: bool = False,
+        traffic: SearchTraffic | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -75,7 +79,8 @@ class TowerScheduler:
         self.crashed: str | None = None
         self._rate: float | None = None  # cost units per second, learned from every batch
         self._single_s: float | None = None  # inference time of a one-item batch, learned
-        self._last_interactive = float("-inf")
+        # When search traffic last came, to this tower or (shared) another bundle's of its kind.
+        self._traffic = traffic or SearchTraffic()
         self._threads = [threading.Thread(target=self._core, name=f"{name}-core", daemon=True)]
         if prepare is not None:
             # Bulk items are decoded by two sets of threads. The low-priority set always works,
@@ -127,7 +132,7 @@ class TowerScheduler:
                 self._drop(items, ClipsearchError(ErrorType.unavailable, "encoder closed"))
                 return
             if lane == "interactive":
-                self._last_interactive = time.monotonic()
+                self._traffic.note(self.name, time.monotonic())
             (self.lanes[lane].ready if prepared else self.lanes[lane].raw).extend(items)
             self.cond.notify_all()
 
@@ -138,7 +143,7 @@ class TowerScheduler:
 
     def _next_raw(self, lane: Lane, *, quiet_only: bool = False) -> Item | None:
         quiet_s = self.settings.interactive_quiet_s
-        if quiet_only and time.monotonic() - self._last_interactive <= quiet_s:
+        if quiet_only and time.monotonic() - self._traffic.last(self.name) <= quiet_s:
             return None
         q = self.lanes[lane]
         ahead = 2 * self.settings.lane(lane).max_batch_size
@@ -216,7 +221,7 @@ class TowerScheduler:
     def _cost_cap(self, lane: Lane, now: float) -> float:
         s = self.settings
         cap = float(s.max_batch_tokens if self._token_cost else s.lane(lane).max_batch_size)
-        if lane == "interactive" or now - self._last_interactive > s.interactive_quiet_s:
+        if lane == "interactive" or now - self._traffic.last(self.name) > s.interactive_quiet_s:
             return cap  # no search traffic to protect: bulk batches as large as allowed
         if self._rate is None or (not s.bulk_slice_ms and self._single_s is None):
             return 1.0  # nothing learned yet: one item, and learn from it

@@ -93,3 +93,21 @@ def as_error(exc: BaseException) -> ClipsearchError:
     if isinstance(exc, ClipsearchError):
         return exc
     return ClipsearchError(ErrorType.internal, f"inference failed: {exc}")
+
+
+class SearchTraffic:
+    """When search traffic (an interactive item) last reached each tower kind (``text``,
+    ``image``). One is shared by the towers of every bundle an encoder serves: a query to bundle
+    A slices the bulk batches of bundle B's tower of the same kind as it slices A's own, so it
+    waits behind at most one slice of B's bulk work (``bulk_slice_ms``, or half of one B item's
+    inference; one item at least) instead of a whole B batch. Reads and writes are single dict
+    operations (atomic under the GIL): no lock on the scheduling path."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def note(self, tower: str, now: float) -> None:
+        self._last[tower] = now
+
+    def last(self, tower: str) -> float:
+        return self._last.get(tower, float("-inf"))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from service.core.errors import HTTP_STATUS, ClipsearchError, ErrorType
 
@@ -31,6 +34,18 @@ def error_response(exc: ClipsearchError, request: Request) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=HTTP_STATUS[exc.type], headers=headers)
 
 
+def _allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """The methods of every route whose path matches the request's, routers included."""
+    methods: set[str] = set()
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's included router
+        if included is not None:
+            methods |= _allowed_methods(included.routes, scope)
+        elif getattr(route, "methods", None) and route.matches(scope)[0] is not Match.NONE:
+            methods |= set(route.methods)  # type: ignore[attr-defined]
+    return methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClipsearchError)
     async def _domain(request: Request, exc: ClipsearchError) -> JSONResponse:
@@ -51,6 +66,13 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = _STATUS_TYPE.get(exc.status_code, ErrorType.invalid_input)
         response = error_response(ClipsearchError(kind, str(exc.detail)), request)
         response.status_code = exc.status_code
+        # Starlette's own headers: a 405 names the allowed methods (`Allow`, RFC 9110), of every
+        # route on the path (Starlette names the first route's only: GET of GET + DELETE).
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request.app.router.routes, request.scope)
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
     @app.exception_handler(Exception)

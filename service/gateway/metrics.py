@@ -32,11 +32,6 @@ class GatewayMetrics:
             ["mode"],
             registry=self.registry,
         )
-        self.points_upserted = Counter(
-            "clipsearch_points_upserted_total",
-            "Points written through the items API",
-            registry=self.registry,
-        )
         self.ready = Gauge(
             "clipsearch_ready", "1 when the gateway is ready to serve", registry=self.registry
         )

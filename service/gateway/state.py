@@ -14,6 +14,7 @@ from service.clients.admin import Reindexer
 from service.clients.base import EmbeddingClient, JobQueue, PointsWriter
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
+from service.gateway.ratelimit import RateLimiter
 from service.search.planner import SearchService
 from service.store.versions import VersionedStore
 
@@ -118,6 +119,8 @@ class Runtime:
         describe: Callable[[Components], object] | None = None,
     ) -> None:
         self.settings = settings
+        # Per-key rate limits (service.gateway.ratelimit), shared by REST and gRPC.
+        self.limiter = RateLimiter()
         self._factory = factory
         # What /health/ready shows of the served models: described again only when the served
         # bundles change (a rollout), not on every check.

@@ -183,6 +183,7 @@ def bundle_to_proto(bundle: ServedBundle) -> pb.BundleInfo:
         provider=bundle.provider,
         domain=bundle.domain or "",
         is_default=bundle.default,
+        intended_use=bundle.intended_use or "",
     )
 
 
@@ -195,6 +196,7 @@ def bundle_from_proto(message: pb.BundleInfo) -> ServedBundle:
         provider=message.provider,
         domain=message.domain or None,
         default=message.is_default,
+        intended_use=message.intended_use or None,
     )
 
 

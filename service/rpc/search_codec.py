@@ -137,6 +137,7 @@ def hit_to_proto(hit: Hit) -> pb.Hit:
             similarity=channel.similarity,
             standardised=channel.standardised,
             weight=channel.weight,
+            relevance=channel.relevance,
         )
         if channel.rank is not None:
             part.rank = channel.rank
@@ -162,6 +163,7 @@ def hit_from_proto(message: pb.Hit) -> Hit:
                 "standardised": c.standardised,
                 "rank": c.rank if c.HasField("rank") else None,
                 "weight": c.weight,
+                "relevance": c.relevance,
             }
             for c in message.explain
         ]

@@ -22,6 +22,11 @@ whatever asked; on it, a picture against a picture (an image or item query) sits
 text against a picture would (the photo bundle's ``image_image`` null is above its
 ``text_image`` one), so a fused image or item query leans towards its picture channels.
 
+The standardised score is the first of two steps: fusion then maps it to a probability of
+relevance by a logistic curve per kind of evidence (``fusion.RELEVANCE``), fitted once for the
+photo bundle on held-out photos, queries and scenes (``models/eval/search/relevance.py``); the
+null keeps that curve's input on one scale whatever the bundle's cosines do.
+
 Nothing of any evaluation (its queries or its items) is used. The probe images are not photos:
 for a bundle whose image embedding lives in the text space (as the photo bundle's), how close a
 text is to an unrelated picture depends on the text far more than on the picture, which the

@@ -18,13 +18,21 @@ a text-only document) can never beat one that has three middling ones. Here:
   on the query's other hits, so a channel with no real match hands its best (irrelevant) hits
   about what they are worth, not +2 (as standardising by the query's own top hits did), and a
   score means the same in every query, page and grouping;
+* the standardised score becomes a **probability of relevance**: per kind of evidence (a text
+  query against a picture, against a description generated from the picture's labels, against a
+  text a person wrote: :func:`evidence_kind`) a logistic curve ``RELEVANCE`` maps it to
+  P(relevant), fitted on held-out data that is not the mixed-kind evaluation's
+  (``models/eval/search/relevance.py``: the photo bundle's dev photos and queries for pictures and
+  generated descriptions, demo scenes of another seed for given texts). A channel's cosine thus
+  says how likely a match is, and a generated description (which repeats the image tower's guess)
+  has a curve of its own;
 * each channel votes with a weight: the caller's channel weight times the evidence of the
   item's text there (a description generated from the image tower's labels counts
   ``GENERATED_EVIDENCE``, one a person gave 1);
-* an item's score is ``MEAN_SHARE`` of the weighted mean of its standardised scores plus
-  ``BEST_SHARE`` of its best one: an item whose human caption matches is not dragged below
-  a weaker item by a channel that cannot see it (a synthetic scene's picture in a photo
-  bundle), and one that matches in every channel still ranks above one that matches in one.
+* an item's score is the weighted mean of its channels' probabilities: in [0, 1], and for an
+  item judged on one channel the share of held-out pairs at that score that were relevant. An
+  item is not penalised for a channel it lacks, and a channel blind to it (a synthetic scene's
+  picture in a photo bundle: P near 0) costs it its share of the mean, not more.
 
 Why not Qdrant's own fusion (``FusionQuery``: RRF or DBSF) as the ranking: both *sum* an item's
 contributions over the prefetches, and an item missing from a prefetch (it lacks that vector, or
@@ -40,9 +48,10 @@ in plain numpy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -52,13 +61,43 @@ from service.core.domain import FilterValue, Record, StoredHit, VectorName, Vect
 MIN_SPREAD = 0.02
 # Each channel fetches at least this many candidates (callers fetch more for deeper pages).
 SCALE_HITS = 50
-# An item's score: this share of its weighted mean over its channels, the rest its best channel.
-MEAN_SHARE = 0.75
-BEST_SHARE = 1.0 - MEAN_SHARE
 # The evidence of a description written at ingest from the image tower's labels (the payload's
 # ``description_generated``), relative to one a person gave: it repeats the image channel's
 # guess, and is wrong as often.
 GENERATED_EVIDENCE = 0.5
+
+
+Evidence = Literal["picture", "generated", "text"]
+
+
+@dataclass(frozen=True)
+class RelevanceCurve:
+    """P(relevant) = 1 / (1 + exp(-(slope * standardised + intercept)))."""
+
+    slope: float
+    intercept: float
+
+    def probability(self, standardised: float) -> float:
+        x = self.slope * standardised + self.intercept
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)  # no overflow however far below the null a score is
+        return e / (1.0 + e)
+
+
+# Fitted by ``models.eval.search.relevance`` (maximum likelihood) for the photo bundle, on its
+# standardised scores (its probe-set null), from pairs in which no evaluation query takes part:
+# picture and generated: the 282 dev queries x 318 dev photos of ``models/photo/dev`` (952 of
+# 89,676 pairs relevant); text: 60 caption paraphrases x 60 demo scenes of seed 777, caption and
+# description pairs pooled (132 of 7,200 relevant). The base rates (1 % and 2 % of pairs
+# relevant) are in the intercepts: P is the share of relevant pairs at that score in collections
+# like those. P = 0.5 at z = 5.0 (picture), 5.3 (generated), 8.0 (text: paraphrases of a caption
+# score high, so a given text needs a higher score than a picture to say as much).
+RELEVANCE: dict[Evidence, RelevanceCurve] = {
+    "picture": RelevanceCurve(1.7236, -8.6118),
+    "generated": RelevanceCurve(1.3799, -7.3640),
+    "text": RelevanceCurve(1.3945, -11.1578),
+}
 
 
 @runtime_checkable
@@ -102,6 +141,7 @@ class ChannelScore:
     standardised: float  # (similarity - null mean) / null spread of the channel (the bundle's)
     rank: int | None  # 1 = the channel's best; None: below the depth fetched for it
     weight: float  # the channel's weight times the evidence of the item's text there
+    relevance: float  # P(relevant) of the standardised score (RELEVANCE of its evidence kind)
 
 
 @dataclass(frozen=True)
@@ -130,11 +170,38 @@ def evidence(channel: VectorName, payload: Mapping[str, object]) -> float:
     return 1.0
 
 
+def evidence_kind(channel: VectorName, payload: Mapping[str, object]) -> Evidence:
+    """What an item's vector in ``channel`` is: a picture, a generated description, or a text a
+    person gave (a caption, a given description)."""
+    if channel in ("image", "visual"):
+        return "picture"
+    if channel == "description" and payload.get("description_generated"):
+        return "generated"
+    return "text"
+
+
+def relevance(channel: VectorName, payload: Mapping[str, object], standardised: float) -> float:
+    """P(relevant) of an item's standardised score in ``channel`` (``RELEVANCE``)."""
+    return RELEVANCE[evidence_kind(channel, payload)].probability(standardised)
+
+
 def fused_score(scored: Sequence[ChannelScore]) -> float:
-    """``MEAN_SHARE`` of the weighted mean of the standardised scores, ``BEST_SHARE`` the best."""
+    """The weighted mean of the channels' probabilities of relevance."""
     weight_sum = sum(s.weight for s in scored)
-    mean = sum(s.weight * s.standardised for s in scored) / weight_sum
-    return MEAN_SHARE * mean + BEST_SHARE * max(s.standardised for s in scored)
+    return sum(s.weight * s.relevance for s in scored) / weight_sum
+
+
+def _channel_score(
+    channel: VectorName,
+    sim: float,
+    scale: ChannelScale,
+    rank: int | None,
+    weight: float,
+    payload: Mapping[str, object],
+) -> ChannelScore:
+    z = scale.standardise(sim)
+    weight *= evidence(channel, payload)
+    return ChannelScore(channel, sim, z, rank, weight, relevance(channel, payload, z))
 
 
 def fuse(
@@ -170,12 +237,13 @@ def fuse(
     hits, explain = [], {}
     for record in records:
         scored = tuple(
-            ChannelScore(
+            _channel_score(
                 channel,
                 sim,
-                null.get(channel, UNCALIBRATED).standardise(sim),
+                null.get(channel, UNCALIBRATED),
                 ranks[channel].get(record.id),
-                float(weights.get(channel, 1.0)) * evidence(channel, record.payload),
+                float(weights.get(channel, 1.0)),
+                record.payload,
             )
             for channel, found in sims.items()
             if (sim := found.get(record.id)) is not None
@@ -192,9 +260,12 @@ def explain_channel(
     channel: VectorName, top: Sequence[StoredHit], null: NullScales, weight: float = 1.0
 ) -> dict[str, tuple[ChannelScore, ...]]:
     """The explanation of a one-channel search from its top hits (best first, from the first):
-    the store's cosine, standardised by the channel's null, and the place in ``top``."""
+    the store's cosine, standardised by the channel's null, its probability of relevance, and
+    the place in ``top``."""
     scale = null.get(channel, UNCALIBRATED)
-    return {
-        h.id: (ChannelScore(channel, h.score, scale.standardise(h.score), n, weight),)
-        for n, h in enumerate(top, start=1)
-    }
+    out: dict[str, tuple[ChannelScore, ...]] = {}
+    for n, h in enumerate(top, start=1):
+        z = scale.standardise(h.score)
+        scored = ChannelScore(channel, h.score, z, n, weight, relevance(channel, h.payload, z))
+        out[h.id] = (scored,)
+    return out

@@ -17,19 +17,23 @@ caption). Asked for one joint-space channel it lacks (``image`` of a text item, 
 an uncaptioned image), it asks with its other joint-space vector.
 
 ``hybrid`` fuses channels fairly (``service.search.fusion``: the weighted mean of an item's
-standardised similarity over the channels it has, so an uncaptioned photo or a text-only
+probability of relevance over the channels it has, so an uncaptioned photo or a text-only
 document is not outranked for the vectors it lacks). ``auto`` picks for the query: an image query
 searches ``image`` (or ``visual``); a text query is hybrid over the channels the bundle serves
 well — all three with a trained bundle, caption and description only with an untrained test
 bundle, whose text→image channel is noise and would only dilute the fusion.
 
 Scores (``SearchResult.score_kind``): a search over one channel (every explicit single mode, an
-image query in ``auto``) scores by cosine, in [-1, 1]; one over several (``hybrid``, a text query
-in ``auto``) by the fused standardised score, in spreads above each channel's null (0: what an
-unrelated item scores, 1: one spread above it; ``service.search.calibration``). A
-``score_threshold`` applies to the score returned, after fusion and before grouping and paging, so
-a hit's presence never depends on the page or on ``group_by``. ``explain`` gives both scales for
-every hit, in every mode.
+image query in ``auto``) scores by ``cosine``, in [-1, 1]; one over several (``hybrid``, a text
+query in ``auto``) by ``probability``, in [0, 1]: the weighted mean of the item's channels'
+probabilities of relevance (each channel's cosine standardised on the bundle's null,
+``service.search.calibration``, then mapped by the logistic curve of its kind of evidence,
+``service.search.fusion.RELEVANCE``). For an item judged on one channel, 0.3 means that of the
+held-out pairs that scored like this on this channel, 30 % were relevant. A ``score_threshold``
+must lie on that scale (else ``invalid_input``) and applies to the score returned, after fusion
+and before grouping and paging, so a hit's presence never depends on the page or on
+``group_by``. ``explain`` gives every hit's per-channel cosine, standardised score and
+probability, in every mode.
 
 Bundles: a query is embedded with the bundle that built the collection version it searches
 (``VersionedStore.bundle_of``: the alias is read once per query, and that version is searched,
@@ -100,10 +104,15 @@ class SearchOptions:
     score_threshold: float | None = None
     weights: Mapping[VectorName, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     group_by: GroupBy | None = None
-    explain: bool = False  # each hit's per-channel similarity, standardised score and rank
+    explain: bool = False  # each hit's per-channel similarity, standardised score, relevance, rank
 
 
-ScoreKind = Literal["cosine", "standardised"]
+# cosine: one channel searched, in [-1, 1]; probability: several fused, P(relevant) in [0, 1].
+ScoreKind = Literal["cosine", "probability"]
+SCORE_RANGE: dict[ScoreKind, tuple[float, float]] = {
+    "cosine": (-1.0, 1.0),
+    "probability": (0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -113,8 +122,8 @@ class SearchResult:
     channels: tuple[VectorName, ...]
     model: str
     took_ms: float
-    # What ``score`` is: the cosine of a one-channel search, or the fused standardised score
-    # (``service.search.fusion``) of a search over several channels.
+    # What ``score`` is: the cosine of a one-channel search, or the fused probability of
+    # relevance (``service.search.fusion``) of a search over several channels.
     score_kind: ScoreKind = "cosine"
     explain: dict[str, tuple[ChannelScore, ...]] | None = None  # per hit id, when asked
 
@@ -209,13 +218,19 @@ class SearchService:
         else:
             vectors = self._embed(query, channels, bundle)
             channels = tuple(c for c in channels if c in vectors)
-        kind: ScoreKind = "cosine" if len(channels) == 1 else "standardised"
+        kind: ScoreKind = "cosine" if len(channels) == 1 else "probability"
         threshold = options.score_threshold
-        if kind == "cosine" and threshold is not None and not -1.0 <= threshold <= 1.0:
+        low, high = SCORE_RANGE[kind]
+        if threshold is not None and not low <= threshold <= high:
+            scale = (
+                f"uses one channel ({channels[0]}) and scores by cosine"
+                if kind == "cosine"
+                else f"fuses {', '.join(channels)} and scores by probability of relevance"
+            )
             raise invalid(
-                f"score_threshold {threshold} is out of range: this search uses one channel "
-                f"({channels[0]}) and scores by cosine, in [-1, 1]",
-                {"channels": list(channels), "score_kind": kind},
+                f"score_threshold {threshold} is out of range: this search {scale}, "
+                f"in [{low:g}, {high:g}]",
+                {"channels": list(channels), "score_kind": kind, "range": [low, high]},
             )
         end = options.offset + options.limit
         plain = options.group_by is None and exclude is None and not options.explain

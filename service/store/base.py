@@ -9,7 +9,7 @@ in a worker thread.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from service.core.domain import FilterValue, Point, Record, StoredHit, VectorName
 
@@ -71,6 +71,12 @@ class VectorStore(Protocol):
 
     def vector_dims(self, name: str) -> dict[str, int]:
         """The named vectors of a collection (or of the collection an alias points at)."""
+
+    def collection_metadata(self, name: str) -> dict[str, Any]:
+        """The collection's metadata (a JSON object; empty when none was set)."""
+
+    def set_collection_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
+        """Merge ``metadata``'s keys into the collection's metadata."""
 
     def aliases(self) -> dict[str, str]:
         """Every alias and the collection it points at."""

@@ -268,6 +268,19 @@ class QdrantServerStore:
         existing: dict[str, Any] = dict(vectors) if isinstance(vectors, Mapping) else {}
         return {vec: int(params.size) for vec, params in existing.items()}
 
+    def collection_metadata(self, name: str) -> dict[str, Any]:
+        """Qdrant's own collection metadata (servers from v1.16 on)."""
+        check_collection_name(name)
+        with translate("describe collection", name):
+            metadata = self._client.get_collection(name).config.metadata
+        return dict(metadata or {})
+
+    def set_collection_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
+        check_collection_name(name)
+        with translate("update collection metadata", name):
+            # Qdrant merges the keys into what the collection holds already.
+            self._client.update_collection(name, metadata=dict(metadata))
+
     def aliases(self) -> dict[str, str]:
         with translate("list aliases", "*"):
             found = self._client.get_aliases().aliases

@@ -29,10 +29,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service.core.contract import METADATA_KEY
 from service.core.domain import FilterValue, Point, Record, StoredHit, VectorName
 from service.core.errors import ClipsearchError, ErrorType, not_found
 from service.store.base import VectorStore
@@ -72,6 +73,9 @@ class VersionedStore:
         self.alias_ttl_s = alias_ttl_s
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, str]] | None = None
+        # Told the number of points each write put into a collection's serving version (the
+        # gateway counts them: clipsearch_points_upserted_total), whichever path wrote them.
+        self.on_written: Callable[[int], None] | None = None
 
     # -- versions ----------------------------------------------------------------------------
     def aliases(self, *, fresh: bool = False) -> dict[str, str]:
@@ -81,15 +85,28 @@ class VersionedStore:
                 self._cached = (now, self.inner.aliases())
             return dict(self._cached[1])
 
-    def ensure(self, collection: str, dims: Mapping[VectorName, int], bundle: str) -> str:
+    def ensure(
+        self,
+        collection: str,
+        dims: Mapping[VectorName, int],
+        bundle: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> str:
         """Make ``collection`` usable: the alias and its first version, creating them if
         missing; a collection made before versioning is adopted as version 1 where the store
-        can rename (embedded) and used as it is otherwise. Returns the real collection."""
+        can rename (embedded) and used as it is otherwise. Returns the real collection.
+
+        ``settings``: the collection metadata that records what the version is built with
+        (``service.core.contract``), written with a new version, and into the current one when
+        it records none yet (made before settings were recorded)."""
         current = self.aliases(fresh=True).get(collection)
         if current is not None:
             # Its own bundle's dims, which may not be the default bundle's (after a rollout).
             if not self.inner.collection_exists(current):
                 self.inner.ensure_collection(current, dims)
+            if settings and not set(settings) & set(self.inner.collection_metadata(current)):
+                self.inner.set_collection_metadata(current, settings)
+                log.info("%s records no settings yet: recorded this process's", current)
             return current
         if self.inner.collection_exists(collection):
             rename = getattr(self.inner, "rename_collection", None)
@@ -107,6 +124,8 @@ class VersionedStore:
         else:
             first = version_name(collection, bundle, 1)
         self.inner.ensure_collection(first, dims)
+        if settings:
+            self.inner.set_collection_metadata(first, settings)
         self._set_aliases({collection: first})
         return first
 
@@ -117,8 +136,15 @@ class VersionedStore:
             out.append(Version(collection, collection, None, 0))
         return sorted(out, key=lambda v: v.number)
 
-    def begin(self, collection: str, dims: Mapping[VectorName, int], bundle: str) -> str:
-        """Create the next version and start dual-writing to it; returns its name."""
+    def begin(
+        self,
+        collection: str,
+        dims: Mapping[VectorName, int],
+        bundle: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Create the next version, recording ``settings`` in its metadata (what it is built
+        with), and start dual-writing to it; returns its name."""
         aliases = self.aliases(fresh=True)
         if collection + NEXT in aliases:
             raise ClipsearchError(
@@ -136,6 +162,8 @@ class VersionedStore:
         number = max((v.number for v in self.versions(collection)), default=0) + 1
         name = version_name(collection, bundle, number)
         self.inner.ensure_collection(name, dims)
+        if settings:
+            self.inner.set_collection_metadata(name, settings)
         self._set_aliases({collection + NEXT: name})
         log.info("reindex of %s: building %s", collection, name)
         return name
@@ -163,6 +191,12 @@ class VersionedStore:
         name = self.aliases(fresh=fresh).get(collection, collection)
         version = parse_version(name)
         return name, version.bundle if version else None
+
+    def metadata_of(self, collection: str, *, role: str = "") -> tuple[str, dict[str, Any]]:
+        """The version that ``collection`` reads now (``role``: ``.next`` or ``.previous`` for
+        those) and its collection metadata; a name that is no alias is read as it is."""
+        name = self.aliases(fresh=True).get(collection + role, collection + role)
+        return name, self.inner.collection_metadata(name)
 
     def write_bundles(self, collection: str) -> list[str | None]:
         """The bundles a write to ``collection`` embeds with, one point per bundle: the current
@@ -230,6 +264,7 @@ class VersionedStore:
                 "role": "current" if v.name == current else roles.get(v.name),
                 "points": self.inner.count(v.name),
                 "vectors": self.inner.vector_dims(v.name),
+                "settings": self.inner.collection_metadata(v.name).get(METADATA_KEY),
             }
             for v in versions
         ]
@@ -264,6 +299,8 @@ class VersionedStore:
         now = parse_version(current)
         mine = _for_bundle(points, now.bundle if now else None, collection)
         self.inner.upsert(collection, mine)
+        if self.on_written is not None:
+            self.on_written(len(mine))
         for other in self._others(collection, aliases):
             version = parse_version(other)
             if version is None or now is None or version.bundle == now.bundle:
@@ -343,6 +380,12 @@ class VersionedStore:
 
     def update_aliases(self, point: Mapping[str, str], remove: Sequence[str] = ()) -> None:
         self._set_aliases(point, remove)
+
+    def collection_metadata(self, name: str) -> dict[str, Any]:
+        return self.inner.collection_metadata(name)
+
+    def set_collection_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
+        self.inner.set_collection_metadata(name, metadata)
 
     def scroll(
         self,

@@ -23,7 +23,7 @@ from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine
 from service.encoder.registry import BundleRegistry
 from service.rpc.proto import encoder_pb2_grpc as pb_grpc
-from service.worker.servicer import EncoderServicer, WorkerMetrics
+from service.worker.servicer import BundleResolver, EncoderServicer, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class WorkerServer:
     """``start()`` serves and warms up; ``stop()`` drains; ``port`` is the bound port.
 
     ``WorkerServer(settings, engine)`` serves one bundle; ``registry=`` serves several, and
-    ``self.registry.load`` / ``drop`` change them while the worker serves."""
+    ``self.registry.load`` / ``drop`` change them while the worker serves. ``resolve_bundle``
+    lets clients do the same over gRPC (``LoadBundle``); without it they cannot."""
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class WorkerServer:
         *,
         batcher: Batcher | None = None,
         registry: BundleRegistry | None = None,
+        resolve_bundle: BundleResolver | None = None,
     ) -> None:
         if registry is None:
             if engine is None:
@@ -69,7 +71,9 @@ class WorkerServer:
         self.registry = registry
         metrics_registry = registry.metrics.registry
         self.metrics = WorkerMetrics(metrics_registry)
-        self.servicer = EncoderServicer(registry, settings.encoder, self.metrics)
+        self.servicer = EncoderServicer(
+            registry, settings.encoder, self.metrics, resolve_bundle=resolve_bundle
+        )
         ready = Gauge(
             "clipsearch_worker_ready", "1 while Health answers ready", registry=metrics_registry
         )

@@ -7,6 +7,12 @@ Every call follows the batcher's rules: admission is refused at once when the la
 and a call that ends early (client cancel, deadline) cancels its pending request so that its items
 are dropped before inference. Errors leave through :func:`service.rpc.status.abort`, the one
 mapping to status codes; errors of one image travel inside the response.
+
+``LoadBundle`` / ``UnloadBundle`` change the bundles served at run time (a gateway's rollout onto
+a bundle the worker was not started with): the spec is resolved and every file's checksum
+verified by the ``resolve_bundle`` the process was built with (the same resolver an in-process
+gateway uses), so a bad spec fails here exactly as it would there — ``not_found`` or
+``invalid_input`` — and nothing changes. Only bundles loaded this way can be unloaded.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
+from service.core.bundle.manifest import Bundle
 from service.core.config import EncoderSettings
 from service.core.errors import ClipsearchError, ErrorType, invalid
 from service.encoder.registry import BundleRegistry, Served
@@ -41,6 +48,10 @@ REQUEST_ERRORS = frozenset(
 _NO_DEADLINE_S = 86_400.0
 _SLOT_PAUSE_S = 0.001
 _SLOT_PAUSE_MAX_S = 0.064
+
+# A bundle spec (served name@version or name, zoo name, folder, "tiny") -> the loaded bundle,
+# every file's checksum verified: not_found when it names nothing, invalid_input when broken.
+BundleResolver = Callable[[str], Bundle]
 
 
 class WorkerMetrics:
@@ -79,11 +90,17 @@ class _Slot:
 
 class EncoderServicer(pb_grpc.EncoderServicer):
     def __init__(
-        self, registry: BundleRegistry, settings: EncoderSettings, metrics: WorkerMetrics
+        self,
+        registry: BundleRegistry,
+        settings: EncoderSettings,
+        metrics: WorkerMetrics,
+        *,
+        resolve_bundle: BundleResolver | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.resolve_bundle = resolve_bundle
         self.stopping = False
 
     # -- RPCs ----------------------------------------------------------------------------
@@ -121,6 +138,58 @@ class EncoderServicer(pb_grpc.EncoderServicer):
 
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
         return self._call("Health", context, self.health)
+
+    def LoadBundle(
+        self, request: pb.LoadBundleRequest, context: grpc.ServicerContext
+    ) -> pb.LoadBundleResponse:
+        def load() -> pb.LoadBundleResponse:
+            self._check_stopping()
+            return self.load_bundle(request.spec)
+
+        return self._call("LoadBundle", context, load)
+
+    def UnloadBundle(
+        self, request: pb.UnloadBundleRequest, context: grpc.ServicerContext
+    ) -> pb.UnloadBundleResponse:
+        def unload() -> pb.UnloadBundleResponse:
+            if not request.bundle:
+                raise invalid("UnloadBundle needs a bundle (name@version)")
+            grace = request.grace_s if request.grace_s > 0 else None
+            self.registry.drop(request.bundle, grace_s=grace, runtime_only=True)
+            return pb.UnloadBundleResponse()
+
+        return self._call("UnloadBundle", context, unload)
+
+    def load_bundle(self, spec: str) -> pb.LoadBundleResponse:
+        """Serve the bundle ``spec`` names (loaded and warmed up now unless served already)."""
+        spec = spec.strip()
+        if not spec:
+            raise invalid("LoadBundle needs a spec: name@version, zoo name, folder or 'tiny'")
+        refs = self.registry.refs()
+        served = (
+            spec if spec in refs else next((r for r in refs if r.rpartition("@")[0] == spec), None)
+        )
+        if served is not None:
+            return self._loaded(served, loaded=False)
+        if self.resolve_bundle is None:
+            raise invalid(
+                f"this encoder worker cannot load bundles at run time; it serves {', '.join(refs)}",
+                {"bundle": spec, "served": refs},
+            )
+        bundle = self.resolve_bundle(spec)  # not_found / invalid_input: nothing changed
+        ref = bundle.manifest.ref
+        try:
+            self.registry.load(bundle)
+        except ClipsearchError as exc:
+            if exc.type is not ErrorType.conflict or ref not in self.registry.refs():
+                raise
+            return self._loaded(ref, loaded=False)  # served already (by another spec)
+        log.info("loaded bundle %s from %r at run time", ref, spec)
+        return self._loaded(ref, loaded=True)
+
+    def _loaded(self, ref: str, *, loaded: bool) -> pb.LoadBundleResponse:
+        listing = {b.ref: b for b in self.registry.describe()}
+        return pb.LoadBundleResponse(bundle=codec.bundle_to_proto(listing[ref]), loaded=loaded)
 
     def health(self) -> pb.HealthResponse:
         health = self.registry.health()

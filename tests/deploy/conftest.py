@@ -87,7 +87,12 @@ VARIANTS = {
         "gateway.grpc.enabled=false",
         "qdrant.replicas=3",
         "networkPolicy.enabled=false",
+        # Both Ingresses: the public one without the admin paths, the internal one with them.
+        "gateway.ingress.enabled=true",
+        "gateway.adminIngress.enabled=true",
     ),
+    # No keys, on a trusted network.
+    "anonymous": ("auth.existingSecret=", "auth.allowAnonymous=true"),
     # The gateway alone: encoder, store and jobs embedded in it.
     "embedded": (
         "worker.enabled=false",

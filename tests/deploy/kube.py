@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,9 @@ SECRET_STANDINS = {
     "CLIPSEARCH_QDRANT__API_KEY": "qdrant-key",
     "REDIS_PASSWORD": "redis-password",
 }
+# Contents for variables that name a file mounted from a Secret (the gateway's API keys: one
+# entry per line), written to a temporary file when Settings are built from an environment.
+SECRET_FILE_STANDINS = {"CLIPSEARCH_AUTH__API_KEYS_FILE": "k1:search+ingest\nk2:admin\n"}
 
 Doc = dict[str, Any]
 
@@ -201,12 +205,18 @@ def settings_field(variable: str) -> str | None:
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
-    """Settings as the process builds them from exactly this environment."""
+    """Settings as the process builds them from exactly this environment (a file mounted from a
+    Secret replaced by a temporary one with stand-in content)."""
     clipsearch = {k: v for k, v in env.items() if k.startswith(PREFIX)}
-    with mock.patch.dict(os.environ, clipsearch):  # restores the environment on exit
-        for name in [n for n in os.environ if n.startswith(PREFIX) and n not in clipsearch]:
-            del os.environ[name]
-        return Settings()
+    with tempfile.TemporaryDirectory() as folder:
+        for name in clipsearch.keys() & SECRET_FILE_STANDINS.keys():
+            standin = Path(folder) / name.lower()
+            standin.write_text(SECRET_FILE_STANDINS[name])
+            clipsearch[name] = str(standin)
+        with mock.patch.dict(os.environ, clipsearch):  # restores the environment on exit
+            for name in [n for n in os.environ if n.startswith(PREFIX) and n not in clipsearch]:
+                del os.environ[name]
+            return Settings()
 
 
 def load_probe_module() -> ModuleType:

@@ -119,8 +119,16 @@ def test_the_values_schema_rejects_wrong_values(tools: Tools, setting: str, comp
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (("gateway.ingress.enabled=true",), "set auth.existingSecret"),
-        (("auth.allowAnonymous=false",), "needs API keys"),
+        (("gateway.ingress.enabled=true", "auth.existingSecret="), "set auth.existingSecret"),
+        (("auth.existingSecret=",), "auth.existingSecret is required"),
+        (
+            ("gateway.ingress.enabled=true", "auth.allowAnonymous=true"),
+            "refuses auth.allowAnonymous",
+        ),
+        (
+            ("gateway.adminIngress.enabled=true", "auth.allowAnonymous=true"),
+            "refuses auth.allowAnon",
+        ),
         (("redis.enabled=false", "indexer.enabled=true"), "the indexers need Redis"),
     ],
 )

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,19 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+@contextmanager
+def served(tmp: Path, bundle: Path, **options: Any) -> Iterator[Server]:
+    """A started :class:`Server` over ``tmp`` (with an allowed ``src/media`` folder), stopped
+    on exit."""
+    (tmp / "src" / "media").mkdir(parents=True)
+    server = Server(tmp, bundle, **options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def ingest(url: str, folder: Path, timeout: float = 120) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.rollouts import Server, ingest, ranking, search, wait_rollout
+from tests.e2e.rollouts import Server, ingest, ranking, search, served, wait_rollout
 from tests.service.gateway.conftest import png
 
 pytestmark = pytest.mark.slow
@@ -26,13 +26,8 @@ WORDS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
 
 @pytest.fixture()
 def server(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Server]:
-    (tmp_path / "src" / "media").mkdir(parents=True)
-    s = Server(tmp_path, tiny_bundle_dir)
-    s.start()
-    try:
+    with served(tmp_path, tiny_bundle_dir) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _search(url: str, text: str, **extra: Any) -> dict[str, Any]:

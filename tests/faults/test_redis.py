@@ -17,38 +17,22 @@ import httpx
 import pytest
 import redis
 
-from loadtests.bench.deployment import (
-    Deployment,
-    RedisProcess,
-    deployment,
-    deployment_env,
-    wait,
-)
+from loadtests.bench.deployment import Deployment, RedisProcess, deployment_env, wait
 from tests.indexer.distributed.test_batches import write_images
 from tests.redis_server import redis_binary
+from tests.support import CELERY_SMALL_STEPS, celery_deployment
 
 pytestmark = pytest.mark.slow
 
 N_IMAGES = 60
 N_LATER = 8
-SMALL_STEPS = {
-    "CLIPSEARCH_ENCODER__PREPROCESS_THREADS": "1",
-    "CLIPSEARCH_BROKER__PLAN_BATCH_SIZE": "4",
-    "CLIPSEARCH_BROKER__WRITER_MAX_ENTRIES": "2",
-    "CLIPSEARCH_BROKER__WRITER_BLOCK_MS": "200",
-    "CLIPSEARCH_BROKER__VISIBILITY_TIMEOUT_S": "10",
-    "CLIPSEARCH_BROKER__RESTORE_INTERVAL_S": "1",
-    "CLIPSEARCH_STARTUP__HEALTH_INTERVAL_S": "0.5",
-}
+SMALL_STEPS = {**CELERY_SMALL_STEPS, "CLIPSEARCH_STARTUP__HEALTH_INTERVAL_S": "0.5"}
 
 
 @pytest.fixture(name="d")
 def deployment_fixture(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Deployment]:
-    redis_binary()  # skips without redis-server
-    photos = tmp_path / "src" / "photos"
-    images = write_images(photos, N_IMAGES)
-    with deployment(
-        tmp_path, tiny_bundle_dir, photos, images, env=SMALL_STEPS, workers=["w1"]
+    with celery_deployment(
+        tmp_path, tiny_bundle_dir, N_IMAGES, env=SMALL_STEPS, workers=("w1",)
     ) as d:
         yield d
 

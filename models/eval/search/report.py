@@ -40,8 +40,11 @@ def render(result: dict[str, Any], bundle: str, command: str) -> str:
         "kinds (each kind weighs the same); "
         "**pooled**: over all test queries. Fused modes use the gateway's fusion as it ships "
         "(`service/search/fusion.py`: over the channels an item has, each cosine standardised "
-        "against the bundle's null for that channel, measured on a fixed probe set; 0.75 of "
-        "their weighted mean plus 0.25 of the best, a generated description weighing half); "
+        "against the bundle's null for that channel, measured on a fixed probe set, then turned "
+        "into a probability of relevance by a logistic curve per kind of evidence, fitted on "
+        "held-out data that is not this evaluation's (`models/eval/search/relevance.py`); the "
+        "item's score is the weighted mean of those probabilities, a generated description "
+        "weighing half); "
         "fusion was chosen on the dev split (`models/eval/search/FUSION-DEV.md`), nothing here "
         "was tuned on these queries.",
         "",

@@ -3,11 +3,21 @@ collections API."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.schemas.api import JobError
+
+
+class VideoChange(BaseModel):
+    """Video segmenting for the version a reindex builds (unset fields: the gateway's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segmenting: Literal["fixed", "shots"] | None = None
+    segment_s: float | None = Field(None, gt=0, le=3600)
+    sample_fps: float | None = Field(None, gt=0, le=60)
 
 
 class ReindexRequest(BaseModel):
@@ -24,6 +34,12 @@ class ReindexRequest(BaseModel):
         description="manual: wait in 'ready' with a comparison until promoted; auto: promote "
         "as soon as it is built",
     )
+    video: VideoChange | None = Field(
+        None,
+        description="cluster-wide video segmenting for the new version, which records it; "
+        "default: this gateway's (CLIPSEARCH_VIDEO__*). After the promote, every process must "
+        "run with the new values (each refuses to start, or refuses jobs, until it does)",
+    )
 
 
 RolloutState = Literal[
@@ -35,8 +51,13 @@ class ComparisonSide(BaseModel):
     """One version over the compared queries."""
 
     version: str
-    score_kind: Literal["cosine", "standardised"] | None = Field(
-        None, description="what its scores are (service.search.planner)"
+    # "standardised": a comparison recorded before fused scores became probabilities (kept
+    # readable; its scores were spreads above the null, not probabilities).
+    score_kind: Literal["cosine", "probability", "standardised"] | None = Field(
+        None,
+        description="what its scores are (service.search.planner): cosine (one channel, in "
+        "[-1, 1]) or probability (several fused, P(relevant) in [0, 1]); standardised only in "
+        "comparisons recorded before fused scores were probabilities",
     )
     recall_at_1: float | None = Field(None, description="golden set; None without one")
     recall_at_10: float | None = None
@@ -76,6 +97,9 @@ class ReindexStatus(BaseModel):
     bundle: str = Field(description="the bundle that builds the new version (name@version)")
     source_bundle: str | None = Field(None, description="the bundle of the current version")
     bundle_spec: str | None = Field(None, description="the bundle as it was asked for")
+    settings: dict[str, Any] | None = Field(
+        None, description="the cluster-wide settings the new version records"
+    )
     promote: Literal["manual", "auto"] = "manual"
     state: RolloutState
     phase: Literal["rebuild", "reconcile", "compare"] | None = None
@@ -149,6 +173,11 @@ class CollectionVersion(BaseModel):
     role: Literal["current", "next", "previous"] | None
     points: int
     vectors: dict[str, int]
+    settings: dict[str, Any] | None = Field(
+        None,
+        description="the cluster-wide settings it was built with (bundle, video segmenting, "
+        "caption chunking); null for a version made before versions recorded them",
+    )
 
 
 class CollectionInfo(BaseModel):

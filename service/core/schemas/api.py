@@ -87,19 +87,21 @@ class SearchRequest(BaseModel):
         ge=-100.0,
         le=100.0,
         description="keep hits whose `score` is at least this (on the scale the response's "
-        "`score_kind` names). A one-channel search (modes image, caption, description; an image "
-        "query in auto) scores by cosine, in [-1, 1]: 0.3 is a cosine of 0.3 (for a text query "
-        "against images a good match, against texts a loose one). A fused search (hybrid; a text "
-        "query in auto) scores in spreads above what an unrelated item scores (each channel's "
-        "null, measured per bundle): 0 is an unrelated item, 1.0 one spread above it, 3 a match "
-        "that unrelated items almost never reach; 2.0 keeps likely matches only. "
-        "Applied before grouping and paging.",
+        "`score_kind` names; a value off that scale is a 400 naming the range). A one-channel "
+        "search (modes image, caption, description; an image query in auto) scores by cosine, "
+        "in [-1, 1]: 0.3 is a cosine of 0.3 (for a text query against images a good match, "
+        "against texts a loose one). A fused search (hybrid; a text query in auto) scores by "
+        "probability of relevance, in [0, 1]: 0.3 keeps items whose channels say, on average, "
+        "that 30 % of held-out pairs scoring like them were relevant; 0.5 keeps likely matches "
+        "only. Applied before grouping and paging.",
     )
     group_by: GroupBy | None = Field(
         None, description="video: the best segment of each video (with its t_start/t_end)"
     )
     explain: bool = Field(
-        False, description="give each hit's per-channel similarity, standardised score and rank"
+        False,
+        description="give each hit's per-channel similarity, standardised score, probability "
+        "of relevance, rank and weight",
     )
 
     @model_validator(mode="after")
@@ -140,6 +142,13 @@ class ChannelExplain(BaseModel):
         "unrelated query-item pairs, measured once per bundle on a fixed probe set (0: what an "
         "unrelated item scores, 1: one spread above)"
     )
+    relevance: float = Field(
+        description="P(relevant) of `standardised`, by the logistic curve of this channel's "
+        "kind of evidence (a picture, a description generated at ingest, a text a person gave), "
+        "fitted on held-out pairs: 0.3 = of held-out pairs that scored like this on this "
+        "channel, 30 % were relevant. A fused `score` is the `weight`-weighted mean of its "
+        "channels' `relevance`"
+    )
     rank: int | None = Field(
         description="place in this channel alone (1 = best); null: below the candidates fetched"
     )
@@ -152,9 +161,11 @@ class ChannelExplain(BaseModel):
 class Hit(BaseModel):
     id: str
     score: float = Field(
-        description="cosine in a one-channel search; in a fused one the weighted mean of the "
-        "`standardised` scores of the channels the item has (each weighted by `weight`) times "
-        "0.75, plus 0.25 times the best of them (see `score_kind`)"
+        description="what `score_kind` names. cosine: a one-channel search's cosine, in "
+        "[-1, 1]. probability: a fused search's probability of relevance, in [0, 1], the "
+        "`weight`-weighted mean of the `relevance` of the channels the item has (with "
+        "`explain`); for an item judged on one channel, 0.3 = of held-out pairs that scored "
+        "like this on this channel, 30 % were relevant"
     )
     kind: str | None = None
     uri: str | None = None
@@ -204,10 +215,12 @@ class SearchResponse(BaseModel):
     model: str
     mode: Mode
     channels: list[str]
-    score_kind: Literal["cosine", "standardised"] = Field(
+    score_kind: Literal["cosine", "probability"] = Field(
         "cosine",
-        description="what `score` is: cosine (one channel searched) or standardised (several "
-        "fused: spreads above an unrelated item)",
+        description="what `score` is: cosine (one channel searched: modes image, caption, "
+        "description, an image query in auto), in [-1, 1]; or probability (several fused: "
+        "hybrid, a text query in auto), the probability of relevance in [0, 1] (0.3 = of "
+        "held-out pairs that scored like this, 30 % were relevant)",
     )
 
 

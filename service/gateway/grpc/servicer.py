@@ -21,11 +21,12 @@ import grpc
 from google.protobuf import empty_pb2
 from pydantic import ValidationError
 
-from service.core.config import Scope
+from service.core.audit import audit
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
+from service.core.keys import Scope
 from service.core.schemas.api import Hit, IngestRequest, JobStatus, SearchRequest
 from service.core.schemas.openai import MAX_INPUTS
-from service.gateway.deps import authorize
+from service.gateway.auth import AUDITED, Principal, authorize, identify
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.routers.search import search as rest_search
 from service.gateway.state import Components, Runtime
@@ -54,6 +55,16 @@ def presented_key(context: grpc.ServicerContext) -> str | None:
         return auth[7:].strip()
     key = metadata.get("x-api-key")
     return key if isinstance(key, str) else None
+
+
+def peer_address(context: grpc.ServicerContext) -> str | None:
+    """The caller's IP address from ``context.peer()`` (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``)."""
+    kind, _, rest = (context.peer() or "").partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]") or None
+    return None
 
 
 def check_deadline(context: grpc.ServicerContext) -> None:
@@ -86,7 +97,7 @@ class SearchServicer(pb_grpc.SearchServicer):
     def DeleteItem(
         self, request: pb.DeleteItemRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        return self._call(context, "ingest", self._delete_item, request)
+        return self._call(context, "ingest", self._delete_item, request, audit_as="delete_item")
 
     def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
         return self._call(context, "search", self._embed, request)
@@ -103,26 +114,64 @@ class SearchServicer(pb_grpc.SearchServicer):
         return self._call(context, "ingest", self._list_jobs, request)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        return self._call(context, "ingest", self._cancel_job, request)
+        return self._call(context, "ingest", self._cancel_job, request, audit_as="cancel_job")
 
     # -- the one way every call goes --------------------------------------------------------------
 
     def _call(
-        self, context: grpc.ServicerContext, scope: Scope, work: Work[Req, Resp], request: Req
+        self,
+        context: grpc.ServicerContext,
+        scope: Scope,
+        work: Work[Req, Resp],
+        request: Req,
+        *,
+        audit_as: str | None = None,
     ) -> Resp:
+        principal: Principal | None = None
         try:
             check_deadline(context)
-            authorize(self._runtime.settings, presented_key(context), scope)
+            # The collection the message names (IngestRequest has one), else the configured one.
+            named = getattr(request, "collection", "") or None
+            principal = authorize(
+                self._runtime.settings,
+                presented_key(context),
+                scope,
+                named,
+                limiter=self._runtime.limiter,
+                client=peer_address(context),
+            )
             response = work(self._runtime.components, request, context)
             check_deadline(context)  # too late: the caller has stopped waiting for it
+            self._audit(context, audit_as, principal, request, "ok")
             return response
         except ClipsearchError as exc:
+            self._audit(context, audit_as, principal, request, exc.type.value)
             self._fail(context, exc)
         except ValidationError as exc:
             self._fail(context, validation_error(exc))
         except Exception:
             log.exception("unhandled error in a gRPC call")
+            self._audit(context, audit_as, principal, request, ErrorType.internal.value)
             self._fail(context, ClipsearchError(ErrorType.internal, "internal error"))
+
+    def _audit(
+        self,
+        context: grpc.ServicerContext,
+        action: str | None,
+        principal: Principal | None,
+        request: object,
+        result: str,
+    ) -> None:
+        """The audit line of an admin action (``service.gateway.auth.AUDITED``), as REST's."""
+        if action not in AUDITED:
+            return
+        target = {"id": getattr(request, "id", None)}
+        if principal is not None:
+            who, target = principal.id, {"collection": principal.collection, **target}
+        else:  # refused before it was admitted
+            who = identify(self._runtime.settings, presented_key(context))
+        client = peer_address(context)
+        audit(who=who, action=str(action), target=target, result=result, via="grpc", client=client)
 
     def _fail(self, context: grpc.ServicerContext, exc: ClipsearchError) -> NoReturn:
         self._metrics.errors.labels(exc.type.value, "grpc").inc()

@@ -16,7 +16,7 @@ from service.core.schemas.admin import (
     RollbackRequest,
     RollbackResponse,
 )
-from service.gateway.deps import AdminScope, ComponentsDep
+from service.gateway.deps import AdminScope, ComponentsDep, PrincipalDep
 from service.gateway.routers.responses import errors
 
 router = APIRouter(
@@ -32,13 +32,15 @@ router = APIRouter(
 )
 def start_reindex(body: ReindexRequest, components: ComponentsDep) -> ReindexStatus:
     collection = body.collection or components.collection
-    record = components.reindexer.start(collection, body.bundle, body.promote)
+    video = body.video.model_dump(exclude_none=True) if body.video else None
+    record = components.reindexer.start(collection, body.bundle, body.promote, video=video)
     return ReindexStatus.model_validate(record)
 
 
 @router.get("/reindex", operation_id="list_reindexes", response_model=list[ReindexStatus])
-def list_reindexes(components: ComponentsDep) -> list[ReindexStatus]:
-    return [ReindexStatus.model_validate(r) for r in components.reindexer.list()]
+def list_reindexes(components: ComponentsDep, principal: PrincipalDep) -> list[ReindexStatus]:
+    found = components.reindexer.list()
+    return [ReindexStatus.model_validate(r) for r in found if principal.sees(r["collection"])]
 
 
 @router.get("/reindex/{reindex_id}", operation_id="get_reindex", response_model=ReindexStatus)

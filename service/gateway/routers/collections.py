@@ -7,12 +7,14 @@ from pydantic import BaseModel, Field
 
 from service.admin.cards import by_ref
 from service.core.schemas.admin import CollectionInfo
-from service.gateway.deps import ComponentsDep, SearchScope
+from service.gateway.auth import unknown_collection
+from service.gateway.deps import ComponentsDep, PrincipalDep, SearchAnyCollection
 from service.gateway.routers.responses import errors
 from service.gateway.state import Components
 
+# A key sees the collections it has a scope on; any other is, to it, one that does not exist.
 router = APIRouter(
-    prefix="/v1", tags=["collections"], dependencies=[SearchScope], responses=errors(404)
+    prefix="/v1", tags=["collections"], dependencies=[SearchAnyCollection], responses=errors(404)
 )
 
 
@@ -39,11 +41,15 @@ def _info(components: Components, name: str) -> CollectionModel:
 
 
 @router.get("/collections", operation_id="list_collections", response_model=CollectionModelList)
-def list_collections(components: ComponentsDep) -> CollectionModelList:
-    names = components.store.names()
+def list_collections(components: ComponentsDep, principal: PrincipalDep) -> CollectionModelList:
+    names = [name for name in components.store.names() if principal.sees(name)]
     return CollectionModelList(collections=[_info(components, name) for name in names])
 
 
 @router.get("/collections/{name}", operation_id="get_collection", response_model=CollectionModel)
-def get_collection(name: str, components: ComponentsDep) -> CollectionModel:
+def get_collection(
+    name: str, components: ComponentsDep, principal: PrincipalDep
+) -> CollectionModel:
+    if not principal.sees(name):
+        raise unknown_collection(name)
     return _info(components, name)

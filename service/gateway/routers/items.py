@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from service.core.domain import Record
 from service.core.errors import ClipsearchError, invalid
 from service.core.schemas.api import Hit, ItemResponse
-from service.gateway.deps import ComponentsDep, IngestScope, MetricsDep, SearchScope, SettingsDep
+from service.gateway.deps import ComponentsDep, IngestScope, SearchScope, SettingsDep
 from service.gateway.routers.responses import errors
 from service.gateway.uploads import read_upload
 from service.items.delete import delete_records
@@ -54,7 +54,6 @@ def _tags(raw: str | None) -> list[str]:
 def upsert_item(
     components: ComponentsDep,
     settings: SettingsDep,
-    metrics: MetricsDep,
     file: Annotated[UploadFile | None, File(description="an image")] = None,
     caption: Annotated[str | None, Form()] = None,
     description: Annotated[str | None, Form()] = None,
@@ -80,7 +79,6 @@ def upsert_item(
     if isinstance(result, ClipsearchError):
         raise result
     components.store.upsert(components.collection, result)
-    metrics.points_upserted.inc()
     return ItemResponse(id=result[0].id, media_id=item.key)
 
 

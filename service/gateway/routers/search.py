@@ -45,6 +45,14 @@ SEARCH_EXAMPLES: dict[str, Any] = {
         "summary": "More like a stored item (doc-1: the ingest example's)",
         "value": {"item_id": "doc-1", "limit": 5},
     },
+    "likely_matches": {
+        "summary": "Likely matches only, with each hit's channels",
+        "description": "A text query in auto fuses its channels: `score` is the probability of "
+        "relevance (`score_kind` probability, in [0, 1]), so 0.3 keeps items whose channels say "
+        "that of held-out pairs scoring like them, 30 % were relevant; `explain` gives each "
+        "hit's per-channel cosine, standardised score and `relevance`",
+        "value": {"text": "a red bicycle", "score_threshold": 0.3, "explain": True, "limit": 5},
+    },
     "videos": {
         "summary": "The best segment of each video",
         "value": {"text": "a person riding a bike", "group_by": "video", "limit": 5},
@@ -126,7 +134,8 @@ def search_image(
         Form(
             ge=-100.0,
             le=100.0,
-            description="keep hits whose `score` is at least this, as in `POST /v1/search`",
+            description="keep hits whose `score` is at least this, as in `POST /v1/search`: "
+            "a cosine in [-1, 1] (one channel) or a probability of relevance in [0, 1] (fused)",
         ),
     ] = None,
     explain: Annotated[

@@ -27,7 +27,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#clipsearch/encoder/v1/encoder.proto\x12\x15\x63lipsearch.encoder.v1\"\x16\n\x05Texts\x12\r\n\x05items\x18\x01 \x03(\t\"\x17\n\x06Images\x12\r\n\x05items\x18\x01 \x03(\x0c\"\xb2\x01\n\x0c\x45mbedRequest\x12)\n\x04lane\x18\x01 \x01(\x0e\x32\x1b.clipsearch.encoder.v1.Lane\x12-\n\x05texts\x18\x02 \x01(\x0b\x32\x1c.clipsearch.encoder.v1.TextsH\x00\x12/\n\x06images\x18\x03 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.ImagesH\x00\x12\x0e\n\x06\x62undle\x18\x04 \x01(\tB\x07\n\x05input\"1\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\";\n\x05\x45rror\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x03 \x01(\t\"\x1d\n\x0bTokenCounts\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\x05\"\x9f\x01\n\nTextResult\x12,\n\x05joint\x18\x01 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\x12/\n\x08sentence\x18\x02 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\x12\x32\n\x06tokens\x18\x03 \x01(\x0b\x32\".clipsearch.encoder.v1.TokenCounts\"5\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07\x62roader\x18\x03 \x03(\t\"\x81\x01\n\tImageItem\x12\r\n\x03row\x18\x01 \x01(\rH\x00\x12-\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1c.clipsearch.encoder.v1.ErrorH\x00\x12,\n\x06labels\x18\x03 \x03(\x0b\x32\x1c.clipsearch.encoder.v1.LabelB\x08\n\x06result\"\x9d\x01\n\x0bImageResult\x12.\n\x07vectors\x18\x01 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\x12/\n\x05items\x18\x02 \x03(\x0b\x32 .clipsearch.encoder.v1.ImageItem\x12-\n\x06visual\x18\x03 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\"\xb2\x01\n\rEmbedResponse\x12\x32\n\x05texts\x18\x01 \x01(\x0b\x32!.clipsearch.encoder.v1.TextResultH\x00\x12\x34\n\x06images\x18\x02 \x01(\x0b\x32\".clipsearch.encoder.v1.ImageResultH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.clipsearch.encoder.v1.ErrorH\x00\x42\x08\n\x06output\"L\n\x13\x45mbedStreamResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.clipsearch.encoder.v1.EmbedResponse\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\"\xf9\x01\n\nBundleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12=\n\x06spaces\x18\x03 \x03(\x0b\x32-.clipsearch.encoder.v1.BundleInfo.SpacesEntry\x12\x0f\n\x07trained\x18\x04 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\x05 \x01(\r\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x0e\n\x06\x64omain\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x1a-\n\x0bSpacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x95\x02\n\x0cInfoResponse\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12?\n\x06spaces\x18\x03 \x03(\x0b\x32/.clipsearch.encoder.v1.InfoResponse.SpacesEntry\x12\x0f\n\x07trained\x18\x04 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\x05 \x01(\r\x12\x15\n\rbatching_json\x18\x06 \x01(\t\x12\x32\n\x07\x62undles\x18\x07 \x03(\x0b\x32!.clipsearch.encoder.v1.BundleInfo\x1a-\n\x0bSpacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x0f\n\rHealthRequest\"e\n\x0eHealthResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x62undle\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x04 \x01(\t\x12\x0f\n\x07\x62undles\x18\x05 \x03(\t*A\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\x14\n\x10LANE_INTERACTIVE\x10\x01\x12\r\n\tLANE_BULK\x10\x02\x32\xe7\x02\n\x07\x45ncoder\x12R\n\x05\x45mbed\x12#.clipsearch.encoder.v1.EmbedRequest\x1a$.clipsearch.encoder.v1.EmbedResponse\x12`\n\x0b\x45mbedStream\x12#.clipsearch.encoder.v1.EmbedRequest\x1a*.clipsearch.encoder.v1.EmbedStreamResponse(\x01\x12O\n\x04Info\x12\".clipsearch.encoder.v1.InfoRequest\x1a#.clipsearch.encoder.v1.InfoResponse\x12U\n\x06Health\x12$.clipsearch.encoder.v1.HealthRequest\x1a%.clipsearch.encoder.v1.HealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#clipsearch/encoder/v1/encoder.proto\x12\x15\x63lipsearch.encoder.v1\"\x16\n\x05Texts\x12\r\n\x05items\x18\x01 \x03(\t\"\x17\n\x06Images\x12\r\n\x05items\x18\x01 \x03(\x0c\"\xb2\x01\n\x0c\x45mbedRequest\x12)\n\x04lane\x18\x01 \x01(\x0e\x32\x1b.clipsearch.encoder.v1.Lane\x12-\n\x05texts\x18\x02 \x01(\x0b\x32\x1c.clipsearch.encoder.v1.TextsH\x00\x12/\n\x06images\x18\x03 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.ImagesH\x00\x12\x0e\n\x06\x62undle\x18\x04 \x01(\tB\x07\n\x05input\"1\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\";\n\x05\x45rror\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x03 \x01(\t\"\x1d\n\x0bTokenCounts\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\x05\"\x9f\x01\n\nTextResult\x12,\n\x05joint\x18\x01 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\x12/\n\x08sentence\x18\x02 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\x12\x32\n\x06tokens\x18\x03 \x01(\x0b\x32\".clipsearch.encoder.v1.TokenCounts\"5\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07\x62roader\x18\x03 \x03(\t\"\x81\x01\n\tImageItem\x12\r\n\x03row\x18\x01 \x01(\rH\x00\x12-\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1c.clipsearch.encoder.v1.ErrorH\x00\x12,\n\x06labels\x18\x03 \x03(\x0b\x32\x1c.clipsearch.encoder.v1.LabelB\x08\n\x06result\"\x9d\x01\n\x0bImageResult\x12.\n\x07vectors\x18\x01 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\x12/\n\x05items\x18\x02 \x03(\x0b\x32 .clipsearch.encoder.v1.ImageItem\x12-\n\x06visual\x18\x03 \x01(\x0b\x32\x1d.clipsearch.encoder.v1.Matrix\"\xb2\x01\n\rEmbedResponse\x12\x32\n\x05texts\x18\x01 \x01(\x0b\x32!.clipsearch.encoder.v1.TextResultH\x00\x12\x34\n\x06images\x18\x02 \x01(\x0b\x32\".clipsearch.encoder.v1.ImageResultH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.clipsearch.encoder.v1.ErrorH\x00\x42\x08\n\x06output\"L\n\x13\x45mbedStreamResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.clipsearch.encoder.v1.EmbedResponse\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\"\x8f\x02\n\nBundleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12=\n\x06spaces\x18\x03 \x03(\x0b\x32-.clipsearch.encoder.v1.BundleInfo.SpacesEntry\x12\x0f\n\x07trained\x18\x04 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\x05 \x01(\r\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x0e\n\x06\x64omain\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x14\n\x0cintended_use\x18\t \x01(\t\x1a-\n\x0bSpacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x95\x02\n\x0cInfoResponse\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12?\n\x06spaces\x18\x03 \x03(\x0b\x32/.clipsearch.encoder.v1.InfoResponse.SpacesEntry\x12\x0f\n\x07trained\x18\x04 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\x05 \x01(\r\x12\x15\n\rbatching_json\x18\x06 \x01(\t\x12\x32\n\x07\x62undles\x18\x07 \x03(\x0b\x32!.clipsearch.encoder.v1.BundleInfo\x1a-\n\x0bSpacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x0f\n\rHealthRequest\"e\n\x0eHealthResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x62undle\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x04 \x01(\t\x12\x0f\n\x07\x62undles\x18\x05 \x03(\t\"!\n\x11LoadBundleRequest\x12\x0c\n\x04spec\x18\x01 \x01(\t\"W\n\x12LoadBundleResponse\x12\x31\n\x06\x62undle\x18\x01 \x01(\x0b\x32!.clipsearch.encoder.v1.BundleInfo\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\"6\n\x13UnloadBundleRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07grace_s\x18\x02 \x01(\x02\"\x16\n\x14UnloadBundleResponse*A\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\x14\n\x10LANE_INTERACTIVE\x10\x01\x12\r\n\tLANE_BULK\x10\x02\x32\xb3\x04\n\x07\x45ncoder\x12R\n\x05\x45mbed\x12#.clipsearch.encoder.v1.EmbedRequest\x1a$.clipsearch.encoder.v1.EmbedResponse\x12`\n\x0b\x45mbedStream\x12#.clipsearch.encoder.v1.EmbedRequest\x1a*.clipsearch.encoder.v1.EmbedStreamResponse(\x01\x12O\n\x04Info\x12\".clipsearch.encoder.v1.InfoRequest\x1a#.clipsearch.encoder.v1.InfoResponse\x12U\n\x06Health\x12$.clipsearch.encoder.v1.HealthRequest\x1a%.clipsearch.encoder.v1.HealthResponse\x12\x61\n\nLoadBundle\x12(.clipsearch.encoder.v1.LoadBundleRequest\x1a).clipsearch.encoder.v1.LoadBundleResponse\x12g\n\x0cUnloadBundle\x12*.clipsearch.encoder.v1.UnloadBundleRequest\x1a+.clipsearch.encoder.v1.UnloadBundleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUNDLEINFO_SPACESENTRY']._serialized_options = b'8\001'
   _globals['_INFORESPONSE_SPACESENTRY']._loaded_options = None
   _globals['_INFORESPONSE_SPACESENTRY']._serialized_options = b'8\001'
-  _globals['_LANE']._serialized_start=1886
-  _globals['_LANE']._serialized_end=1951
+  _globals['_LANE']._serialized_start=2112
+  _globals['_LANE']._serialized_end=2177
   _globals['_TEXTS']._serialized_start=62
   _globals['_TEXTS']._serialized_end=84
   _globals['_IMAGES']._serialized_start=86
@@ -67,17 +67,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOREQUEST']._serialized_start=1203
   _globals['_INFOREQUEST']._serialized_end=1232
   _globals['_BUNDLEINFO']._serialized_start=1235
-  _globals['_BUNDLEINFO']._serialized_end=1484
-  _globals['_BUNDLEINFO_SPACESENTRY']._serialized_start=1439
-  _globals['_BUNDLEINFO_SPACESENTRY']._serialized_end=1484
-  _globals['_INFORESPONSE']._serialized_start=1487
-  _globals['_INFORESPONSE']._serialized_end=1764
-  _globals['_INFORESPONSE_SPACESENTRY']._serialized_start=1439
-  _globals['_INFORESPONSE_SPACESENTRY']._serialized_end=1484
-  _globals['_HEALTHREQUEST']._serialized_start=1766
-  _globals['_HEALTHREQUEST']._serialized_end=1781
-  _globals['_HEALTHRESPONSE']._serialized_start=1783
-  _globals['_HEALTHRESPONSE']._serialized_end=1884
-  _globals['_ENCODER']._serialized_start=1954
-  _globals['_ENCODER']._serialized_end=2313
+  _globals['_BUNDLEINFO']._serialized_end=1506
+  _globals['_BUNDLEINFO_SPACESENTRY']._serialized_start=1461
+  _globals['_BUNDLEINFO_SPACESENTRY']._serialized_end=1506
+  _globals['_INFORESPONSE']._serialized_start=1509
+  _globals['_INFORESPONSE']._serialized_end=1786
+  _globals['_INFORESPONSE_SPACESENTRY']._serialized_start=1461
+  _globals['_INFORESPONSE_SPACESENTRY']._serialized_end=1506
+  _globals['_HEALTHREQUEST']._serialized_start=1788
+  _globals['_HEALTHREQUEST']._serialized_end=1803
+  _globals['_HEALTHRESPONSE']._serialized_start=1805
+  _globals['_HEALTHRESPONSE']._serialized_end=1906
+  _globals['_LOADBUNDLEREQUEST']._serialized_start=1908
+  _globals['_LOADBUNDLEREQUEST']._serialized_end=1941
+  _globals['_LOADBUNDLERESPONSE']._serialized_start=1943
+  _globals['_LOADBUNDLERESPONSE']._serialized_end=2030
+  _globals['_UNLOADBUNDLEREQUEST']._serialized_start=2032
+  _globals['_UNLOADBUNDLEREQUEST']._serialized_end=2086
+  _globals['_UNLOADBUNDLERESPONSE']._serialized_start=2088
+  _globals['_UNLOADBUNDLERESPONSE']._serialized_end=2110
+  _globals['_ENCODER']._serialized_start=2180
+  _globals['_ENCODER']._serialized_end=2743
 # @@protoc_insertion_point(module_scope)

@@ -132,7 +132,7 @@ class InfoRequest(_message.Message):
     def __init__(self, bundle: _Optional[str] = ...) -> None: ...
 
 class BundleInfo(_message.Message):
-    __slots__ = ("name", "version", "spaces", "trained", "max_text_tokens", "provider", "domain", "is_default")
+    __slots__ = ("name", "version", "spaces", "trained", "max_text_tokens", "provider", "domain", "is_default", "intended_use")
     class SpacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,7 @@ class BundleInfo(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    INTENDED_USE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     spaces: _containers.ScalarMap[str, int]
@@ -156,7 +157,8 @@ class BundleInfo(_message.Message):
     provider: str
     domain: str
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., spaces: _Optional[_Mapping[str, int]] = ..., trained: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., provider: _Optional[str] = ..., domain: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    intended_use: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., spaces: _Optional[_Mapping[str, int]] = ..., trained: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., provider: _Optional[str] = ..., domain: _Optional[str] = ..., is_default: _Optional[bool] = ..., intended_use: _Optional[str] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("bundle", "provider", "spaces", "trained", "max_text_tokens", "batching_json", "bundles")
@@ -200,3 +202,29 @@ class HealthResponse(_message.Message):
     detail_json: str
     bundles: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ready: _Optional[bool] = ..., reason: _Optional[str] = ..., bundle: _Optional[str] = ..., detail_json: _Optional[str] = ..., bundles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LoadBundleRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: str
+    def __init__(self, spec: _Optional[str] = ...) -> None: ...
+
+class LoadBundleResponse(_message.Message):
+    __slots__ = ("bundle", "loaded")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    bundle: BundleInfo
+    loaded: bool
+    def __init__(self, bundle: _Optional[_Union[BundleInfo, _Mapping]] = ..., loaded: _Optional[bool] = ...) -> None: ...
+
+class UnloadBundleRequest(_message.Message):
+    __slots__ = ("bundle", "grace_s")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    bundle: str
+    grace_s: float
+    def __init__(self, bundle: _Optional[str] = ..., grace_s: _Optional[float] = ...) -> None: ...
+
+class UnloadBundleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

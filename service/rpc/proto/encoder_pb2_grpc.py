@@ -60,6 +60,16 @@ class EncoderStub:
                 request_serializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.HealthRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.LoadBundle = channel.unary_unary(
+                '/clipsearch.encoder.v1.Encoder/LoadBundle',
+                request_serializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.LoadBundleRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.LoadBundleResponse.FromString,
+                _registered_method=True)
+        self.UnloadBundle = channel.unary_unary(
+                '/clipsearch.encoder.v1.Encoder/UnloadBundle',
+                request_serializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.UnloadBundleRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.UnloadBundleResponse.FromString,
+                _registered_method=True)
 
 
 class EncoderServicer:
@@ -97,6 +107,27 @@ class EncoderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadBundle(self, request, context):
+        """Load a bundle beside those served, at run time (a rollout's next model): a bundle served
+        already (name@version or name), a zoo name, a bundle folder on the worker's machine, or
+        `tiny`, every file's checksum verified. Answers once it is warmed up and serving; requests
+        to the other bundles go on meanwhile. NOT_FOUND when the spec names no bundle,
+        INVALID_ARGUMENT when its files fail their checksums or this worker cannot load bundles (no
+        resolver); nothing changes on any of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadBundle(self, request, context):
+        """Stop serving a bundle that LoadBundle loaded, once its queued work is done (up to grace_s).
+        NOT_FOUND when it is not served; ALREADY_EXISTS (conflict) for a bundle the worker was
+        started with, which only a restart removes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EncoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -119,6 +150,16 @@ def add_EncoderServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.HealthRequest.FromString,
                     response_serializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.HealthResponse.SerializeToString,
+            ),
+            'LoadBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadBundle,
+                    request_deserializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.LoadBundleRequest.FromString,
+                    response_serializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.LoadBundleResponse.SerializeToString,
+            ),
+            'UnloadBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadBundle,
+                    request_deserializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.UnloadBundleRequest.FromString,
+                    response_serializer=clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.UnloadBundleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +273,60 @@ class Encoder:
             '/clipsearch.encoder.v1.Encoder/Health',
             clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.HealthRequest.SerializeToString,
             clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.encoder.v1.Encoder/LoadBundle',
+            clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.LoadBundleRequest.SerializeToString,
+            clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.LoadBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.encoder.v1.Encoder/UnloadBundle',
+            clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.UnloadBundleRequest.SerializeToString,
+            clipsearch_dot_encoder_dot_v1_dot_encoder__pb2.UnloadBundleResponse.FromString,
             options,
             channel_credentials,
             insecure,

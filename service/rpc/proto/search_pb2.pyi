@@ -78,18 +78,20 @@ class HitLabel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ChannelExplain(_message.Message):
-    __slots__ = ("channel", "similarity", "standardised", "rank", "weight")
+    __slots__ = ("channel", "similarity", "standardised", "rank", "weight", "relevance")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     STANDARDISED_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_FIELD_NUMBER: _ClassVar[int]
     channel: str
     similarity: float
     standardised: float
     rank: int
     weight: float
-    def __init__(self, channel: _Optional[str] = ..., similarity: _Optional[float] = ..., standardised: _Optional[float] = ..., rank: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
+    relevance: float
+    def __init__(self, channel: _Optional[str] = ..., similarity: _Optional[float] = ..., standardised: _Optional[float] = ..., rank: _Optional[int] = ..., weight: _Optional[float] = ..., relevance: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "kind", "uri", "caption", "description", "description_generated", "labels", "tags", "metadata_json", "video_id", "t_start", "t_end", "thumbnail", "explain")

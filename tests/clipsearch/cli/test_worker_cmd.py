@@ -89,3 +89,52 @@ def test_the_worker_process_answers_info_and_stops_on_sigterm(
     while not lines.empty():
         seen.append(lines.get())
     assert any("encoder worker stopped" in line for line in seen), "".join(seen)
+
+
+def test_the_worker_process_loads_and_unloads_a_bundle_over_grpc(
+    tmp_path: Path, tiny_bundle_dir: Path, tiny_narrow_bundle_dir: Path
+) -> None:
+    """A rollout onto a bundle the worker was not started with: LoadBundle, with the worker's
+    own resolver (checksums verified), and UnloadBundle."""
+    options = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipsearch", "worker", *options, "--bundle", str(tiny_bundle_dir)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(ROOT),
+            "CLIPSEARCH_DATA_DIR": str(tmp_path / "data"),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        port = None
+        while port is None:
+            if match := READY.search(lines.get(timeout=120)):
+                port = int(match.group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.EncoderStub(channel)
+            with pytest.raises(grpc.RpcError) as unknown:
+                stub.LoadBundle(pb.LoadBundleRequest(spec=str(tmp_path / "nothing")), timeout=60)
+            assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+            spec = str(tiny_narrow_bundle_dir)
+            loaded = stub.LoadBundle(pb.LoadBundleRequest(spec=spec), timeout=120)
+            assert loaded.loaded and loaded.bundle.name == "tiny-narrow"
+            request = pb.EmbedRequest(texts=pb.Texts(items=["a"]), bundle="tiny-narrow@0.1.0")
+            assert stub.Embed(request, timeout=30).texts.joint.dim == 32
+            stub.UnloadBundle(pb.UnloadBundleRequest(bundle="tiny-narrow@0.1.0"), timeout=30)
+            health = stub.Health(pb.HealthRequest(), timeout=30)
+            assert list(health.bundles) == ["tiny-test@0.1.0"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -79,3 +79,16 @@ def test_url_and_text_entries_are_sent_to_the_indexers(
     ]
     status = stream.jobs.get("job")
     assert status is not None and (status["total"], status["failed"]) == (1, 0)
+
+
+def test_an_item_listed_twice_counts_once_in_the_total(
+    setup: tuple[PointStream, Settings, Path],
+) -> None:
+    """Progress counts each item once (through sets): the total must too, or done + failed of
+    a job listing an item twice would never reach it."""
+    stream, settings, _ = setup
+    urls = ["https://example.com/a.png", "https://example.com/b.png", "https://example.com/a.png"]
+    run(stream, settings, {"urls": urls})
+    stream.jobs.count("job", ["https://example.com/a.png", "https://example.com/b.png"])
+    status = stream.jobs.get("job")
+    assert status is not None and (status["total"], status["done"]) == (2, 2)

@@ -79,3 +79,58 @@ def test_the_gate_stops_tasks_of_cancelled_lost_or_older_attempts(jobs: JobProgr
     jobs.redis.flushdb()
     jobs.count(JOB, ["late"], run="r2")  # an entry in flight brings back a stub of the hash
     assert jobs.gate(JOB, "r2").stop is not None
+
+
+def test_total_known_once_planned_and_never_below_the_counted(jobs: JobProgress) -> None:
+    jobs.start(JOB, run="r1")
+    status = jobs.get(JOB)
+    assert status is not None and not status["total_known"]
+    jobs.init_job(JOB, total=2)
+    jobs.count(JOB, ["a", "b"], run="r1")
+    jobs.count(JOB, ["a"], run="r1")  # a redelivered entry: nothing moves
+    status = jobs.get(JOB)
+    assert status is not None and (status["total"], status["done"]) == (2, 2)
+    # An item outside the plan (a task of a source that changed under a re-plan) still never
+    # shows done above total.
+    jobs.count(JOB, [], [{"item": "c", "reason": "gone"}], run="r1")
+    status = jobs.get(JOB)
+    assert status is not None and (status["total"], status["done"], status["failed"]) == (3, 2, 1)
+
+
+def test_no_eta_while_the_job_waits_for_a_retry_or_nothing_moves(
+    jobs: JobProgress, redis_url: str
+) -> None:
+    import time
+
+    import redis
+
+    from indexer.distributed.progress import job_key
+    from indexer.jobs.celery_queue import job_state
+
+    record = {"id": JOB, "state": "submitted", "run": "r1"}
+    jobs.start(JOB, run="r1")
+    jobs.init_job(JOB, total=10)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        now = time.time()
+        # Four counts over the last 40 s, the last one 30 s ago: usual gap 10 s, so 30 s
+        # without one means the tasks wait (a killed indexer's batch for its redelivery).
+        jobs.count(JOB, ["a", "b", "c", "d"], run="r1")
+        client.hset(
+            job_key(JOB), mapping={"started_at": now - 40, "updated_at": now - 30, "counts": 4}
+        )
+        stalled = job_state(record, jobs.get(JOB))
+        assert stalled["state"] == "running" and stalled["eta_s"] is None
+        assert stalled["rate_per_s"] > 0
+        jobs.count(JOB, ["e"], run="r1")  # it moves again: an ETA again
+        moving = job_state(record, jobs.get(JOB))
+        assert moving["eta_s"] is not None and moving["eta_s"] > 0
+        jobs.mark_retrying(JOB, 5.0)  # a task waits 5 s for its retry
+        waiting = job_state(record, jobs.get(JOB))
+        assert waiting["state"] == "running" and waiting["eta_s"] is None
+        client.hset(job_key(JOB), "retrying_until", now - 1)  # the retry is due: ETA again
+        assert job_state(record, jobs.get(JOB))["eta_s"] is not None
+        jobs.count(JOB, ["f", "g", "h", "i", "j"], run="r1")
+        assert job_state(record, jobs.get(JOB))["eta_s"] == 0.0
+    finally:
+        client.close()

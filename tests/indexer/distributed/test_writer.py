@@ -151,7 +151,8 @@ def test_an_unavailable_store_is_retried_and_shows_in_readiness(
     ps = points(10)
     stream.append(COLL, "job", items(ps), ps)
     down = ClipsearchError(ErrorType.unavailable, "qdrant is down")
-    flaky = FlakyStore(store, failures=6, error=down)
+    # Fewer failures in a row than writer_max_failures: the writer keeps its entries.
+    flaky = FlakyStore(store, failures=settings.broker.writer_max_failures - 2, error=down)
     w = start(writers, flaky, settings, consumer="w1")
     wait_until(lambda: "qdrant is down" in (w.health().reason or ""), TIMEOUT_S)
     assert not w.ready()

@@ -121,8 +121,16 @@ def test_status_follows_redis_progress(queue: tuple[CeleryJobQueue, PointStream,
     assert not jobs.status(job_id)["waiting_for_writer"]
     stream.jobs.mark_waiting(job_id)  # a task waits for room in the points stream
     assert jobs.status(job_id)["waiting_for_writer"]
+    stream.jobs.count(job_id, ["a"])
+    assert (jobs.status(job_id)["done"], jobs.status(job_id)["eta_s"]) == (1, None)
     stream.redis.flushall()  # Redis restarted without persistence, the job half done
-    assert jobs.status(job_id)["state"] == "interrupted"
+    interrupted = jobs.status(job_id)
+    # What was planned and last seen stays: not ``total: 0``.
+    assert (interrupted["state"], interrupted["total"], interrupted["done"]) == (
+        "interrupted",
+        2,
+        1,
+    )
 
 
 def test_an_ended_job_stays_ended_when_redis_restarts(

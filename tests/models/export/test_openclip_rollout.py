@@ -24,7 +24,7 @@ pytest.importorskip(
 )
 from models.export.openclip import export_openclip
 from service.core.bundle.manifest import load_bundle
-from tests.e2e.rollouts import Server, ingest, ranking, search, wait_rollout
+from tests.e2e.rollouts import Server, ingest, ranking, search, served, wait_rollout
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[3]
@@ -57,13 +57,8 @@ def vit_b_32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path: Path) -> Iterator[Server]:
     if not MAIN_PYTHON.exists():
         pytest.fail(f"{MAIN_PYTHON} is missing: create the main venv first (make venv)")
-    (tmp_path / "src" / "media").mkdir(parents=True)
-    s = Server(tmp_path, DEFAULT_BUNDLE, python=str(MAIN_PYTHON), ready_s=180)
-    s.start()
-    try:
+    with served(tmp_path, DEFAULT_BUNDLE, python=str(MAIN_PYTHON), ready_s=180) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _search(url: str, text: str, **extra: Any) -> dict[str, Any]:

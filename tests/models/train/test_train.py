@@ -19,17 +19,8 @@ from models.train.dataset import build_train_data  # noqa: E402
 from models.train.loop import TrainConfig, batch_loss, train  # noqa: E402
 from models.train.loss import clip_loss  # noqa: E402
 from models.train.minilm import encode_texts, load_minilm, load_tokenizer  # noqa: E402
-from models.train.towers import ClipModel, TowerConfig  # noqa: E402
-
-TINY = TowerConfig(
-    image_size=32,
-    widths=(8, 16),
-    reduce=8,
-    embed_dim=16,
-    head_hidden=32,
-    image_hidden=32,
-    conj_stage=2,
-)
+from models.train.towers import ClipModel  # noqa: E402
+from tests.models.train.configs import TINY  # noqa: E402
 
 
 @pytest.fixture(scope="module")

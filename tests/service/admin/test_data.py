@@ -3,7 +3,11 @@ progress, durations, and encoder load read from a real metrics registry."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+from pydantic import ValidationError
 
 from service.admin.data import (
     chart,
@@ -13,6 +17,7 @@ from service.admin.data import (
     encoder_load,
     progress,
 )
+from service.core.schemas.admin import Comparison
 from service.encoder.metrics import EncoderMetrics
 
 REPORT = {
@@ -60,7 +65,8 @@ def test_the_charts_draw_quality_and_latency_each_on_its_own_scale() -> None:
     assert [b["side"] for b in recall] == ["old", "new"]
     assert recall[1]["h"] == pytest.approx(2 * recall[0]["h"], abs=0.2)  # 1.0 is twice 0.5
     assert recall[1]["y"] + recall[1]["h"] == pytest.approx(quality["zero"], abs=0.2)
-    # A negative score hangs below the zero line; a standardised one over 1 stretches the scale.
+    # A negative score (a cosine) hangs below the zero line; one over 1 (a comparison recorded
+    # before fused scores were probabilities: spreads above the null) stretches the scale.
     negative = next(b for b in quality["bars"] if b["metric"] == "score p10" and b["side"] == "old")
     assert negative["y"] == quality["zero"] and negative["h"] > 0
     assert negative["value"] == "-0.200"
@@ -70,6 +76,18 @@ def test_the_charts_draw_quality_and_latency_each_on_its_own_scale() -> None:
     slow, fast = latency["bars"]
     assert slow["h"] > fast["h"]  # 4.5 ms old, 2.5 ms new
     assert charts([]) == []
+
+
+def test_a_comparison_says_what_its_scores_are_also_one_recorded_before_probabilities() -> None:
+    """A fused search scores by probability now; a rollout compared before that recorded
+    ``standardised`` and still reads back, and a kind that never existed is refused."""
+    report: dict[str, Any] = json.loads(json.dumps(REPORT))
+    for kind in ("cosine", "probability", "standardised"):
+        report["new"]["score_kind"] = kind
+        assert Comparison.model_validate(report).new.score_kind == kind
+    report["old"]["score_kind"] = "zscore"
+    with pytest.raises(ValidationError, match="score_kind"):
+        Comparison.model_validate(report)
 
 
 def test_progress_and_durations() -> None:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.core.config import Settings
+from service.core.keys import digest
 
 
 def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -17,7 +18,7 @@ def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.embedded_store and settings.in_process_encoder and settings.in_process_jobs
     assert settings.data_dir == Path(".clipsearch")
-    assert settings.auth.api_keys == {}
+    assert settings.auth.api_keys == ()
 
 
 def test_environment_with_nesting_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,7 +35,11 @@ def test_environment_with_nesting_and_lists(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.encoder.endpoints == ["w1:50051", "w2:50051"]
     assert not settings.embedded_store and not settings.in_process_encoder
     assert settings.sources.allowed_roots == [Path("/data/a"), Path("/data/b")]
-    assert settings.auth.api_keys == {"k1": {"search", "ingest"}, "k2": {"admin"}}
+    grants = {key.id: key.grants for key in settings.auth.api_keys}
+    assert grants == {
+        "sha256:" + digest("k1")[:12]: {"search", "ingest"},
+        "sha256:" + digest("k2")[:12]: {"admin"},
+    }
 
 
 @pytest.mark.parametrize("value", ["nocolon", "k:", "k:root", ":search"])

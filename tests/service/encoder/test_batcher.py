@@ -292,7 +292,7 @@ def test_bulk_batches_are_sliced_while_search_traffic_is_about(
     image = batcher.towers["image"]
     now = 1000.0
     assert image._cost_cap("bulk", now) == 64  # no search traffic: as large as allowed
-    image._last_interactive = now - 0.1
+    image._traffic.note("image", now - 0.1)
     assert image._cost_cap("bulk", now) == 1.0  # nothing learned yet: one item
     image._rate, image._single_s = 2000.0, 0.004  # images/s; a query's own inference time
     assert image._cost_cap("bulk", now) == pytest.approx(2000.0 * 0.002)  # half of it
@@ -300,7 +300,8 @@ def test_bulk_batches_are_sliced_while_search_traffic_is_about(
     image.settings = image.settings.model_copy(update={"bulk_slice_ms": 8.0})
     assert image._cost_cap("bulk", now) == pytest.approx(16.0)
     text = batcher.towers["text"]
-    text._last_interactive, text._rate, text._single_s = now, 1e9, 0.001
+    text._traffic.note("text", now)
+    text._rate, text._single_s = 1e9, 0.001
     assert text._cost_cap("bulk", now) == batcher.settings.max_batch_tokens  # token budget
 
 

@@ -234,3 +234,49 @@ def test_a_bundle_that_fails_to_load_leaves_the_registry_as_it_was(
     registry.load(good)  # the failed attempt reserved nothing
     assert registry.refs() == [TINY, NARROW]
     registry.close()
+
+
+def _bulk_image_batches(registry: BundleRegistry, ref: str) -> tuple[float, float]:
+    """(batches, items) through ``ref``'s image tower on the bulk lane so far."""
+    labels = {"bundle": ref, "tower": "image", "lane": "bulk"}
+    get = registry.metrics.registry.get_sample_value
+    return get("clipsearch_encoder_batch_size_count", labels) or 0.0, get(
+        "clipsearch_encoder_batch_size_sum", labels
+    ) or 0.0
+
+
+def test_a_search_on_one_bundle_slices_every_bundles_bulk_batches(
+    tiny_bundle_dir: Path, tiny_narrow_bundle_dir: Path
+) -> None:
+    """Shared scheduling: a rebuild on tiny-narrow runs in large batches while nobody searches,
+    and in one-item slices while tiny-test is searched, exactly as behind tiny-test's own."""
+    encoder = Settings().encoder.model_copy(
+        update={
+            "interactive_quiet_s": 120.0,  # the query below counts for the whole test
+            "bulk_slice_ms": 0.001,  # a slice holds one item
+            "bulk": Settings().encoder.bulk.model_copy(
+                update={"max_batch_size": 16, "max_wait_ms": 500.0}
+            ),
+        }
+    )
+    registry = BundleRegistry(Settings(encoder=encoder))
+    try:
+        registry.add(EncoderEngine(load_bundle(tiny_bundle_dir), registry.settings))
+        registry.add(EncoderEngine(load_bundle(tiny_narrow_bundle_dir), registry.settings))
+        registry.warmup()
+        images = png_images(32)
+        narrow = registry.get(NARROW).batcher
+        assert all(
+            not isinstance(r, ClipsearchError) for r in narrow.embed_images(images, lane="bulk")
+        )
+        quiet_batches, quiet_items = _bulk_image_batches(registry, NARROW)
+        assert quiet_items == 32 and quiet_batches <= 8  # batches of 4 or more on average
+
+        registry.get(TINY).batcher.embed_images(images[:1], lane="interactive")  # a search on A
+        assert all(
+            not isinstance(r, ClipsearchError) for r in narrow.embed_images(images, lane="bulk")
+        )
+        batches, items = _bulk_image_batches(registry, NARROW)
+        assert (batches - quiet_batches, items - quiet_items) == (32, 32)  # one item each
+    finally:
+        registry.close()

@@ -107,6 +107,7 @@ def test_every_documented_example_works_as_pasted(client: TestClient, spec: dict
     names = {(op, name) for op, _, name, _ in examples}
     assert {("ingest", "manifest_lines"), ("search", "more_like_this")} <= names
     assert {("search", "filtered"), ("search", "image"), ("search", "text")} <= names
+    assert ("search", "likely_matches") in names
     for op, path, name, value in examples:
         response = client.post(path, json=value)
         assert 200 <= response.status_code < 300, (op, name, response.text)
@@ -116,3 +117,23 @@ def test_every_documented_example_works_as_pasted(client: TestClient, spec: dict
             assert (job["state"], job["failed"]) == ("completed", 0), job
         if name == "more_like_this":
             assert response.json()["hits"], "doc-2 is like doc-1"
+        if name == "likely_matches":  # fused: the threshold is on the probability of relevance
+            answer = response.json()
+            assert answer["score_kind"] == "probability"
+            assert all(value["score_threshold"] <= h["score"] <= 1.0 for h in answer["hits"])
+            for hit in answer["hits"]:
+                assert all(0.0 <= part["relevance"] <= 1.0 for part in hit["explain"])
+
+
+def test_the_schema_says_what_a_score_is(spec: dict[str, Any]) -> None:
+    """Fused scores are probabilities of relevance, and the schema says so: the enum, the
+    score's and each channel's ``relevance`` descriptions (what 0.3 means)."""
+    schemas = spec["components"]["schemas"]
+    kind = schemas["SearchResponse"]["properties"]["score_kind"]
+    assert kind["enum"] == ["cosine", "probability"]
+    assert "[0, 1]" in kind["description"] and "[-1, 1]" in kind["description"]
+    assert "probability" in schemas["Hit"]["properties"]["score"]["description"]
+    relevance = schemas["ChannelExplain"]["properties"]["relevance"]
+    assert relevance["type"] == "number" and "30 %" in relevance["description"]
+    assert "relevance" in schemas["ChannelExplain"]["required"]
+    assert "standardised" not in json.dumps(kind)

@@ -32,6 +32,7 @@ def test_a_hit_with_every_field_survives_the_trip() -> None:
                     "channel": "image",
                     "similarity": 0.3,
                     "standardised": 1.2,
+                    "relevance": 0.0123456789,
                     "rank": 1,
                     "weight": 1,
                 },
@@ -39,6 +40,7 @@ def test_a_hit_with_every_field_survives_the_trip() -> None:
                     "channel": "caption",
                     "similarity": 0.1,
                     "standardised": -0.2,
+                    "relevance": 0.0,
                     "rank": None,
                     "weight": 0.5,
                 },
@@ -47,6 +49,7 @@ def test_a_hit_with_every_field_survives_the_trip() -> None:
     )
     wire = pb.Hit.FromString(codec.hit_to_proto(hit).SerializeToString())
     assert codec.hit_from_proto(wire) == hit
+    assert [c.relevance for c in wire.explain] == [0.0123456789, 0.0]
     bare = Hit(id="p2", score=1.0)
     back = codec.hit_from_proto(codec.hit_to_proto(bare))
     assert back == bare and back.kind is None and back.explain is None
@@ -102,7 +105,7 @@ def test_responses_and_jobs_survive_the_trip() -> None:
         model="m@1",
         mode="auto",
         channels=["caption", "description"],
-        score_kind="standardised",
+        score_kind="probability",
     )
     assert codec.search_response_from_proto(codec.search_response_to_proto(response)) == response
     job = JobStatus.model_validate(

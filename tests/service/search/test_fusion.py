@@ -1,4 +1,5 @@
-"""Fair fusion: an item is judged on the channels it has, each channel on the bundle's null.
+"""Fair fusion: an item is judged on the channels it has, each channel on the bundle's null and
+turned into a probability of relevance.
 
 The fusion must agree with the numpy reference of the congruence suite (``fused_reference``),
 with the store (a real embedded Qdrant Edge) in the loop."""
@@ -15,9 +16,11 @@ import pytest
 from service.core.domain import Point, Record
 from service.search.fusion import (
     GENERATED_EVIDENCE,
+    RELEVANCE,
     SCALE_HITS,
     UNCALIBRATED,
     ChannelScale,
+    evidence_kind,
     fuse,
     fused_score,
 )
@@ -61,7 +64,12 @@ def test_fusion_matches_the_reference_with_the_store_in_the_loop(store: QdrantEd
     hits = {c: store.search("c", c, queries[c], limit=depth) for c in DIMS}  # type: ignore[arg-type]
     ids = list(dict.fromkeys(h.id for found in hits.values() for h in found))
     records = store.retrieve("c", ids, with_vectors=True)
-    null = {"image": ChannelScale(0.1, 0.3), "caption": ChannelScale(-0.05, 0.5)}
+    # spreads that put the best matches where the curves are steep (P far from 0 and 1)
+    null = {
+        "image": ChannelScale(-0.3, 0.15),
+        "caption": ChannelScale(-0.6, 0.15),
+        "description": ChannelScale(-0.3, 0.15),
+    }
     got = fuse(records, queries, weights, null=null, depth=depth)  # type: ignore[arg-type]
     want = fused_reference(
         queries,
@@ -71,7 +79,8 @@ def test_fusion_matches_the_reference_with_the_store_in_the_loop(store: QdrantEd
         null={c: (n.mean, n.spread) for c, n in null.items()},
     )
     assert [h.id for h in got.hits] == [pid for _, pid in want]
-    np.testing.assert_allclose([h.score for h in got.hits], [s for s, _ in want], atol=1e-5)
+    np.testing.assert_allclose([h.score for h in got.hits], [s for s, _ in want], atol=1e-6)
+    assert got.hits[0].score > 0.2 and got.hits[-1].score < 0.01  # the test spans the scale
     # explain: each channel's rank is the store's own order there, and the score their mean
     for channel, found in hits.items():
         for place, hit in enumerate(found, start=1):
@@ -85,6 +94,8 @@ def test_fusion_matches_the_reference_with_the_store_in_the_loop(store: QdrantEd
         for c in parts:
             scale = null.get(c.channel, UNCALIBRATED)
             assert c.standardised == pytest.approx(scale.standardise(c.similarity))
+            curve = RELEVANCE[evidence_kind(c.channel, by_id[hit.id].payload)]
+            assert c.relevance == pytest.approx(curve.probability(c.standardised))
     beyond = [c for parts in got.explain.values() for c in parts if c.rank is None]
     assert beyond  # re-scored outside a channel's top: its rank there is not known
 
@@ -106,7 +117,7 @@ def test_a_weight_of_zero_and_a_channel_no_candidate_has_are_left_out() -> None:
     a = Record("a", {}, {"image": [1.0, 0.0], "caption": [1.0, 0.0]})
     b = Record("b", {}, {"image": [0.0, 1.0], "caption": [0.0, 1.0]})
     both = fuse([a, b], q, {"image": 1.0, "caption": 1.0}, null={})  # type: ignore[arg-type]
-    assert both.hits[0].score == pytest.approx(both.hits[1].score)  # one channel each: a tie
+    assert {c.channel for c in both.explain["a"]} == {"image", "caption"}
     image_only = fuse([a, b], q, {"image": 1.0, "caption": 0.0}, null={})  # type: ignore[arg-type]
     assert [h.id for h in image_only.hits] == ["a", "b"]
     assert {c.channel for c in image_only.explain["a"]} == {"image"}
@@ -143,48 +154,57 @@ def test_scores_do_not_depend_on_how_many_hits_were_fetched() -> None:
     assert [h.id for h in deep.hits][:10] == [h.id for h in shallow.hits][:10]
 
 
-def test_an_item_at_the_null_scores_zero_and_one_spread_above_scores_one() -> None:
-    """What a fused score means: 0 is an unrelated item (at the channel's null mean) in every
-    channel it has, 1.0 one null spread above it in every channel, whatever the other hits."""
-    q = {"image": [1.0, 0.0], "description": [1.0, 0.0]}
-    null = {"image": ChannelScale(0.2, 0.1), "description": ChannelScale(0.1, 0.2)}
+def test_a_fused_score_is_the_probability_of_relevance_of_its_channels() -> None:
+    """What a fused score means: an item judged on one channel scores that channel's probability
+    of relevance (its curve at the standardised score: about 0 at the null, 0.5 where the curve
+    crosses it), whatever the other hits; an item with two channels their weighted mean."""
+    q = {"image": [1.0, 0.0], "caption": [1.0, 0.0]}
+    null = {"image": ChannelScale(0.2, 0.1), "caption": ChannelScale(0.1, 0.1)}
+    picture, text = RELEVANCE["picture"], RELEVANCE["text"]
+    half = -picture.intercept / picture.slope  # the standardised score where P = 0.5
 
-    def at(image: float, description: float) -> dict[str, Any]:
-        return {
-            "image": [image, float(np.sqrt(1 - image**2))],
-            "description": [description, float(np.sqrt(1 - description**2))],
-        }
+    def at(cosine: float) -> list[float]:
+        return [cosine, float(np.sqrt(1 - cosine**2))]
 
-    unrelated = Record("unrelated", {}, at(0.2, 0.1))
-    one_up = Record("one-up", {}, at(0.3, 0.3))
-    strong = Record("strong", {}, at(0.9, 0.9))
+    unrelated = Record("unrelated", {}, {"image": at(0.2)})
+    even = Record("even", {}, {"image": at(0.2 + 0.1 * half)})
+    both = Record("both", {}, {"image": at(0.2 + 0.1 * half), "caption": at(0.8)})
+    strong = Record("strong", {}, {"image": at(0.95)})
     for others in ([], [strong]):
-        fused = fuse([unrelated, one_up, *others], q, dict.fromkeys(q, 1.0), null=null)  # type: ignore[arg-type]
+        fused = fuse([unrelated, even, both, *others], q, dict.fromkeys(q, 1.0), null=null)  # type: ignore[arg-type]
         scores = {h.id: h.score for h in fused.hits}
-        assert scores["unrelated"] == pytest.approx(0.0, abs=1e-9)
-        assert scores["one-up"] == pytest.approx(1.0)
+        assert scores["unrelated"] == pytest.approx(picture.probability(0.0))
+        assert scores["unrelated"] < 0.001
+        assert scores["even"] == pytest.approx(0.5)
+        assert scores["both"] == pytest.approx((0.5 + text.probability(7.0)) / 2)
+        assert all(0.0 <= s <= 1.0 for s in scores.values())
+    assert picture.probability(-1e6) == 0.0 and picture.probability(1e6) == 1.0  # no overflow
 
 
 def test_a_generated_description_is_weaker_evidence_than_a_given_one() -> None:
     """Two items alike but for who wrote the description: the one a person gave ranks first
     where the description matches better than the picture, the generated one votes with half
-    the weight (explain shows it)."""
+    the weight and on its own curve (explain shows both)."""
     q = {"image": [1.0, 0.0], "description": [1.0, 0.0]}
     vectors = {"image": [0.3, 0.954], "description": [0.95, 0.312]}
     given = Record("given", {"description_generated": False}, vectors)
     generated = Record("generated", {"description_generated": True}, vectors)
-    fused = fuse([generated, given], q, dict.fromkeys(q, 1.0), null={})  # type: ignore[arg-type]
+    null = {"image": ChannelScale(0.2, 0.1), "description": ChannelScale(0.1, 0.1)}
+    fused = fuse([generated, given], q, dict.fromkeys(q, 1.0), null=null)  # type: ignore[arg-type]
     assert [h.id for h in fused.hits] == ["given", "generated"]
     weights = {c.channel: c.weight for c in fused.explain["generated"]}
     assert weights == {"image": 1.0, "description": GENERATED_EVIDENCE}
     assert {c.channel: c.weight for c in fused.explain["given"]} == dict.fromkeys(q, 1.0)
+    (gen,) = [c for c in fused.explain["generated"] if c.channel == "description"]
+    assert gen.standardised == pytest.approx(8.5, abs=0.01)
+    assert gen.relevance == pytest.approx(RELEVANCE["generated"].probability(gen.standardised))
     assert fused.hits[1].score == pytest.approx(fused_score(fused.explain["generated"]))
 
 
 def test_a_good_match_in_one_channel_is_not_dragged_under_by_a_channel_blind_to_it() -> None:
     """A captioned scene whose caption matches well and whose picture the image tower cannot
-    read (below the null) still ranks above an item that is middling in both: the best channel
-    counts BEST_SHARE on top of the mean."""
+    read (below the null: P about 0) still ranks above an item that is middling in both: a
+    blind channel costs an item its share of the mean, never a negative score."""
     q = {"image": [1.0, 0.0], "caption": [1.0, 0.0]}
     null = {"image": ChannelScale(0.2, 0.1), "caption": ChannelScale(0.1, 0.1)}
     scene = Record("scene", {}, {"image": [0.0, 1.0], "caption": [0.8, 0.6]})  # z: -2, 7

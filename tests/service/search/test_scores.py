@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.gateway.state import Components
-from service.search.fusion import BEST_SHARE, MEAN_SHARE
+from service.search.fusion import relevance
 from service.search.planner import Query, SearchOptions
 from tests.service.gateway.conftest import make_settings, running_client
 
@@ -98,20 +98,31 @@ def test_explain_gives_each_hits_channels_and_the_score_follows_from_them(
     )
     assert body["hits"]
     one = len(body["channels"]) == 1
-    assert body["score_kind"] == ("cosine" if one else "standardised")
+    assert body["score_kind"] == ("cosine" if one else "probability")
     for hit in body["hits"]:
         parts = hit["explain"]
         assert parts and {p["channel"] for p in parts} <= set(body["channels"])
-        assert set(parts[0]) == {"channel", "similarity", "standardised", "rank", "weight"}
+        assert set(parts[0]) == {
+            "channel",
+            "similarity",
+            "standardised",
+            "relevance",
+            "rank",
+            "weight",
+        }
+        payload = {"description_generated": hit["description_generated"]}
+        for p in parts:  # each channel's probability, by its evidence kind's curve
+            assert p["relevance"] == pytest.approx(
+                relevance(p["channel"], payload, p["standardised"]), abs=1e-9
+            )
+            assert 0.0 <= p["relevance"] <= 1.0
         if one:
             assert hit["score"] == pytest.approx(parts[0]["similarity"], abs=1e-5)
         else:
-            mean = sum(p["weight"] * p["standardised"] for p in parts) / sum(
-                p["weight"] for p in parts
-            )
-            best = max(p["standardised"] for p in parts)
-            score = MEAN_SHARE * mean + BEST_SHARE * best
+            weights = [p["weight"] for p in parts]
+            score = float(np.dot(weights, [p["relevance"] for p in parts])) / sum(weights)
             assert hit["score"] == pytest.approx(score, abs=1e-6)
+            assert 0.0 <= hit["score"] <= 1.0
         null = components.search.null_scales()
         for p in parts:  # each channel on the bundle's null: (cosine - mean) / spread
             scale = null[p["channel"]]
@@ -154,18 +165,48 @@ def test_score_threshold_keeps_the_same_hits_on_every_page(
     assert {h["id"] for h in grouped} == {pid for pid, _ in kept}  # no videos here: all stay
 
 
-def test_a_cosine_threshold_out_of_range_is_refused_a_fused_one_is_not(
-    client: TestClient, loaded: dict[str, str]
+@pytest.mark.parametrize(
+    ("mode", "threshold", "scale", "valid"),
+    [
+        ("caption", 1.5, "cosine", "[-1, 1]"),
+        ("image", -1.2, "cosine", "[-1, 1]"),
+        ("hybrid", 1.5, "probability", "[0, 1]"),
+        ("auto", -0.1, "probability", "[0, 1]"),  # a text query in auto fuses
+    ],
+)
+def test_a_threshold_off_the_scale_of_the_search_is_refused_naming_the_range(
+    client: TestClient,
+    loaded: dict[str, str],
+    mode: str,
+    threshold: float,
+    scale: str,
+    valid: str,
 ) -> None:
     bad = client.post(
-        "/v1/search", json={"text": "a red star", "mode": "caption", "score_threshold": 1.5}
+        "/v1/search", json={"text": "a red star", "mode": mode, "score_threshold": threshold}
     )
     assert bad.status_code == 400, bad.text
     error = bad.json()["error"]
-    assert error["type"] == "invalid_input" and "cosine" in error["message"]
-    fused = search(client, text="a red star", mode="hybrid", score_threshold=1.5)
-    assert fused["score_kind"] == "standardised"
-    assert all(h["score"] >= 1.5 for h in fused["hits"])
+    assert error["type"] == "invalid_input"
+    assert scale in error["message"] and valid in error["message"], error["message"]
+    assert error["detail"]["score_kind"] == ("cosine" if scale == "cosine" else "probability")
+    # the search itself is fine: at the bottom of its scale the same query answers in full
+    bottom = -1.0 if scale == "cosine" else 0.0
+    kept = search(client, text="a red star", mode=mode, limit=20, score_threshold=bottom)
+    assert kept["hits"] == search(client, text="a red star", mode=mode, limit=20)["hits"]
+
+
+def test_the_bounds_of_the_probability_scale_are_thresholds(
+    client: TestClient, loaded: dict[str, str]
+) -> None:
+    everything = search(client, text="a red star", mode="hybrid", limit=100)
+    assert everything["score_kind"] == "probability"
+    assert all(0.0 <= h["score"] <= 1.0 for h in everything["hits"])
+    assert search(client, text="a red star", mode="hybrid", score_threshold=1.0)["hits"] == [
+        h for h in everything["hits"] if h["score"] >= 1.0
+    ]
+    at_zero = search(client, text="a red star", mode="hybrid", limit=100, score_threshold=0.0)
+    assert [h["id"] for h in at_zero["hits"]] == [h["id"] for h in everything["hits"]]
     silly = client.post("/v1/search", json={"text": "a red star", "score_threshold": 1e9})
     assert silly.status_code == 422, silly.text
 
@@ -211,21 +252,19 @@ def test_an_uncaptioned_photo_that_is_the_best_image_match_ranks_first_in_auto(
         Query(item_id="query-item"), SearchOptions(mode="auto", limit=10, explain=True)
     )
     assert result.channels == ("image", "caption", "description")
-    assert result.score_kind == "standardised"
+    assert result.score_kind == "probability"
     first = result.hits[0]
     assert first.id == target, [(h.id, h.score) for h in result.hits[:5]]
     assert result.explain is not None
     assert [c.channel for c in result.explain[target]] == ["image"]
     assert result.explain[target][0].rank == 2  # after the item itself (not a hit)
-    # below it: the best caption match after the item itself, and the text-only documents
+    # below it: the text-only documents that match the item's description as well as any do
+    # (each judged on its description alone), every one with a lower score
     ranked = [h.id for h in result.hits]
-    best_caption = [
-        h.id
-        for h in result.hits
-        for c in result.explain[h.id]
-        if (c.channel, c.rank) == ("caption", 2)
-    ]
-    assert best_caption and set(docs) <= set(ranked[1:])
+    assert set(docs) <= set(ranked[1:])
+    assert all(h.score < first.score for h in result.hits[1:])
+    for doc in docs:
+        assert [c.channel for c in result.explain[doc]] == ["description"]
 
 
 def test_the_multipart_image_search_takes_explain_and_score_threshold(
@@ -280,6 +319,7 @@ def test_the_multipart_image_search_takes_explain_and_score_threshold(
     ("data", "status", "needle"),
     [
         ({"mode": "image", "score_threshold": "1.5"}, 400, "cosine"),
+        ({"mode": "hybrid", "score_threshold": "1.5"}, 400, "[0, 1]"),
         ({"score_threshold": "1e9"}, 422, "score_threshold"),
         ({"score_threshold": "high"}, 422, "score_threshold"),
         ({"explain": "perhaps"}, 422, "explain"),

@@ -348,11 +348,12 @@ def fused_reference(
     """The fused ranking from its definition (``service.search.fusion``), in plain numpy over
     every point: the candidates are each channel's top ``depth``; a channel's cosine is
     standardised by its null (``null``: channel -> (mean, spread); a channel not there: mean 0,
-    spread 1); a channel's weight is the caller's, halved (GENERATED_EVIDENCE) for a generated
-    description; a candidate's score is MEAN_SHARE of the weighted mean of its standardised
-    cosines over the channels it has plus BEST_SHARE of the best. The one reference:
+    spread 1) and turned into a probability of relevance by the logistic curve of its evidence
+    (``RELEVANCE``: a picture, a generated description, a given text); a channel's weight is the
+    caller's, halved (GENERATED_EVIDENCE) for a generated description; a candidate's score is the
+    weighted mean of its probabilities over the channels it has. The one reference:
     ``tests/service/search/test_fusion.py`` checks the fusion alone against it too."""
-    from service.search.fusion import BEST_SHARE, GENERATED_EVIDENCE, MEAN_SHARE
+    from service.search.fusion import GENERATED_EVIDENCE, RELEVANCE, Evidence
 
     weights = weights or dict.fromkeys(queries, 1.0)
     null = null or {}
@@ -362,15 +363,17 @@ def fused_reference(
     out = []
     for pid in candidates:
         point = by_id[pid]
-        z, w = [], []
+        probability, w = [], []
         for c in ranked:
             if c in point.vectors:
                 mean, spread = null.get(c, (0.0, 1.0))
-                z.append((cosine(queries[c], point.vectors[c]) - mean) / spread)
+                z = (cosine(queries[c], point.vectors[c]) - mean) / spread
                 generated = c == "description" and point.payload.get("description_generated")
+                kind: Evidence = "picture" if c == "image" else "generated" if generated else "text"
+                curve = RELEVANCE[kind]
+                probability.append(1.0 / (1.0 + np.exp(-(curve.slope * z + curve.intercept))))
                 w.append(weights[c] * (GENERATED_EVIDENCE if generated else 1.0))
-        score = MEAN_SHARE * float(np.dot(w, z)) / sum(w) + BEST_SHARE * max(z)
-        out.append((score, pid))
+        out.append((float(np.dot(w, probability)) / sum(w), pid))
     return sorted(out, key=lambda s: (-s[0], s[1]))
 
 
@@ -431,7 +434,7 @@ def test_fused_search_matches_the_numpy_reference(
             for s in fused_reference(queries, depth, keep, dict(opts.weights), null=null)
             if s[1] != source.id
         ][opts.offset : end]
-        assert got.score_kind == "standardised" and got.channels == FUSED
+        assert got.score_kind == "probability" and got.channels == FUSED
         assert_hits_close(got.hits, want)
     finally:
         store.close()

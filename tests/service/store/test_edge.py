@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from service.core.domain import Point, point_id
 from service.core.errors import ClipsearchError, ErrorType
 from service.store.base import VectorStore
-from service.store.edge import QdrantEdgeStore
+from service.store.edge import FLUSH_QUIET_S, UPSERT_SLICE, QdrantEdgeStore
 from tests.service.store.test_congruence import COLL, DIMS, POINTS, QUERIES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -195,3 +196,83 @@ def test_concurrent_reads_and_writes(edge: QdrantEdgeStore):
         t.join()
     assert errors == []
     assert edge.count(COLL) == len(POINTS) + 30
+
+
+# A search just before the upsert: its flush is deferred (the store is being searched), so only
+# the WAL holds the points when the process dies.
+SEARCH_WRITE_AND_CRASH = """
+import os, sys
+from pathlib import Path
+from tests.service.store.test_congruence import COLL, DIMS, POINTS, QUERIES
+from service.store.edge import QdrantEdgeStore
+store = QdrantEdgeStore(Path(sys.argv[1]))
+store.ensure_collection(COLL, DIMS)
+store.search(COLL, "image", QUERIES["image"], limit=5)
+store.upsert(COLL, POINTS)
+print("deferred" if store._unflushed else "flushed", flush=True)
+os._exit(0)
+"""
+
+
+def test_writes_whose_flush_was_deferred_survive_a_crash(tmp_path: Path):
+    child = run_child(SEARCH_WRITE_AND_CRASH, tmp_path)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "deferred"
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        assert store.count(COLL) == len(POINTS)  # more than one slice each
+        assert store.retrieve(COLL, [POINTS[-1].id])[0].payload == POINTS[-1].payload
+    finally:
+        store.close()
+
+
+def test_a_deferred_flush_runs_once_searches_pause(edge: QdrantEdgeStore, tmp_path: Path):
+    edge.search(COLL, "image", QUERIES["image"], limit=5)
+    extra = [Point(point_id(COLL, f"x{i}"), {"image": QUERIES["image"]}) for i in range(70)]
+    edge.upsert(COLL, extra)
+    assert COLL in edge._unflushed  # searched within FLUSH_QUIET_S: not flushed yet
+    deadline = time.monotonic() + FLUSH_QUIET_S + 10
+    while edge._unflushed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert edge._unflushed == {}
+    assert edge.count(COLL) == len(POINTS) + 70
+    edge.close()
+    reopened = QdrantEdgeStore(tmp_path)
+    try:
+        assert reopened.count(COLL) == len(POINTS) + 70
+    finally:
+        reopened.close()
+
+
+def test_a_bad_point_in_a_later_slice_writes_nothing(edge: QdrantEdgeStore):
+    fresh = [Point(point_id(COLL, f"s{i}"), {"image": QUERIES["image"]}) for i in range(80)]
+    fresh[-1] = Point(point_id(COLL, "s79"), {"image": [1.0, 0.0]})  # wrong dims
+    assert len(fresh) > 2 * UPSERT_SLICE
+    with pytest.raises(ClipsearchError) as err:
+        edge.upsert(COLL, fresh)
+    assert err.value.type is ErrorType.invalid_input
+    assert edge.count(COLL) == len(POINTS)
+    assert edge.retrieve(COLL, [fresh[0].id]) == []
+
+
+def test_searches_run_between_the_slices_of_a_large_upsert(edge: QdrantEdgeStore):
+    big = [
+        Point(point_id(COLL, f"b{i}"), {"image": QUERIES["image"], "caption": [QUERIES["caption"]]})
+        for i in range(40 * UPSERT_SLICE)
+    ]
+    counts: list[int] = []
+    started = threading.Event()
+
+    def writer() -> None:
+        started.set()
+        edge.upsert(COLL, big)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    started.wait()
+    while thread.is_alive():
+        counts.append(edge.count(COLL))
+    thread.join()
+    # Reads got in while the upsert was under way and saw some slices but not all of them.
+    assert any(len(POINTS) < c < len(POINTS) + len(big) for c in counts), counts[:5]
+    assert edge.count(COLL) == len(POINTS) + len(big)

@@ -163,6 +163,15 @@ CLIPSEARCH_VIDEO__SEGMENTING: {{ .Values.config.videoSegmenting | quote }}
 {{- end }}
 {{- end -}}
 
+{{/* Where the gateway reads its API keys: the auth.existingSecret key, mounted as a file. */}}
+{{- define "clipsearch.apiKeysDir" -}}
+/etc/clipsearch/auth
+{{- end -}}
+
+{{- define "clipsearch.apiKeysFile" -}}
+{{ include "clipsearch.apiKeysDir" . }}/api-keys
+{{- end -}}
+
 {{- define "clipsearch.authEnv" -}}
 - name: CLIPSEARCH_AUTH__API_KEYS
   valueFrom:

@@ -46,6 +46,9 @@ BAD_SEARCHES: dict[str, pb.SearchRequest] = {
     "unknown mode": pb.SearchRequest(text="a", mode="psychic"),
     "unknown group_by": pb.SearchRequest(text="a", group_by="album"),
     "threshold out of range": pb.SearchRequest(text="a", score_threshold=1e6),
+    "fused threshold above 1": pb.SearchRequest(text="a", mode="hybrid", score_threshold=1.5),
+    "fused threshold below 0": pb.SearchRequest(text="a", score_threshold=-0.5),
+    "cosine threshold below -1": pb.SearchRequest(text="a", mode="caption", score_threshold=-1.5),
     "unknown filter key": pb.SearchRequest(
         text="a", filter=_filter(colour=pb.FilterValue(text="red"))
     ),
@@ -69,6 +72,23 @@ def test_bad_search_messages_name_the_problem(stub: pb_grpc.SearchStub) -> None:
     assert "limit" in _refused(stub.Search, BAD_SEARCHES["limit 101"]).message
     assert "colour" in _refused(stub.Search, BAD_SEARCHES["unknown filter key"]).message
     assert "song" in _refused(stub.Search, BAD_SEARCHES["unknown kind"]).message
+    for case, scale in (
+        ("fused threshold above 1", "probability of relevance, in [0, 1]"),
+        ("fused threshold below 0", "probability of relevance, in [0, 1]"),
+        ("cosine threshold below -1", "cosine, in [-1, 1]"),
+    ):
+        error = _refused(stub.Search, BAD_SEARCHES[case])
+        assert error.type is ErrorType.invalid_input and scale in error.message, error.message
+
+
+def test_a_threshold_off_the_scale_is_refused_as_rest_refuses_it(
+    stub: pb_grpc.SearchStub, rest: TestClient
+) -> None:
+    by_rest = rest.post("/v1/search", json={"text": "a", "mode": "hybrid", "score_threshold": 1.5})
+    error = _refused(stub.Search, BAD_SEARCHES["fused threshold above 1"])
+    assert HTTP_STATUS[error.type] == by_rest.status_code == 400
+    assert error.message == by_rest.json()["error"]["message"]
+    assert error.detail == by_rest.json()["error"]["detail"]
 
 
 def test_unknown_items_and_jobs_are_not_found(stub: pb_grpc.SearchStub) -> None:

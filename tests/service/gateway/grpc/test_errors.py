@@ -17,6 +17,7 @@ from service.gateway.state import Components
 from service.rpc.proto import search_pb2 as pb
 from service.rpc.proto import search_pb2_grpc as pb_grpc
 from service.rpc.status import from_rpc_error
+from tests.service.gateway.grpc.gate import Gated
 
 Code = grpc.StatusCode
 
@@ -103,32 +104,15 @@ def test_a_full_encoder_lane_is_resource_exhausted_as_rest_is_429(
     assert (response.status_code, response.headers["retry-after"]) == (429, "3")
 
 
-class _Blocking:
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def embed_texts(self, texts: Sequence[str], **kw: Any) -> Any:
-        self.entered.set()
-        self.release.wait(30)
-        return self._inner.embed_texts(texts, **kw)
-
-
 @pytest.fixture()
-def blocking(components: Components, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Blocking]:
-    slow = _Blocking(components.embedder)
+def blocking(components: Components, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gated]:
+    slow = Gated(components.embedder, "embed_texts")
     monkeypatch.setattr(components, "embedder", slow)
     yield slow
     slow.release.set()
 
 
-def test_calls_past_the_edge_limit_are_refused_at_once(
-    rest: TestClient, blocking: _Blocking
-) -> None:
+def test_calls_past_the_edge_limit_are_refused_at_once(rest: TestClient, blocking: Gated) -> None:
     app = rest.app
     edge = GrpcGateway(
         app.state.runtime,  # type: ignore[attr-defined]
@@ -166,7 +150,7 @@ def _timeouts(rest: TestClient) -> float:
 
 
 def test_work_past_the_deadline_ends_with_deadline_exceeded(
-    stub: pb_grpc.SearchStub, rest: TestClient, blocking: _Blocking
+    stub: pb_grpc.SearchStub, rest: TestClient, blocking: Gated
 ) -> None:
     before = _timeouts(rest)
     with pytest.raises(grpc.RpcError) as raised:
@@ -196,8 +180,10 @@ def test_a_delete_past_its_deadline_deletes_nothing(
     """The deadline passes while the item is looked up: the call ends before it deletes."""
     find = components.search.find
     entered, release = threading.Event(), threading.Event()
+    entered_at: list[float] = []
 
     def slow_find(item_id: str, **kw: Any) -> Any:
+        entered_at.append(time.monotonic())
         entered.set()
         release.wait(30)
         return find(item_id, **kw)
@@ -208,6 +194,9 @@ def test_a_delete_past_its_deadline_deletes_nothing(
         stub.DeleteItem(pb.DeleteItemRequest(id="item-red"), timeout=0.5)
     assert raised.value.code() is Code.DEADLINE_EXCEEDED
     assert entered.is_set()
+    # The server's deadline counts from when the request reached it, which a loaded machine can
+    # make later than the client's: release the lookup only once that deadline has passed too.
+    time.sleep(max(0.0, entered_at[0] + 0.6 - time.monotonic()))
     release.set()
     _wait_for_timeouts(rest, before + 1)  # the server's call has ended
     monkeypatch.setattr(components.search, "find", find)

@@ -3,11 +3,8 @@ the REST API does."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +16,7 @@ from service.core.schemas.api import JobStatus
 from service.gateway.state import Components
 from tests.service.gateway.conftest import COLOURS, png
 from tests.service.gateway.grpc.conftest import post_item
+from tests.service.gateway.grpc.gate import Gated
 
 
 def _wait(client: SearchClient, job_id: str) -> JobStatus:
@@ -91,34 +89,16 @@ def test_ingest_get_and_list_jobs(rest: TestClient, client: SearchClient) -> Non
     assert len(everything) == rest.get("/v1/jobs", params={"limit": 100}).json()["total"]
 
 
-class _Blocking:
-    """An embedder whose image calls wait for ``release``: keeps the job runner busy."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def encode_images(self, images: Sequence[bytes], **kw: Any) -> Any:
-        self.entered.set()
-        self.release.wait(30)
-        return self._inner.encode_images(images, **kw)
-
-    def embed_images(self, images: Sequence[bytes], **kw: Any) -> Any:
-        self.entered.set()
-        self.release.wait(30)
-        return self._inner.embed_images(images, **kw)
-
-
 def test_cancel_a_queued_job_and_an_ended_one(
     rest: TestClient, client: SearchClient, components: Components, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = _source_dir(rest, "cancel")
     (folder / "a.png").write_bytes(png((10, 200, 200)))
-    blocking = _Blocking(components.jobs._embedder)  # type: ignore[attr-defined]
+    blocking = Gated(
+        components.jobs._embedder,  # type: ignore[attr-defined]
+        "encode_images",
+        "embed_images",
+    )
     monkeypatch.setattr(components.jobs, "_embedder", blocking)
     busy = client.ingest({"directory": str(folder)})
     try:

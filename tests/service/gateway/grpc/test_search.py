@@ -71,6 +71,46 @@ def test_options_filter_offset_threshold_and_explain(
     assert [h.id for h in cut.hits] == [top.hits[0].id]
 
 
+# Every query kind in every mode it can search (a description search needs a text query).
+EXPLAINED = [
+    (query, mode)
+    for query in ("text", "image", "item_id")
+    for mode in ("auto", "caption", "description", "hybrid", "image")
+    if (query, mode) != ("image", "description")
+]
+
+
+@pytest.mark.parametrize(("query", "mode"), EXPLAINED)
+def test_explain_answers_as_rest_does_with_each_channels_relevance(
+    rest: TestClient, client: SearchClient, stub: pb_grpc.SearchStub, mode: str, query: str
+) -> None:
+    """Explained answers are identical over both transports, each channel's probability of
+    relevance included (on the wire: ``ChannelExplain.relevance``); a fused score is the
+    weighted mean of its channels' relevance."""
+    value: Any = {"text": "a red circle", "image": png(COLOURS["red"]), "item_id": "item-red"}[
+        query
+    ]
+    body: dict[str, Any] = {query: value, "mode": mode, "limit": 3, "explain": True}
+    as_json = dict(body)
+    if query == "image":  # REST carries the image in base64
+        as_json["image"] = base64.b64encode(value).decode()
+    by_rest = _rest(rest, **as_json)
+    by_grpc = client.search(**body).model_dump()
+    wire = stub.Search(pb.SearchRequest(**body), timeout=30)
+    assert by_rest["hits"]
+    for hit, message in zip(by_rest["hits"], wire.hits, strict=True):
+        parts = hit["explain"]
+        assert parts and [p["relevance"] for p in parts] == [c.relevance for c in message.explain]
+        assert all(0.0 <= p["relevance"] <= 1.0 for p in parts)
+        if by_rest["score_kind"] == "probability":
+            weights = sum(p["weight"] for p in parts)
+            mean = sum(p["weight"] * p["relevance"] for p in parts) / weights
+            assert hit["score"] == pytest.approx(mean, abs=1e-9)
+    assert wire.score_kind == by_rest["score_kind"]
+    assert by_rest["score_kind"] == ("cosine" if len(by_rest["channels"]) == 1 else "probability")
+    _same(by_rest, by_grpc)
+
+
 def test_more_like_an_item_goes_through_the_planner(client: SearchClient, rest: TestClient) -> None:
     red = rest.get("/v1/items/item-red").json()
     for item_id in ("item-red", red["id"]):  # the id it was added with, or its point id

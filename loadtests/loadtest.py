@@ -1,0 +1,268 @@
+"""``make loadtest PROFILE=name``: run a locust profile (``loadtests/profiles.py``) headless against
+a gateway, and keep locust's HTML report and CSVs under ``bench-results/loadtest/<profile>/``.
+
+Without ``--host`` it starts the embedded service with the demo data first (as ``make run``:
+``clipsearch models demo-data`` into a fresh data dir, then ``clipsearch demo`` on a free loopback
+port), waits for ``/health/ready`` and for the demo's ingest job, runs the profile, and stops the
+service. With ``--host URL`` it only runs locust against that gateway (a deployed cluster), with
+``$CLIPSEARCH_API_KEY`` as its key.
+
+Locust runs as a subprocess through its CLI: gevent's monkey-patching crashes a process that
+imported ssl, httpx or redis first, so nothing here imports locust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtests.procs import stop
+from loadtests.profiles import PROFILES, Profile
+
+HERE = Path(__file__).resolve().parent
+LOCUSTFILE = HERE / "locustfile.py"
+RESULTS = Path("bench-results") / "loadtest"
+CSV_PREFIX = "locust"
+
+
+@dataclass
+class LocustRun:
+    returncode: int
+    out: Path
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> dict[str, float]:
+        return self.stats.get("Aggregated", {})
+
+
+def locust_binary() -> str:
+    """The ``locust`` next to this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("locust")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("locust")
+    if found is None:
+        raise SystemExit("locust is not installed: pip install -e '.[dev]' (or `make venv`)")
+    return found
+
+
+def locust_command(
+    profile: Profile, host: str, out: Path, *, run_time: str | None = None, users: int | None = None
+) -> list[str]:
+    return [
+        locust_binary(),
+        "--locustfile", str(LOCUSTFILE),
+        "--headless",
+        "--host", host,
+        "--users", str(users or profile.users),
+        "--spawn-rate", str(profile.spawn_rate),
+        "--run-time", run_time or profile.run_time,
+        "--stop-timeout", "30",
+        "--csv", str(out / CSV_PREFIX),
+        "--html", str(out / "report.html"),
+        "--only-summary",
+        *profile.user_classes,
+    ]  # fmt: skip
+
+
+def summarise(out: Path) -> dict[str, dict[str, float]]:
+    """Locust's ``<out>/locust_stats.csv`` by row name: requests, failures, requests/s, latency
+    percentiles in ms (locust's own rounding)."""
+    rows: dict[str, dict[str, float]] = {}
+    path = out / f"{CSV_PREFIX}_stats.csv"
+    if not path.is_file():
+        return rows
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows[row["Name"]] = {
+                "requests": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+                "requests_per_s": float(row["Requests/s"]),
+                "avg_ms": float(row["Average Response Time"]),
+                "p50_ms": float(row["50%"] if row["50%"] != "N/A" else "nan"),
+                "p99_ms": float(row["99%"] if row["99%"] != "N/A" else "nan"),
+            }
+    return rows
+
+
+def run_locust(
+    profile: Profile,
+    host: str,
+    out: Path,
+    *,
+    api_key: str | None = None,
+    env: dict[str, str] | None = None,
+    run_time: str | None = None,
+    users: int | None = None,
+) -> LocustRun:
+    """Run ``profile`` against ``host``; locust's output goes to ``<out>/locust.log``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(f"{CSV_PREFIX}_*.csv"):
+        old.unlink()
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("CLIPSEARCH_API_KEY", None)
+    if api_key:
+        full_env["CLIPSEARCH_API_KEY"] = api_key
+    command = locust_command(profile, host, out, run_time=run_time, users=users)
+    with (out / "locust.log").open("w", encoding="utf-8") as log:
+        done = subprocess.run(
+            command, env=full_env, stdout=log, stderr=subprocess.STDOUT, check=False
+        )
+    return LocustRun(done.returncode, out, summarise(out))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get_json(url: str, api_key: str | None, timeout: float = 5.0) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float,
+    *,
+    path: str = "/health/ready",
+) -> None:
+    """Until ``path`` answers 200; the service's log in the error if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            if _get_json(f"{url}{path}", None, timeout=2)[0] == 200:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the service was not ready in {timeout_s:.0f} s; log: {log}")
+        time.sleep(0.2)
+
+
+def wait_jobs_idle(url: str, api_key: str | None, timeout_s: float) -> None:
+    """Until no ingest job is queued or running (the demo's is indexing the demo data)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, body = _get_json(f"{url}/v1/jobs?limit=100", api_key)
+        if status != 200:
+            raise SystemExit(f"GET /v1/jobs answered {status}")
+        if not any(job["state"] in ("queued", "running") for job in body["jobs"]):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the demo's ingest job did not finish in {timeout_s:.0f} s")
+
+
+def service_env(api_key: str | None) -> dict[str, str]:
+    """This environment without a developer's own CLIPSEARCH_* settings; ``api_key`` (if any)
+    as the service's one key, with the search and ingest scopes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env.update(HF_HUB_OFFLINE="1", CLIPSEARCH_GRPC_PORT="0", PYTHONPATH=str(HERE.parent))
+    if api_key:
+        env["CLIPSEARCH_AUTH__API_KEYS"] = f"{api_key}:search+ingest"
+    return env
+
+
+@contextlib.contextmanager
+def embedded_demo(
+    data_dir: Path, *, api_key: str | None = None, scenes: int = 60, ready_s: float = 300
+) -> Iterator[str]:
+    """``clipsearch demo`` (the default bundle) on a free loopback port over fresh demo data in
+    ``data_dir``, its demo ingest finished; yields its URL, stops it on exit."""
+    env = service_env(api_key)
+    made = subprocess.run(
+        [sys.executable, "-m", "clipsearch", "models", "demo-data", "--data-dir", str(data_dir),
+         "--scenes", str(scenes)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise SystemExit(f"clipsearch models demo-data failed:\n{made.stdout}\n{made.stderr}")
+    port = free_port()
+    log_path = data_dir / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clipsearch", "demo", "--port", str(port),
+             "--data-dir", str(data_dir)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, proc, log_path, ready_s)
+            wait_jobs_idle(url, api_key, ready_s)
+            yield url
+        finally:
+            stop(proc)
+
+
+def report_line(run: LocustRun) -> str:
+    total = run.total
+    if not total:
+        return f"locust exited {run.returncode} and wrote no stats (see {run.out / 'locust.log'})"
+    return (
+        f"{total['requests']:.0f} requests, {total['failures']:.0f} failed, "
+        f"{total['requests_per_s']:.1f}/s, p50 {total['p50_ms']:.0f} ms, "
+        f"p99 {total['p99_ms']:.0f} ms; report: {run.out / 'report.html'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.loadtest", description=__doc__)
+    parser.add_argument("profile", choices=sorted(PROFILES))
+    parser.add_argument("--host", help="a running gateway (default: start the embedded demo)")
+    parser.add_argument("--out", type=Path, help="default bench-results/loadtest/<profile>")
+    parser.add_argument("--run-time", help="override the profile's (locust's format: 30s, 5m)")
+    parser.add_argument("--users", type=int, help="override the profile's user count")
+    parser.add_argument("--scenes", type=int, default=60, help="demo scenes (embedded only)")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    out = (args.out or RESULTS / profile.name).resolve()
+    api_key = os.environ.get("CLIPSEARCH_API_KEY") or None
+    if args.host:
+        run = run_locust(
+            profile, args.host.rstrip("/"), out, api_key=api_key, run_time=args.run_time,
+            users=args.users,
+        )  # fmt: skip
+    else:
+        with tempfile.TemporaryDirectory(prefix="clipsearch-loadtest-") as tmp:
+            data = Path(tmp) / "data"
+            with embedded_demo(data, api_key=api_key, scenes=args.scenes) as url:
+                print(f"{profile.name}: {profile.about}\nservice: {url} (demo data in {data})")
+                images = {"LOADTEST_IMAGES": str(data / "demo")}
+                run = run_locust(
+                    profile, url, out, api_key=api_key, env=images, run_time=args.run_time,
+                    users=args.users,
+                )  # fmt: skip
+            shutil.copy(data / "serve.log", out / "serve.log")
+    print(report_line(run))
+    if run.returncode != 0:
+        print(f"locust exited {run.returncode}: see {out / 'locust.log'}", file=sys.stderr)
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
