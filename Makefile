@@ -187,8 +187,18 @@ bench-ingest-search: $(STAMP)
 	$(PY) -m loadtests.bench.ingest_search \
 	  --bundle $(if $(filter command line environment,$(origin BENCH_BUNDLE)),$(BENCH_BUNDLE),photo)
 
+# The embedded store against collection size: search p50/p99 brute force, then with the HNSW index
+# built out of process under search load, and the server adapter on qdrant-client's local mode
+# (bench-results/scale.json). 100k points by default here (about 15 min on 2 cores); 1M with
+# SCALE_MAX=1000000 (about 30 min more).
+SCALE_MAX ?= 100000
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	$(VENV)/bin/clipsearch bench scale --max-points $(SCALE_MAX)
+
 bench: bench-bundle bench-encoder bench-ingest bench-video bench-reindex bench-faults \
-  bench-faults-http bench-rollout bench-ready bench-ingest-search
+  bench-faults-http bench-rollout bench-ready bench-ingest-search \
+  bench-scale
 
 # Locust load tests (loadtests/locustfile.py; profiles in loadtests/profiles.py): the embedded demo
 # on a free port, locust headless, its HTML report and CSVs in bench-results/loadtest/<profile>/.

@@ -28,6 +28,7 @@ from service.store.versions import VersionedStore
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from indexer.jobs.rollout_records import ReindexRecords
     from service.encoder.registry import BundleRegistry
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def build_components(settings: Settings) -> Components:
             store=store,
             resolve_bundle=partial(rollout_bundle, settings),
             query_log=query_log,
+            records=rollout_records(settings),
         )
         # After the reindexer, which loads again the bundles of versions its rollouts built.
         served = [b.ref for b in embedder.info().bundles] or [info.bundle]
@@ -155,9 +157,21 @@ def build_components(settings: Settings) -> Components:
         # The writer's counts (clipsearch_writer_*) on the gateway's /metrics.
         registries=[count_writes(store)]
         + served_registries(embedder)
-        + ([writer.metrics.registry] if writer else []),
+        + ([writer.metrics.registry] if writer else [])
+        # Dataset units and bytes read by the in-process job runner.
+        + ([jobs.read_metrics.registry] if isinstance(jobs, InProcessJobQueue) else []),
         writer=writer,
     )
+
+
+def rollout_records(settings: Settings) -> ReindexRecords | None:
+    """With a broker, rollout records and leases in Redis, shared by every gateway replica;
+    else None: files under the data dir that only this gateway uses."""
+    from indexer.jobs.rollout_records import RedisRecords
+
+    if settings.broker.url is None:
+        return None
+    return RedisRecords.from_url(settings.broker.url, lease_s=settings.admin.rollout_lease_s)
 
 
 def count_writes(store: VersionedStore) -> CollectorRegistry:
@@ -272,13 +286,17 @@ def _detail(exc: ClipsearchError) -> dict[str, object]:
 def _celery_jobs(settings: Settings, store: VersionedStore) -> tuple[JobQueue, Writer]:
     """Jobs go to indexer workers by task name; this gateway writes their points to its store
     (the collection exists already: the writer upserts into it)."""
+    from indexer.distributed.bundles import task_bundles
     from indexer.distributed.stream import PointStream
     from indexer.jobs.celery_queue import CeleryJobQueue
 
     url = settings.broker.url
     assert url is not None  # in_process_jobs is false
     jobs = CeleryJobQueue(
-        settings, PointStream(url, settings.broker), partial(recorded_settings, store)
+        settings,
+        PointStream(url, settings.broker),
+        partial(recorded_settings, store),
+        partial(task_bundles, store),
     )
     try:
         metrics = WriterMetrics(points_metric=GATEWAY_WRITER_POINTS)
@@ -292,4 +310,9 @@ def _celery_jobs(settings: Settings, store: VersionedStore) -> tuple[JobQueue, W
 
 def indexer_resources(settings: Settings) -> IndexerResources:
     """What an indexer worker's tasks share: its embedder is built on the first task."""
-    return IndexerResources(settings, partial(build_embedder, settings, wait_for_workers=False))
+    return IndexerResources(
+        settings,
+        partial(build_embedder, settings, wait_for_workers=False),
+        # A rollout's bundle, loaded from the spec its tasks carry (the in-process encoder).
+        partial(rollout_bundle, settings),
+    )

@@ -12,6 +12,10 @@ modes; the heavy part is embedding on the target bundle's ``bulk`` lane, whereve
    creates ``<name>__<bundle>__<n+1>`` with that bundle's vector dims, and the ``<name>.next``
    alias: from then on (after twice the alias cache time) every write to ``<name>`` is embedded
    once per bundle and each point lands in its bundle's version (dual write); deletes reach both.
+   With Celery indexers every job carries those bundles and the spec the new version records
+   (``indexer.distributed.bundles``): the indexers load it and embed each item once per bundle,
+   the writer routes each point to its bundle's version. A job sent before the rollout began
+   embeds with the current bundle only; the catch-up before the swap remakes what it wrote.
 2. Rebuild: the current version is read page by page, and every point is made again from its
    stored source — the ``uri`` of an image or video (a local path under the allowed roots, or a
    URL through the fetch guard) or the caption and description of a text document — through the
@@ -36,24 +40,31 @@ modes; the heavy part is embedding on the target bundle's ``bulk`` lane, whereve
 
 A failure or a cancel drops the new version and leaves the current one as it was; a rollout
 building when the gateway died is marked ``failed`` (interrupted) on restart and its version
-dropped; one that was ``ready`` stays ready if its bundle can be loaded again.
+dropped; one that was ``ready`` stays ready if its bundle can be loaded again. With a broker,
+the records live in Redis for every gateway replica (``indexer.jobs.rollout_records``): one replica
+runs a rollout while it holds its lease, and when it dies (or closes) another takes the lease
+and builds the version again, instead of failing it.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 
-from indexer.jobs.records import RecordFiles, now_iso
+from indexer.distributed.bundles import SPEC_KEY, spec_of
+from indexer.jobs.records import now_iso
+from indexer.jobs.rollout_records import UNATTENDED, Lease, LocalRecords, ReindexRecords
 from indexer.pipeline.entries import index_entries, local_path
+from indexer.pipeline.patience import patient
 from indexer.sources.read import SourceEntry
 from indexer.sources.roots import allowed_roots, under_roots
 from service.clients.base import EmbeddingClient
@@ -83,6 +94,7 @@ _KEPT_FIELDS = ("tags", "created_at")
 PROMOTE_MODES = ("manual", "auto")
 ACTIVE = ("queued", "building", "ready", "promoting")
 RUNNING = ("queued", "building")
+ACTING_WAIT_S = 2.0  # a promote or cancel waits this long for a replica that holds the rollout
 
 # A bundle spec (served name@version or name, zoo name, folder, "tiny") -> the loaded, verified
 # bundle: not_found when it names nothing, invalid_input when its files fail their checksums.
@@ -101,13 +113,18 @@ class InProcessReindexer:
         store: VersionedStore,
         resolve_bundle: BundleResolver | None = None,
         query_log: QueryLog | None = None,
+        records: ReindexRecords | None = None,
     ) -> None:
+        """``records``: where the records live and who runs each rollout
+        (``indexer.jobs.rollout_records``); default: files under the data dir, this process
+        alone."""
         self._settings = settings
         self._embedder = embedder
         self._store = store
         self._resolve = resolve_bundle
         self._query_log = query_log
-        self._files = RecordFiles(settings.data_dir / "reindex", "reindex")
+        self._files: ReindexRecords = records or LocalRecords(settings.data_dir / "reindex")
+        self._leases: dict[str, Lease] = {}  # the rollouts this process runs or changes now
         self._golden_dir = settings.data_dir / "golden"
         self._lock = threading.Lock()
         self._starting = threading.Lock()
@@ -117,6 +134,7 @@ class InProcessReindexer:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._load_existing()
+        self._files.watch(self._take_over)  # shared records: a dead replica's rollouts
 
     # -- Reindexer protocol ------------------------------------------------------------------
     def start(
@@ -140,22 +158,13 @@ class InProcessReindexer:
                     "rename it; export and re-ingest it into a new collection",
                 )
             raise not_found(f"collection {collection!r} does not exist")
+        self._sync()
         self._check_free(collection, aliases)
         source = aliases[collection]
         source_bundle = self._source_bundle(source)
         with self._starting:  # one start at a time: a bundle load must not race another start
             self._check_free(collection, self._store.aliases(fresh=True))
             target_bundle, loaded = self._target_bundle(bundle, source_bundle)
-            if target_bundle != source_bundle and not self._settings.in_process_jobs:
-                if loaded:
-                    self._drop_bundle(target_bundle)
-                raise invalid(
-                    f"a rollout onto another bundle ({target_bundle}) needs this gateway's own "
-                    "job runner: Celery indexer workers embed with their own bundle, so their "
-                    "writes could not reach both versions. Reindex with the current bundle, or "
-                    "run the rollout on a gateway without CLIPSEARCH_BROKER__URL",
-                    {"bundle": target_bundle, "source_bundle": source_bundle},
-                )
             try:
                 info = self._embedder.info(bundle=target_bundle)
                 # The new version records what it is built with: this gateway's settings.
@@ -165,7 +174,10 @@ class InProcessReindexer:
                     max_chunks=MAX_CHUNKS,
                 )
                 dims = collection_dims(info.spaces)
-                target = self._store.begin(collection, dims, info.bundle, own.metadata())
+                # The spec too: Celery indexers load the bundle from it for their tasks, and a
+                # restarted gateway loads it again (``indexer.distributed.bundles``).
+                metadata = {**own.metadata(), **({SPEC_KEY: bundle} if bundle else {})}
+                target = self._store.begin(collection, dims, info.bundle, metadata)
             except BaseException:
                 if loaded:
                     self._drop_bundle(target_bundle)
@@ -198,11 +210,14 @@ class InProcessReindexer:
                 "created_at": now,
                 "updated_at": now,
             }
+            lease = self._files.hold(record["id"])  # a new id: always free
+            assert lease is not None
             with self._lock:
+                self._leases[record["id"]] = lease
                 self._records[record["id"]] = record
                 self._persist(record)
             self._thread = threading.Thread(
-                target=self._run, args=(record["id"],), name="reindex", daemon=True
+                target=self._run_held, args=(record["id"],), name="reindex", daemon=True
             )
             self._thread.start()
         log.info(
@@ -217,6 +232,7 @@ class InProcessReindexer:
         return self.status(record["id"])
 
     def status(self, reindex_id: str) -> dict[str, Any]:
+        self._sync()
         with self._lock:
             record = self._records.get(reindex_id)
             if record is None:
@@ -224,6 +240,7 @@ class InProcessReindexer:
             return cast(dict[str, Any], json.loads(json.dumps(record)))
 
     def list(self) -> list[dict[str, Any]]:
+        self._sync()
         with self._lock:
             records = sorted(self._records.values(), key=lambda r: r["created_at"], reverse=True)
             return cast(list[dict[str, Any]], json.loads(json.dumps(records)))
@@ -233,36 +250,41 @@ class InProcessReindexer:
         state = record["state"]
         if state in RUNNING:
             self._cancelled.add(reindex_id)
+            self._files.request_cancel(reindex_id)  # read by whichever replica runs it
             thread = self._thread
-            if thread is not None:
+            if thread is not None and reindex_id in self._leases:
                 thread.join(timeout=60)
+            else:
+                self._wait_settled(reindex_id, 60.0)
             return self.status(reindex_id)
         if state == "ready":
-            with self._lock:
-                if self._records[reindex_id]["state"] != "ready":
-                    raise _not_in(reindex_id, self._records[reindex_id]["state"], "cancel")
-                self._records[reindex_id]["state"] = "promoting"  # nobody promotes it meanwhile
-            try:
-                self._store.abort(record["collection"])
-            except BaseException:
-                self._update(reindex_id, state="ready")
-                raise
-            self._update(reindex_id, state="cancelled", finished_at=now_iso())
+            with self._acting(reindex_id, "cancel"):
+                with self._lock:
+                    if self._records[reindex_id]["state"] != "ready":
+                        raise _not_in(reindex_id, self._records[reindex_id]["state"], "cancel")
+                    self._records[reindex_id]["state"] = "promoting"  # nobody promotes it now
+                try:
+                    self._store.abort(record["collection"])
+                except BaseException:
+                    self._update(reindex_id, state="ready")
+                    raise
+                self._update(reindex_id, state="cancelled", finished_at=now_iso())
             self._release_unused()
             log.info("rollout %s cancelled; %s dropped", reindex_id, record["target"])
             return self.status(reindex_id)
         raise _not_in(reindex_id, state, "cancel")
 
     def promote(self, reindex_id: str) -> dict[str, Any]:
-        with self._lock:
-            record = self._records.get(reindex_id)
-            if record is None:
-                raise not_found(f"no reindex {reindex_id!r}")
-            if record["state"] != "ready":
-                raise _not_in(reindex_id, record["state"], "promote")
-            record.update(state="promoting", updated_at=now_iso())
-            self._persist(record)
-        return self._promote(reindex_id)
+        with self._acting(reindex_id, "promote"):
+            with self._lock:
+                record = self._records.get(reindex_id)
+                if record is None:
+                    raise not_found(f"no reindex {reindex_id!r}")
+                if record["state"] != "ready":
+                    raise _not_in(reindex_id, record["state"], "promote")
+                record.update(state="promoting", updated_at=now_iso())
+                self._persist(record)
+            return self._promote(reindex_id)
 
     def rollback(self, collection: str) -> dict[str, Any]:
         aliases = self._store.aliases(fresh=True)
@@ -316,6 +338,146 @@ class InProcessReindexer:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=30)
+        self._files.close()
+
+    # -- shared records (``indexer.jobs.rollout_records``) -----------------------------------
+    def _sync(self) -> None:
+        """Take in the records other gateways wrote; those this process runs stay its own."""
+        if not self._files.shared:
+            return
+        records = self._files.load_all()
+        with self._lock:
+            for record in records:
+                if record["id"] not in self._leases:
+                    self._records[record["id"]] = record
+
+    @contextlib.contextmanager
+    def _acting(self, reindex_id: str, action: str) -> Iterator[None]:
+        """The rollout's lease while a request changes a ready one (promote, cancel): two
+        replicas never act on one rollout at once."""
+        state = self.status(reindex_id)["state"]  # not_found first
+        if state != "ready":
+            raise _not_in(reindex_id, state, action)
+        lease = self._files.hold(reindex_id)
+        thread = self._thread
+        if lease is None and reindex_id in self._leases and thread is not None:
+            thread.join(timeout=5)  # its build here has just ended: it frees the lease as it goes
+            lease = self._files.hold(reindex_id)
+        deadline = time.monotonic() + ACTING_WAIT_S  # or a build that ended on another replica
+        while lease is None and time.monotonic() < deadline and not self._closing.wait(0.05):
+            lease = self._files.hold(reindex_id)
+        if lease is None:
+            raise ClipsearchError(
+                ErrorType.conflict,
+                f"rollout {reindex_id} is being changed by another request or gateway; retry",
+                {"id": reindex_id},
+            )
+        try:
+            self._sync()
+            with self._lock:
+                self._leases[reindex_id] = lease
+            yield
+        finally:
+            with self._lock:
+                self._leases.pop(reindex_id, None)
+            lease.release()
+
+    def _run_held(self, reindex_id: str) -> None:
+        """``_run`` under the rollout's lease (taken by its starter), freed at its end."""
+        try:
+            self._run(reindex_id)
+        except _HandOver:
+            if not self._closing.is_set() and self._orphaned(reindex_id):
+                return
+            log.warning("rollout %s left to another gateway (lease lost or closing)", reindex_id)
+        finally:
+            with self._lock:
+                lease = self._leases.pop(reindex_id, None)
+            if lease is not None:
+                lease.release()
+
+    def _orphaned(self, reindex_id: str) -> bool:
+        """After a lost lease: if Redis lost the record too (restarted without persistence),
+        no replica can take the rollout over, so it is failed here as a restart fails one
+        (its version dropped, the record written again); whether it was."""
+        try:
+            if self._files.read(reindex_id) is not None:
+                return False
+            with self._lock:
+                self._leases.pop(reindex_id, None)  # its record is this process's again
+                record = dict(self._records[reindex_id])
+            self._store.abort(record["collection"])
+            self._update(
+                reindex_id,
+                state="failed",
+                phase=None,
+                error="interrupted: Redis lost the rollout's record and lease",
+                finished_at=now_iso(),
+            )
+        except ClipsearchError as exc:
+            log.error("rollout %s: lease lost and its record unreadable: %s", reindex_id, exc)
+            return False
+        log.error(
+            "rollout %s failed: Redis lost its record; %s dropped", reindex_id, record["target"]
+        )
+        return True
+
+    def _wait_settled(self, reindex_id: str, timeout_s: float) -> None:
+        """Until the replica that runs ``reindex_id`` has stopped it (it reads the cancel
+        between pages), or ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.status(reindex_id)["state"] in RUNNING and time.monotonic() < deadline:
+            if self._closing.wait(0.2):
+                return
+
+    def _take_over(self, reindex_id: str, lease: Lease) -> None:
+        """A rollout whose runner died (its lease ran out): built again here (point ids are
+        deterministic: the pass rewrites the same points), or a promote it left half done
+        settled from the aliases. Called by the records' watcher with the lease taken."""
+        record = self._files.read(reindex_id)
+        thread = self._thread
+        busy = thread is not None and thread.is_alive()
+        if (
+            record is None
+            or record["state"] not in UNATTENDED
+            or (busy and record["state"] in RUNNING)
+        ):
+            lease.release()  # nothing to do, or one build at a time here: another replica
+            return
+        with self._lock:
+            self._records[reindex_id] = record
+            self._leases[reindex_id] = lease
+        collection, target = record["collection"], record["target"]
+        aliases = self._store.aliases(fresh=True)
+        if record["state"] in RUNNING and self._ensure_served(record["bundle"]):
+            self._cancelled.discard(reindex_id)
+            self._thread = threading.Thread(
+                target=self._run_held, args=(reindex_id,), name="reindex", daemon=True
+            )
+            self._thread.start()
+            return
+        try:
+            if aliases.get(collection) == target:
+                self._update(reindex_id, state="completed", finished_at=now_iso())
+            elif aliases.get(collection + NEXT) == target and record["state"] == "promoting":
+                self._update(reindex_id, state="ready")
+            else:
+                if aliases.get(collection + NEXT) == target:
+                    self._store.abort(collection)
+                self._update(
+                    reindex_id,
+                    state="failed",
+                    phase=None,
+                    error="interrupted: its gateway stopped mid-promote"
+                    if record["state"] == "promoting"
+                    else f"interrupted: its gateway stopped, and its bundle {record['bundle']} "
+                    "cannot be served here",
+                    finished_at=now_iso(),
+                )
+        finally:
+            with self._lock:
+                self._leases.pop(reindex_id, None)
+            lease.release()
 
     # -- bundles -----------------------------------------------------------------------------
     def _served(self) -> builtins.list[str]:
@@ -380,6 +542,8 @@ class InProcessReindexer:
             for r in sorted(self._records.values(), key=lambda r: r["created_at"], reverse=True)
             if r.get("bundle") == ref and r.get("bundle_spec")
         ]
+        if not specs and (recorded := spec_of(self._store, ref)) is not None:
+            specs = [recorded]  # the version's own record of it (its records may be gone)
         if not specs or (load is None and (add is None or self._resolve is None)):
             return False
         try:
@@ -601,6 +765,12 @@ class InProcessReindexer:
         }
 
     def _stopping(self, reindex_id: str) -> bool:
+        lease = self._leases.get(reindex_id)
+        if lease is not None and self._files.shared:
+            if lease.lost.is_set() or self._closing.is_set():
+                raise _HandOver  # another replica takes it over: leave store and record as is
+            if self._files.cancel_requested(reindex_id):  # asked on another replica
+                self._cancelled.add(reindex_id)
         return reindex_id in self._cancelled or self._closing.is_set()
 
     def _update(self, reindex_id: str, **fields: Any) -> None:
@@ -615,16 +785,28 @@ class InProcessReindexer:
             kept.extend(notes[: max(0, MAX_NOTES_KEPT - len(kept))])
 
     def _persist(self, record: dict[str, Any]) -> None:
+        lease = self._leases.get(record["id"])
+        if lease is not None and lease.lost.is_set():
+            return  # another replica runs it now: its record is theirs
         self._files.write(record)
 
     def _load_existing(self) -> None:
         aliases = self._store.aliases(fresh=True)
-        for record in self._files.load_all():
+        try:
+            existing = self._files.load_all()
+        except ClipsearchError as exc:  # shared records and Redis not up yet: search needs none
+            if not self._files.shared or exc.type != ErrorType.unavailable:
+                raise
+            log.warning("rollout records not read at start (%s): read on each request", exc)
+            existing = []
+        for record in existing:
             record.setdefault("bundle_spec", None)
             record.setdefault("source_bundle", record.get("bundle"))
             record.setdefault("comparison", None)
             self._records[record["id"]] = record
         for record in self._records.values():
+            if self._files.shared and record["state"] in (*UNATTENDED, "ready"):
+                continue  # a live replica runs it, or the records' watcher hands it to one
             collection, target = record["collection"], record["target"]
             building = aliases.get(collection + NEXT) == target
             state = record["state"]
@@ -663,6 +845,19 @@ class InProcessReindexer:
                     "rolled back",
                     name,
                     self._source_bundle(current),
+                )
+            # A rollout in progress (ready, or run by another replica) dual-writes: its
+            # bundle must be served here too, loaded again from its spec (record or metadata).
+            building = aliases.get(name + NEXT)
+            if building is not None and not self._ensure_served(self._source_bundle(building)):
+                log.error(
+                    "collection %s: the version being built, %s, is of bundle %s, which cannot "
+                    "be loaded here: writes to %s fail until it is served or the rollout is "
+                    "cancelled",
+                    name,
+                    building,
+                    self._source_bundle(building),
+                    name,
                 )
             # Writes reach the previous version too, embedded by its bundle: one that cannot
             # be served again would fail every write, so it is given up (no rollback to it).
@@ -790,6 +985,11 @@ class _Stopped(Exception):
     pass
 
 
+class _HandOver(BaseException):  # not an error: it passes every handler in ``_run``
+    """This process no longer runs the rollout (shared records): its lease was lost, or the
+    gateway is closing and leaves the build to another replica."""
+
+
 class _Build:
     """One rollout's passes over the current version."""
 
@@ -854,7 +1054,7 @@ class _Build:
             return 0
         outcomes = index_entries(
             entries,
-            embedder=self.owner._embedder,
+            embedder=patient(self.owner._embedder, self.settings.encoder.bulk_patience_s),
             store=cast(
                 VectorStore,
                 _Into(self.store, self.target, self.source, self.bundle, self.settings.video),

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -188,12 +189,75 @@ def service_env(api_key: str | None) -> dict[str, str]:
     return env
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MB (``VmRSS``), or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples a process's RSS every ``every_s`` in a thread, for the soak profile's memory target
+    (issue 16: growth <= 5 % over a 10-minute mixed run). Growth is measured from the first sample
+    after ``warmup_s`` (allocators, caches and the batcher's buffers fill in the first minute) to
+    the last."""
+
+    def __init__(self, pid: int, every_s: float = 1.0, warmup_s: float = 60.0) -> None:
+        self.pid, self.every_s, self.warmup_s = pid, every_s, warmup_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = rss_mb(self.pid)
+            if rss is None:
+                return
+            self.samples.append((round(time.monotonic() - self._t0, 1), round(rss, 1)))
+            self._stop.wait(self.every_s)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"samples": 0}
+        warm = [rss for t, rss in self.samples if t >= self.warmup_s] or [self.samples[-1][1]]
+        start, end = warm[0], self.samples[-1][1]
+        return {
+            "samples": len(self.samples),
+            "first_mb": self.samples[0][1],
+            "after_warmup_mb": start,
+            "end_mb": end,
+            "max_mb": max(rss for _, rss in self.samples),
+            "warmup_s": self.warmup_s,
+            "growth_after_warmup": round(end / start - 1, 4),
+        }
+
+
 @contextlib.contextmanager
 def embedded_demo(
-    data_dir: Path, *, api_key: str | None = None, scenes: int = 60, ready_s: float = 300
+    data_dir: Path,
+    *,
+    api_key: str | None = None,
+    scenes: int = 60,
+    ready_s: float = 300,
+    started: list[int] | None = None,
 ) -> Iterator[str]:
     """``clipsearch demo`` (the default bundle) on a free loopback port over fresh demo data in
-    ``data_dir``, its demo ingest finished; yields its URL, stops it on exit."""
+    ``data_dir``, its demo ingest finished; yields its URL, stops it on exit. The service's pid is
+    appended to ``started`` (when given) as soon as it runs."""
     env = service_env(api_key)
     made = subprocess.run(
         [sys.executable, "-m", "clipsearch", "models", "demo-data", "--data-dir", str(data_dir),
@@ -210,6 +274,8 @@ def embedded_demo(
              "--data-dir", str(data_dir)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        if started is not None:
+            started.append(proc.pid)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, proc, log_path, ready_s)
@@ -230,6 +296,16 @@ def report_line(run: LocustRun) -> str:
     )
 
 
+def memory_line(summary: dict[str, Any]) -> str:
+    if not summary.get("samples"):
+        return "service RSS: no samples"
+    return (
+        f"service RSS: {summary['after_warmup_mb']:.0f} MB after {summary['warmup_s']:.0f} s, "
+        f"{summary['end_mb']:.0f} MB at the end ({summary['growth_after_warmup']:+.1%}), "
+        f"max {summary['max_mb']:.0f} MB"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.loadtest", description=__doc__)
     parser.add_argument("profile", choices=sorted(PROFILES))
@@ -238,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-time", help="override the profile's (locust's format: 30s, 5m)")
     parser.add_argument("--users", type=int, help="override the profile's user count")
     parser.add_argument("--scenes", type=int, default=60, help="demo scenes (embedded only)")
+    parser.add_argument(
+        "--rss-warmup", type=float, default=60.0,
+        help="seconds before the service's RSS growth is measured from (embedded only)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     out = (args.out or RESULTS / profile.name).resolve()
@@ -250,14 +330,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="clipsearch-loadtest-") as tmp:
             data = Path(tmp) / "data"
-            with embedded_demo(data, api_key=api_key, scenes=args.scenes) as url:
+            pids: list[int] = []
+            with embedded_demo(data, api_key=api_key, scenes=args.scenes, started=pids) as url:
                 print(f"{profile.name}: {profile.about}\nservice: {url} (demo data in {data})")
                 images = {"LOADTEST_IMAGES": str(data / "demo")}
-                run = run_locust(
-                    profile, url, out, api_key=api_key, env=images, run_time=args.run_time,
-                    users=args.users,
-                )  # fmt: skip
+                with RssSampler(pids[0], warmup_s=args.rss_warmup) as rss:
+                    run = run_locust(
+                        profile, url, out, api_key=api_key, env=images, run_time=args.run_time,
+                        users=args.users,
+                    )  # fmt: skip
             shutil.copy(data / "serve.log", out / "serve.log")
+            summary = rss.summary()
+            memory = {"summary": summary, "samples": rss.samples}
+            (out / "memory.json").write_text(json.dumps(memory, indent=1) + "\n")
+            print(memory_line(summary))
     print(report_line(run))
     if run.returncode != 0:
         print(f"locust exited {run.returncode}: see {out / 'locust.log'}", file=sys.stderr)

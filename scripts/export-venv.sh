@@ -8,7 +8,7 @@
 #
 # Idempotent: a stamp records what was installed; a rerun with the same inputs does nothing.
 # Usage: scripts/export-venv.sh [VENV_DIR]   (default .venv-export; PYTHON=python3.11)
-set -euo pipefail
+set -Eeuo pipefail
 SCRIPT=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$SCRIPT")/.."
 
@@ -39,13 +39,24 @@ py=$(command -v "$PYTHON" || command -v python3)
   exit 1
 }
 
+# torch's CUDA build with its nvidia-* wheels is most of it: say so before pip runs out of disk
+# half way through a 5 GB install.
+need_mb=7000
+free_mb=$(df -Pm . | awk 'NR == 2 {print $4}')
+if [ ! -x "$VENV/bin/python" ] && [ "${free_mb:-0}" -lt "$need_mb" ]; then
+  echo "export venv needs about ${need_mb} MB free on $(df -P . | awk 'NR == 2 {print $6}');" \
+    "${free_mb} MB are: free some space (old clones, /tmp) and run make test-export again" >&2
+  exit 1
+fi
+
 start=$(date +%s)
 echo "creating $VENV (${TORCH_PINS[*]}, open_clip, onnx toolchain): a few minutes"
 [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV"
 log="$VENV/install.log"
-pip() { "$VENV/bin/python" -m pip install --progress-bar off "$@" >>"$log" 2>&1; }
+pip() { "$VENV/bin/python" -m pip install --no-cache-dir --progress-bar off "$@" >>"$log" 2>&1; }
 : >"$log"
-trap 'echo "export venv setup failed; the end of $log:" >&2; tail -n 30 "$log" >&2' ERR
+# -E above makes this trap fire for a failure inside pip() too; df says whether the disk filled.
+trap 'echo "export venv setup failed; the end of $log:" >&2; tail -n 30 "$log" >&2; df -h . >&2' ERR
 pip --upgrade pip
 pip "${TORCH_PINS[@]}"
 # The torch pins again, so that resolving the rest can never move them.

@@ -135,3 +135,51 @@ def faults(
     print_faults(report, write_report(report, out, "faults.json"))
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+@app.command("scale")
+def scale(
+    max_points: Annotated[
+        int, typer.Option(min=1000, help="stop at this collection size (1M takes long on 2 cores)")
+    ] = 1_000_000,
+    queries: Annotated[int, typer.Option(min=20, help="sequential searches per measurement")] = 300,
+    server_max: Annotated[
+        int, typer.Option(min=0, help="largest size for the server adapter (local mode)")
+    ] = 100_000,
+    builder_threads: Annotated[
+        int, typer.Option(min=0, help="HNSW builder threads (0: the store's default)")
+    ] = 0,
+    sizes: Annotated[
+        str | None, typer.Option(help="comma-separated sizes instead of 10k,100k,1M")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="folder for scale.json")] = Path("bench-results"),
+) -> None:
+    """Search p50/p99 against collection size (10k, 100k, 1M), embedded (brute force, then an
+    index built out of process under search load) and the server adapter on local mode."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        wanted = [int(s) for s in sizes.split(",")] if sizes else [10_000, 100_000, 1_000_000]
+    except ValueError as exc:
+        raise typer.BadParameter(f"--sizes takes integers, got {sizes!r}") from exc
+    if any(s < 1000 for s in wanted):
+        raise typer.BadParameter("every size must be at least 1000 points")
+    chosen = [s for s in wanted if s <= max_points] or [max_points]
+    try:
+        from loadtests.bench.load import write_report
+        from loadtests.bench.scale import run_scale_bench
+    except ImportError as exc:
+        typer.echo(
+            "the benchmarks run from a source checkout (loadtests/ is not installed)", err=True
+        )
+        raise typer.Exit(2) from exc
+
+    report = run_scale_bench(
+        chosen,
+        queries=queries,
+        server_max=server_max,
+        builder_threads=builder_threads or None,
+        log=typer.echo,
+        checkpoint=lambda partial: write_report(partial, out, "scale.json"),
+    )
+    path = write_report(report, out, "scale.json")
+    typer.echo(f"wrote {path}")

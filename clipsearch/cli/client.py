@@ -57,6 +57,24 @@ def ingest(
     return _start_and_follow(server, api_key, "/v1/ingest", {"source": source}, as_json)
 
 
+def export(
+    server: str, body: dict[str, Any], api_key: str | None, *, as_json: bool = False
+) -> None:
+    """``clipsearch export``: ``POST /v1/admin/export``; the files written on stdout."""
+    try:
+        # An export of a large collection takes a while: no read timeout.
+        with _client(server, api_key) as http:
+            result = _check(http.post("/v1/admin/export", json=body, timeout=None))
+    except httpx.TransportError:
+        raise _connect(server) from None
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result['points']} points of {result['bundle']}", err=True)
+    for path in result["files"]:
+        typer.echo(path)
+
+
 def job_action(
     server: str, job_id: str, action: str, api_key: str | None, *, as_json: bool = False
 ) -> int:

@@ -38,7 +38,10 @@ DataDirOpt = Annotated[
 ]
 BundleOpt = Annotated[str | None, typer.Option(help="bundle folder or zoo name")]
 RootOpt = Annotated[
-    list[Path] | None, typer.Option("--allow-root", help="folder that ingestion may read")
+    list[str] | None,
+    typer.Option(
+        "--allow-root", help="folder, or object-store prefix (s3://bucket/pre), ingestion may read"
+    ),
 ]
 ServerOpt = Annotated[str, typer.Option("--server", help="gateway URL")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="CLIPSEARCH_API_KEY")]
@@ -66,14 +69,20 @@ def _settings(**overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _given_roots(roots: list[Path] | None) -> list[Path]:
+def _given_roots(roots: list[str] | None) -> list[Path | str]:
     """``--allow-root`` folders, made absolute; a folder that is not there is a typo to report
-    now, not a 403 at the first ingest."""
-    given = [root.expanduser().resolve() for root in roots or []]
-    for root in given:
-        if not root.is_dir():
-            typer.echo(f"--allow-root {root}: no such folder", err=True)
+    now, not a 403 at the first ingest. An object-store prefix (``s3://bucket/pre``) is kept as
+    given (``sources.allowed_prefixes``)."""
+    given: list[Path | str] = []
+    for root in roots or []:
+        if "://" in root:
+            given.append(root)
+            continue
+        path = Path(root).expanduser().resolve()
+        if not path.is_dir():
+            typer.echo(f"--allow-root {path}: no such folder", err=True)
             raise typer.Exit(2)
+        given.append(path)
     return given
 
 
@@ -280,28 +289,97 @@ def demo(
     _serve(settings, factory, allow_anonymous=False)
 
 
+ColumnOpt = Annotated[str | None, typer.Option(help="a table's column for it")]
+
+
 @app.command()
 def ingest(
     sources: Annotated[
         list[str],
         typer.Argument(
             help="a directory (images, videos, + .txt / .desc.txt), a .jsonl manifest, "
-            "or http(s) URLs"
+            "http(s) URLs, webdataset shards (.tar; brace patterns such as "
+            "'s3://bucket/shards/{00000..00019}.tar') or a table (.parquet, .csv, .tsv; with "
+            "--table for a .jsonl); paths, http(s):// or s3://"
         ),
     ],
+    url_col: ColumnOpt = None,
+    caption_col: ColumnOpt = None,
+    id_col: ColumnOpt = None,
+    description_col: ColumnOpt = None,
+    table: Annotated[
+        bool, typer.Option("--table", help="read the one source as a table (a .jsonl too)")
+    ] = False,
     server: ServerOpt = DEFAULT_SERVER,
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest through a running gateway, with a progress bar (stderr); print the job (stdout);
     exit 1 if any item failed."""
-    failed = remote.ingest(server, source_spec(sources), api_key, as_json=as_json)
+    columns = {
+        role: name
+        for role, name in (
+            ("uri", url_col),
+            ("caption", caption_col),
+            ("id", id_col),
+            ("description", description_col),
+        )
+        if name is not None
+    }
+    spec = source_spec(sources, columns=columns, table=table)
+    failed = remote.ingest(server, spec, api_key, as_json=as_json)
     raise typer.Exit(1 if failed else 0)
 
 
-def source_spec(sources: list[str]) -> dict[str, Any]:
+@app.command()
+def export(
+    dest: Annotated[
+        str, typer.Argument(help="a folder or s3:// prefix under the gateway's allowed roots")
+    ],
+    collection: Annotated[str | None, typer.Option(help="default: the served one")] = None,
+    rows_per_file: Annotated[int, typer.Option(min=1, help="points per parquet file")] = 10_000,
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a collection (ids, every named vector, payload; the bundle in each file's
+    metadata) as parquet files; `clipsearch ingest DEST/part-00000.parquet` brings them back
+    (with the same bundle, without the encoder). Prints the files written."""
+    body: dict[str, Any] = {"to": dest if "://" in dest else str(Path(dest).expanduser().resolve())}
+    body["rows_per_file"] = rows_per_file
+    if collection:
+        body["collection"] = collection
+    remote.export(server, body, api_key, as_json=as_json)
+
+
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".ndjson")
+
+
+def source_spec(
+    sources: list[str], *, columns: dict[str, str] | None = None, table: bool = False
+) -> dict[str, Any]:
     """Command-line sources → the ``source`` of ``POST /v1/ingest`` (paths made absolute: the
-    gateway resolves them against its own allowed roots)."""
+    gateway resolves them against its own allowed roots). ``.tar`` sources are webdataset
+    shards, tables go by suffix (``--table`` for a ``.jsonl`` table); ``columns`` (the
+    ``--*-col`` options) go with a table only."""
+
+    def absolute(source: str) -> str:
+        return source if "://" in source else str(Path(source).expanduser().resolve())
+
+    shards = [s for s in sources if s.split("?", 1)[0].endswith(".tar")]
+    if shards:
+        if len(shards) != len(sources) or columns or table:
+            raise typer.BadParameter("give either .tar shards or another source, not both")
+        return {"webdataset": [absolute(s) for s in shards]}
+    if table or sources[0].split("?", 1)[0].lower().endswith(TABLE_SUFFIXES):
+        if len(sources) != 1:
+            raise typer.BadParameter("give one table")
+        spec: dict[str, Any] = {"table": absolute(sources[0])}
+        if columns:
+            spec["columns"] = columns
+        return spec
+    if columns:
+        raise typer.BadParameter("--url-col and the other column options go with a table")
     urls = [s for s in sources if s.startswith(("http://", "https://"))]
     if urls:
         if len(urls) != len(sources):

@@ -27,9 +27,11 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
+from indexer.distributed import units
 from indexer.distributed.lookups import request_matches
 from indexer.distributed.stream import PointStream
 from indexer.pipeline.entries import entry_points
+from indexer.sources.datasets import is_dataset
 from indexer.sources.read import SourceEntry, SourceError, iter_source, kind_of, text_entry_id
 from indexer.sources.roots import how_to_allow
 from service.clients.base import EmbeddingClient
@@ -122,12 +124,15 @@ def index_batch(
     stream: PointStream,
     settings: Settings,
     run: str | None = None,
+    bundles: Sequence[str | None] = (None,),
 ) -> BatchOutcome:
     """Load (local paths, URLs through the SSRF guard, videos, text-only entries), embed, append
     one entry to the points stream. A failure of the whole batch (full stream, encoder
     overloaded or down, no writer answering a resumed job's lookup) raises ClipsearchError for
     the task to retry; an item's own failure goes to the writer with the entry. Running it
-    twice yields the same point ids.
+    twice yields the same point ids. Each item is embedded once per bundle of ``bundles`` (the
+    task's: during a model rollout, the current version's and the new one's), one point per
+    bundle with the same id; the writer routes each to its bundle's version.
 
     A video's keyframe thumbnails travel in the entry: the writer stores them under its data dir
     (the gateway's, by default) before the points, so an indexer needs no shared volume."""
@@ -140,6 +145,19 @@ def index_batch(
     if gate.stop is not None:
         log.info("job %s: a batch of %d items does nothing: %s", job_id, len(entries), gate.stop)
         return BatchOutcome("", [], [], stopped=gate.stop)
+    if units.is_unit_task(entries):  # a dataset's shard or row range (indexer.distributed.units)
+        units.index_unit(
+            job_id,
+            collection,
+            entries[0],
+            embedder=embedder,
+            stream=stream,
+            settings=settings,
+            run=run,
+            resume=gate.resume,
+            bundles=bundles,
+        )
+        return BatchOutcome("", [], [])
     failed: list[dict[str, Any]] = []
     valid: list[tuple[str, SourceEntry, Mapping[str, Any]]] = []
     for entry in entries:
@@ -167,6 +185,7 @@ def index_batch(
             fetcher,
             skip=skip,
             thumbnails=thumbnails.__setitem__,
+            bundles=bundles,
         )
     sent: list[str] = []
     skipped: list[str] = []
@@ -219,6 +238,8 @@ def report_failed(
     """A task that gave up: its items fail with ``reason``, counted by the writer like any."""
     failed = [_failure(item_id(e), reason, e) for e in entries]
     stream.append(collection, job_id, [], [], failed=failed, run=run)
+    if units.is_unit_task(entries):
+        units.unit_given_up(job_id, entries[0], stream)
 
 
 def task_entry(entry: SourceEntry) -> dict[str, Any]:
@@ -255,6 +276,17 @@ def plan_job(
         return PlanOutcome(0, 0, 0, gate.stop)
     try:
         spec = SourceSpec.model_validate(dict(source))
+        if is_dataset(spec):  # one task per shard or row range (indexer.distributed.units)
+            stated, count = units.plan_dataset(
+                job_id,
+                source,
+                spec,
+                stream=stream,
+                send_batch=send_batch,
+                settings=settings,
+                resume=gate.resume,
+            )
+            return PlanOutcome(stated, 0, count)
         reads = list(iter_source(spec, settings, reader="indexer"))
     except ValidationError as exc:
         reason = f"bad source: {exc.errors()[0]['msg']}"

@@ -82,13 +82,38 @@ return {done, failed, skipped}
 """
 
 
+# KEYS: job hash, units-read set. ARGV: the unit's name, how far its items move the total (items
+# read minus the rows planned for it). A unit read twice (a redelivered task) counts once.
+_UNIT_READ = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'total', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'units_pending', -1)
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
 def job_key(job_id: str) -> str:
     return f"clipsearch:job:{job_id}"
 
 
+def finished_units_key(job_id: str) -> str:
+    """Units of a dataset job read to the end, kept across attempts (not in ``_keys``)."""
+    return f"{job_key(job_id)}:finished-units"
+
+
 def _keys(job_id: str) -> list[str]:
     base = job_key(job_id)
-    return [base, f"{base}:done", f"{base}:failed", f"{base}:errors", f"{base}:entries"]
+    return [
+        base,
+        f"{base}:done",
+        f"{base}:failed",
+        f"{base}:errors",
+        f"{base}:entries",
+        f"{base}:units",
+    ]
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,7 @@ class JobProgress:
         self.redis = client
         self.max_errors_kept = max_errors_kept
         self._count = client.register_script(_COUNT)
+        self._unit_read = client.register_script(_UNIT_READ)
 
     def start(self, job_id: str, *, run: str | None = None, resume: bool = False) -> None:
         """Begin an attempt before its total is known: the hash marks the job submitted, so a
@@ -127,6 +153,32 @@ class JobProgress:
         for name, value in (("started_at", now), ("done", 0), ("failed", 0), ("skipped", 0)):
             pipe.hsetnx(job_key(job_id), name, value)
         pipe.execute()
+
+    def init_units(self, job_id: str, *, total: int, units: int) -> None:
+        """A dataset job's plan (``indexer.distributed.units``): ``units`` shards or row
+        ranges, ``total`` the rows the files state (parquet), each unit still to report what it
+        read (``unit_read``). Set once: planning again (a redelivered task) changes nothing."""
+        now = time.time()
+        key = job_key(job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        for name, value in (
+            ("total", total),
+            ("units_total", units),
+            ("units_pending", units),
+            ("started_at", now),
+            ("done", 0),
+            ("failed", 0),
+            ("skipped", 0),
+        ):
+            pipe.hsetnx(key, name, value)
+        pipe.hset(key, "updated_at", now)
+        pipe.execute()
+
+    def unit_read(self, job_id: str, unit: str, delta: int) -> bool:
+        """A unit was read to its end: the total moves by ``delta`` (items read minus rows
+        planned for it), once per unit; whether this call counted it."""
+        keys = _keys(job_id)
+        return bool(self._unit_read(keys=[keys[0], keys[5]], args=[unit, delta, time.time()]))
 
     def gate(self, job_id: str, run: str | None) -> Gate:
         """Whether a task of attempt ``run`` should work now (None: a task of old, no run)."""
@@ -200,9 +252,16 @@ class JobProgress:
         total = int(values.get("total", 0))
         if "total" in values:
             total = max(total, done + failed)
+        units = int(values.get("units_total", 0))
+        pending = int(values.get("units_pending", 0))
         return {
             "total": total,
             "total_known": "total" in values,
+            # A dataset job: its total is final once every unit has been read.
+            "units_total": units or None,
+            "units_done": units - pending if units else None,
+            "units_pending": pending,
+            "units_read": int(values.get("units_read", 0)),
             "done": done,
             "failed": failed,
             "skipped": int(values.get("skipped", 0)),
@@ -225,7 +284,36 @@ class JobProgress:
         return [json.loads(v) for _, v in sorted(raw.items())]
 
     def delete(self, job_id: str) -> None:
-        self.redis.delete(*_keys(job_id))
+        self.redis.delete(*_keys(job_id), finished_units_key(job_id))
+
+    def unit_finished(self, job_id: str, unit: str, read: int, failed: int) -> None:
+        """Every item of ``unit`` is in the points stream (durable there; the writer counts
+        it): kept across attempts, so that a resumed job does not read the unit again."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(finished_units_key(job_id), unit, f"{read},{failed}")
+        pipe.hincrby(job_key(job_id), "units_read", 1)
+        pipe.execute()
+
+    def finished_units(self, job_id: str) -> dict[str, tuple[int, int]]:
+        """Units that an earlier attempt read to the end: ``{unit: (items read, failed)}``."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(finished_units_key(job_id))  # type: ignore[assignment]
+        out: dict[str, tuple[int, int]] = {}
+        for unit, value in raw.items():
+            read, failed = value.decode().split(",")
+            out[unit.decode()] = (int(read), int(failed))
+        return out
+
+    def resume_units(self, job_id: str, units: dict[str, tuple[int, int, int]]) -> None:
+        """Count units finished by an earlier attempt into this one, unread: each ``{unit:
+        (items read, failed, rows planned)}`` moves the total like ``unit_read`` and counts its
+        items done (as skipped) or failed by number (they are in no set of this attempt)."""
+        for unit, (read, failed, rows) in units.items():
+            if self.unit_read(job_id, unit, read - rows):
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.hincrby(job_key(job_id), "done", read - failed)
+                pipe.hincrby(job_key(job_id), "skipped", read - failed)
+                pipe.hincrby(job_key(job_id), "failed", failed)
+                pipe.execute()
 
 
 def _stalled(values: dict[str, str], now: float) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from indexer.distributed.bundles import BundleResolver, TaskBundles
 from indexer.distributed.probes import IndexerMetrics
 from indexer.distributed.stream import PointStream
 from service.clients.base import EmbeddingClient
@@ -20,13 +21,21 @@ class IndexerResources:
     """One per worker process: the embedder and the stream, built on the first task (a worker
     that never gets one loads no model) and shared by every task after it."""
 
-    def __init__(self, settings: Settings, embedder_factory: Callable[[], EmbeddingClient]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder_factory: Callable[[], EmbeddingClient],
+        resolve_bundle: BundleResolver | None = None,
+    ) -> None:
+        """``resolve_bundle``: loads the bundle a task's spec names (a rollout's, see
+        ``indexer.distributed.bundles``); without it the indexer serves its own bundles only."""
         self.settings = settings
         self._embedder_factory = embedder_factory
         self._lock = threading.Lock()
         self._embedder: EmbeddingClient | None = None
         self._stream: PointStream | None = None
         self.metrics = IndexerMetrics()
+        self.bundles = TaskBundles(self.embedder, resolve_bundle)
 
     def embedder(self) -> EmbeddingClient:
         with self._lock:

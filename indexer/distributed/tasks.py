@@ -15,18 +15,22 @@ import redis
 from celery import Celery, Task
 
 from indexer.distributed import batches
+from indexer.distributed.bundles import parse_task_bundles
 from indexer.distributed.resources import IndexerResources
+from indexer.pipeline.patience import RETRYABLE_TYPES
 from service.core.contract import METADATA_KEY, CollectionSettings, check_settings
-from service.core.errors import ClipsearchError, ErrorType
+from service.core.errors import ClipsearchError
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE, PLAN_JOB
 from service.items.chunking import MAX_CHUNKS
 
 log = logging.getLogger(__name__)
 
-# The whole batch met a condition that passes: a full points stream (the writer is behind),
-# a busy or unreachable encoder, a Redis blip.
-RETRYABLE_TYPES = frozenset({ErrorType.overloaded, ErrorType.unavailable, ErrorType.timeout})
+# The whole batch met a condition that passes (RETRYABLE_TYPES): a full points stream (the writer
+# is behind), a busy or unreachable encoder; or a Redis blip.
 MAX_COUNTDOWN_S = 10.0
+# Retries (0.5 + 1 + 2 s) a task waits for encoder workers to serve a rollout's bundle before it
+# embeds without it (``indexer.distributed.bundles.TaskBundles.ensure``).
+BUNDLE_RETRIES = 3
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -52,9 +56,25 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
         entries: list[dict[str, Any]],
         run: str | None = None,
         collection_settings: dict[str, Any] | None = None,
+        bundles: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         try:
-            refused = refusal(resources, collection, collection_settings, embeds=True)
+            # The bundles to embed with (``indexer.distributed.bundles``): served first, so the
+            # check below knows them. Waiting for remote workers to serve one is retried.
+            refs: list[str | None] = [None]
+            refused = None
+            try:
+                waited = self.request.retries >= min(BUNDLE_RETRIES, broker.task_max_retries)
+                refs = resources.bundles.ensure(parse_task_bundles(bundles), wait=not waited)
+            except ClipsearchError as exc:
+                if exc.type in RETRYABLE_TYPES:
+                    raise
+                refused = exc.message
+            if refused is None:
+                served = [r for r in refs if r is not None] or None
+                refused = refusal(
+                    resources, collection, collection_settings, embeds=True, served=served
+                )
             if refused is not None:
                 log.error("job %s: batch refused: %s", job_id, refused)
                 _give_up(resources, job_id, collection, entries, refused, run)
@@ -67,6 +87,7 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
                 stream=resources.stream(),
                 settings=settings,
                 run=run,
+                bundles=refs,
             )
         except Exception as exc:
             if _retryable(exc) and self.request.retries < broker.task_max_retries:
@@ -93,11 +114,14 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
         source: dict[str, Any],
         run: str | None = None,
         collection_settings: dict[str, Any] | None = None,
+        bundles: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         def send_batch(entries: list[dict[str, Any]]) -> None:
             kwargs: dict[str, Any] = {"run": run} if run else {}
             if collection_settings is not None:
                 kwargs["collection_settings"] = collection_settings
+            if bundles:
+                kwargs["bundles"] = bundles
             app.send_task(
                 INDEX_BATCH, args=[job_id, collection, entries], kwargs=kwargs, queue=INDEX_QUEUE
             )
@@ -146,15 +170,20 @@ def refusal(
     recorded: dict[str, Any] | None,
     *,
     embeds: bool,
+    served: list[str] | None = None,
 ) -> str | None:
     """Why this indexer refuses a task for ``collection`` (its settings disagree with those the
     collection records, which the task carries), or None. ``embeds``: the bundle is compared
-    too; this indexer embeds with its default bundle only."""
+    too, with ``served`` (the bundles the task embeds with), by default this indexer's default
+    bundle."""
     found = CollectionSettings.from_metadata({METADATA_KEY: recorded} if recorded else None)
     if found is None:  # a task sent before settings were recorded
         return None
     here = CollectionSettings.of(resources.settings, bundle=None, max_chunks=MAX_CHUNKS)
-    served = [resources.embedder().info().bundle] if embeds else None
+    if embeds and served is None:
+        served = [resources.embedder().info().bundle]
+    elif not embeds:
+        served = None
     try:
         check_settings(
             collection, found, here, served=served, where=f"in indexer {socket.gethostname()}"

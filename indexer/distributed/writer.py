@@ -408,8 +408,10 @@ class Writer:
     def _upsert(self, collection: str, points: list[Point]) -> None:
         if not points:
             return
-        # A task delivered twice may put the same point in one batch twice: keep the last.
-        by_id = {p.id: p for p in points}
+        # A task delivered twice may put the same point in one batch twice: keep the last. An
+        # item has one point per bundle during a model rollout (the same id, its bundle in
+        # ``model``): all are kept, and the store routes each to its bundle's version.
+        by_id = {(p.id, p.payload.get("model")): p for p in points}
         self.store.upsert(collection, list(by_id.values()))
         self.written += len(by_id)
         self.metrics.points_upserted.inc(len(by_id))

@@ -46,7 +46,8 @@ from celery import Celery
 from pydantic import ValidationError
 
 from indexer.distributed.stream import PointStream
-from indexer.jobs.records import RecordFiles, new_job_record, newest_first, now_iso
+from indexer.jobs.records import MirroredRecords, new_job_record, newest_first, now_iso
+from indexer.sources.datasets import is_dataset, open_dataset
 from indexer.sources.roots import resolve_local_dir
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
@@ -56,6 +57,7 @@ from service.core.tasks import INDEX_QUEUE, PLAN_JOB
 log = logging.getLogger(__name__)
 
 JOB_KINDS = frozenset({"ingest", "ingest_directory"})
+JOBS_KEY = "clipsearch:jobs:records"  # the job records every gateway replica reads
 RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
 ENDED = frozenset({"completed", "failed", "cancelled"})
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -92,7 +94,15 @@ def job_state(
         errors=progress["errors"],
         waiting_for_writer=bool(progress.get("waiting_for_writer")),
     )
-    finished = bool(progress.get("total_known")) and done + failed >= total
+    if progress.get("units_total"):  # a dataset job: shards or row ranges
+        status.update(
+            shards_total=progress["units_total"],
+            shards_done=progress["units_done"],
+            shards_read=progress.get("units_read", 0),
+            total_known=not progress.get("units_pending"),
+        )
+    all_read = not progress.get("units_pending")
+    finished = bool(progress.get("total_known")) and all_read and done + failed >= total
     if progress.get("error"):
         status.update(state="failed", error=progress["error"])
     elif finished:
@@ -126,16 +136,21 @@ class CeleryJobQueue:
         settings: Settings,
         stream: PointStream,
         recorded_settings: Callable[[str], Mapping[str, Any] | None] | None = None,
+        write_bundles: Callable[[str], list[dict[str, str | None]]] | None = None,
     ) -> None:
         """``recorded_settings``: a collection's recorded cluster-wide settings
         (``service.core.contract``), sent with each job so that an indexer that disagrees
-        refuses it."""
+        refuses it. ``write_bundles``: the bundles a write to a collection is embedded with
+        (``indexer.distributed.bundles.task_bundles``: during a model rollout, both), sent with
+        each job; without it indexers embed with their default bundle."""
         if not settings.broker.url:
             raise invalid("the Celery job queue needs a broker: set CLIPSEARCH_BROKER__URL")
         self._settings = settings
         self._stream = stream
         self._recorded_settings = recorded_settings
-        self._files = RecordFiles(settings.data_dir / "jobs", "job")
+        self._write_bundles = write_bundles
+        # Mirrored in Redis: every gateway replica answers for every job.
+        self._files = MirroredRecords(settings.data_dir / "jobs", "job", stream.redis, JOBS_KEY)
         self._app = Celery("clipsearch-gateway", broker=settings.broker.url, set_as_current=False)
         self._app.conf.update(
             task_serializer="json",
@@ -163,6 +178,10 @@ class CeleryJobQueue:
         if kind not in JOB_KINDS:
             raise invalid(f"unknown job kind {kind!r}")
         spec = self._checked_source(params.get("source", ""))
+        # Refused now: a location not allowed, a column not there (4xx). A manifest file's
+        # lines are counted by the indexer that plans it, not here.
+        if is_dataset(spec) and spec.manifest is None:
+            open_dataset(spec, self._settings)
         if not self._redis_up:  # refused before any record exists: nothing half-accepted
             raise self._unreachable()
         job_id = uuid.uuid4().hex
@@ -298,6 +317,12 @@ class CeleryJobQueue:
             recorded = self._recorded_settings(params["collection"])
             if recorded is not None:
                 kwargs["collection_settings"] = dict(recorded)
+        if self._write_bundles is not None:  # read per job: a rollout may have begun
+            bundles = self._write_bundles(params["collection"])
+            # One configured bundle: the indexers' own, as before (an indexer of an older
+            # release knows no ``bundles`` and would fail the task).
+            if len(bundles) > 1 or any(b.get("spec") for b in bundles):
+                kwargs["bundles"] = bundles
         run = uuid.uuid4().hex
         record.update(run=run, updated_at=now_iso())
         self._persist(record)
@@ -317,7 +342,7 @@ class CeleryJobQueue:
                 )
                 self._persist(record)
             else:  # a new job refused with 503 was never accepted: no record is left of it
-                self._files.path(job_id).unlink(missing_ok=True)
+                self._files.remove(job_id)
             raise self._unreachable() from exc
         record.update(state="submitted", updated_at=now_iso())
         self._persist(record)

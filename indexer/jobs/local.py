@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +29,11 @@ from pydantic import ValidationError
 
 from indexer.distributed.lookups import indexed_matches
 from indexer.jobs.records import RecordFiles, new_job_record, newest_first, now_iso
-from indexer.pipeline.batching import WriteBuffer, batched, prefetch
+from indexer.pipeline.batching import WriteBuffer, chunked, prefetch
 from indexer.pipeline.entries import EntryOutcome, SkipCheck, entry_points
+from indexer.pipeline.patience import patient
+from indexer.sources.datasets import is_dataset, open_dataset, read_unit, unit_name
+from indexer.sources.objects import ReadMetrics
 from indexer.sources.read import SourceEntry, SourceError, iter_source
 from indexer.sources.roots import resolve_local_dir
 from service.clients.base import EmbeddingClient
@@ -59,10 +62,18 @@ MAX_ERRORS_KEPT = 1000
 
 class InProcessJobQueue:
     def __init__(
-        self, *, settings: Settings, embedder: EmbeddingClient, store: VectorStore
+        self,
+        *,
+        settings: Settings,
+        embedder: EmbeddingClient,
+        store: VectorStore,
+        read_metrics: ReadMetrics | None = None,
     ) -> None:
         self._settings = settings
-        self._embedder = embedder
+        # Dataset units and bytes read (``clipsearch_ingest_*_read_total`` on /metrics).
+        self.read_metrics = read_metrics or ReadMetrics()
+        # A busy encoder (searches go first) makes bulk calls wait, not jobs fail.
+        self._embedder = patient(embedder, settings.encoder.bulk_patience_s)
         self._store = store
         self._files = RecordFiles(settings.data_dir / "jobs", "job")
         self._lock = threading.Lock()
@@ -83,7 +94,12 @@ class InProcessJobQueue:
             spec = SourceSpec.model_validate(params.get("source", ""))
         except ValidationError as exc:
             raise invalid(f"bad source: {exc.errors()[0]['msg']}") from exc
-        iter_source(spec, self._settings)  # a wrong source is refused now, before a job exists
+        # A wrong source is refused now, before a job exists (a dataset's table is opened to
+        # check its columns).
+        if is_dataset(spec):
+            open_dataset(spec, self._settings)
+        else:
+            iter_source(spec, self._settings)
         if spec.directory is not None:
             root = resolve_local_dir(spec.directory, self._settings.sources.allowed_roots)
             spec = SourceSpec(directory=str(root))
@@ -242,14 +258,27 @@ class InProcessJobQueue:
         # Records of the foundation's jobs hold a bare directory path.
         spec = SourceSpec.model_validate(source)
         self._update(job_id, state="running", started_at=now_iso())
-        reads = list(iter_source(spec, self._settings))
-        entries = [r for r in reads if isinstance(r, SourceEntry)]
-        unreadable = [
-            {"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)
-        ]
-        tally = _Tally(total=len(reads), failed=len(unreadable))
-        self._keep_errors(job_id, unreadable)
-        self._update(job_id, total=tally.total, failed=tally.failed)
+        fetcher = Fetcher(self._settings)
+        try:
+            self._index(job_id, record, spec, fetcher)
+        finally:
+            fetcher.close()
+
+    def _index(
+        self, job_id: str, record: dict[str, Any], spec: SourceSpec, fetcher: Fetcher
+    ) -> None:
+        entries: Iterable[SourceEntry]
+        if is_dataset(spec):
+            tally, entries = self._dataset_entries(job_id, record, spec, fetcher)
+        else:
+            reads = list(iter_source(spec, self._settings))
+            entries = [r for r in reads if isinstance(r, SourceEntry)]
+            unreadable = [
+                {"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)
+            ]
+            tally = _Tally(total=len(reads), failed=len(unreadable))
+            self._keep_errors(job_id, unreadable)
+            self._update(job_id, total=tally.total, failed=tally.failed)
         collection = record["params"]["collection"]
         # A resumed job skips what is stored with the same content; a new one writes all.
         skip: SkipCheck | None = None
@@ -264,16 +293,14 @@ class InProcessJobQueue:
             max_points=WRITE_POINTS,
             max_age_s=WRITE_AGE_S,
         )
-        with (
-            Fetcher(self._settings) as fetcher,
-            closing(self._load_ahead(job_id, entries, collection, fetcher, skip)) as ahead,
-        ):
+        with closing(self._load_ahead(job_id, entries, collection, fetcher, skip)) as ahead:
             for batch, (points, outcomes) in ahead:
                 self._count(
                     job_id, tally, writes.add(points, list(zip(batch, outcomes, strict=True)))
                 )
         self._count(job_id, tally, writes.flush())
-        if job_id in self._cancelled and tally.finished < tally.total:
+        unread = tally.finished < tally.total or not tally.all_read
+        if job_id in self._cancelled and unread:
             self._update(job_id, state="cancelled", finished_at=now_iso())
             log.info("job %s cancelled after %d items", job_id, tally.finished)
             return
@@ -286,10 +313,82 @@ class InProcessJobQueue:
             tally.failed,
         )
 
+    def _dataset_entries(
+        self, job_id: str, record: dict[str, Any], spec: SourceSpec, fetcher: Fetcher
+    ) -> tuple[_Tally, Iterator[SourceEntry]]:
+        """A dataset's entries, streamed unit by unit (``indexer.sources.datasets``): the total
+        is the files' own count where they state it (parquet), else the items read so far
+        (``total_known`` false until every shard is read); each unreadable item counts failed
+        as it is met. Nothing is held but the batches in flight. A unit whose every item is
+        written is kept in the record (``units_finished``): a resumed job does not read it
+        again, and counts its items as they were (done ones as skipped)."""
+        dataset = open_dataset(spec, self._settings, fetcher=fetcher)
+        known = dataset.known_items
+        before = record.get("units_finished") or [] if record.get("resume") else []
+        units = _Units(finished=[list(u) for u in before])
+        tally = _Tally(total=known or 0, failed=0, all_read=False, units=units)
+        self._update(
+            job_id,
+            total=tally.total,
+            total_known=known is not None,
+            shards_total=len(dataset.units),
+            shards_done=len(units.finished),
+            shards_read=0,
+            units_finished=units.finished,
+        )
+
+        def entries() -> Iterator[SourceEntry]:
+            reads = 0
+            # By name (the shard, the row group, the lines): a source planned otherwise this
+            # time (a pattern naming other shards, a manifest rewritten) is read again.
+            finished = {str(u[3]): (int(u[1]), int(u[2])) for u in units.finished if len(u) > 3}
+            for index, unit in enumerate(dataset.units):
+                if job_id in self._cancelled:
+                    return
+                name = unit_name(unit)
+                if name in finished:  # every item written by an earlier attempt
+                    done, failed = finished.pop(name)
+                    reads += done + failed
+                    tally.done += done
+                    tally.skipped += done
+                    tally.failed += failed
+                else:
+                    units.start(index, name)
+                    reader = read_unit(
+                        dataset, unit, self._settings, fetcher=fetcher, metrics=self.read_metrics
+                    )
+                    for read in reader:
+                        reads += 1
+                        tally.total = max(tally.total, reads)
+                        if isinstance(read, SourceError):
+                            tally.failed += 1
+                            units.counts[index][1] += 1
+                            self._keep_errors(job_id, [{"item": read.item, "reason": read.reason}])
+                            continue
+                        units.handed(index, read)
+                        yield read
+                    units.shards_read += 1
+                    units.read_to_end(index)
+                last = index == len(dataset.units) - 1
+                tally.total = max(tally.total, reads)
+                if last:  # every unit read: the total is what was read
+                    tally.total, tally.all_read = reads, True
+                self._update(
+                    job_id,
+                    shards_done=len(units.finished),
+                    shards_read=units.shards_read,
+                    units_finished=units.finished,
+                    total=tally.total,
+                    total_known=known is not None or last,
+                    failed=tally.failed,
+                )
+
+        return tally, entries()
+
     def _load_ahead(
         self,
         job_id: str,
-        entries: list[SourceEntry],
+        entries: Iterable[SourceEntry],
         collection: str,
         fetcher: Fetcher,
         skip: SkipCheck | None,
@@ -309,7 +408,7 @@ class InProcessJobQueue:
                 bundles=bundles,
             )
 
-        batches = batched(entries, BATCH_SIZE)
+        batches = chunked(entries, BATCH_SIZE)
         return prefetch(
             batches,
             load,
@@ -327,11 +426,20 @@ class InProcessJobQueue:
         tally.done += len(written) - len(errors)
         tally.failed += len(errors)
         tally.skipped += sum(o.skipped for _, o in written)
+        if tally.units is not None and tally.units.written(written):
+            self._update(
+                job_id,
+                shards_done=len(tally.units.finished),
+                units_finished=tally.units.finished,
+            )
         self._keep_errors(job_id, errors + partial)
-        self._keep_failed_entries(job_id, [_entry_line(e) for e, o in written if o.error])
+        # An item read from a shard cannot be sent again as a manifest line.
+        again = [_entry_line(e) for e, o in written if o.error and e.data is None]
+        self._keep_failed_entries(job_id, again)
         rate = tally.finished / max(time.monotonic() - tally.started, 1e-6)
         self._update(
             job_id,
+            total=tally.total,
             done=tally.done,
             failed=tally.failed,
             skipped=tally.skipped,
@@ -363,10 +471,59 @@ class _Tally:
     done: int = 0
     skipped: int = 0
     started: float = field(default_factory=time.monotonic)
+    all_read: bool = True  # a dataset's: false until its last unit is read
+    units: _Units | None = None  # a dataset's
 
     @property
     def finished(self) -> int:
         return self.done + self.failed
+
+
+@dataclass
+class _Units:
+    """A dataset job's units (shards, row ranges): which are read to their end, and which have
+    every item written (``finished``: ``[index, done, failed, name]`` each, kept in the job's record
+    so that a resumed job reads only the others)."""
+
+    finished: list[list[Any]]  # [index, done, failed, name]
+    counts: dict[int, list[int]] = field(default_factory=dict)  # unit → [done, failed]
+    names: dict[int, str] = field(default_factory=dict)
+    shards_read: int = 0  # by this attempt
+    _pending: dict[int, int] = field(default_factory=dict)  # unit → entries not yet written
+    _read: set[int] = field(default_factory=set)
+    _unit_of: dict[int, int] = field(default_factory=dict)  # id(entry) → unit
+
+    def start(self, unit: int, name: str) -> None:
+        self.names[unit] = name
+        self.counts[unit] = [0, 0]
+        self._pending[unit] = 0
+
+    def handed(self, unit: int, entry: SourceEntry) -> None:
+        self._unit_of[id(entry)] = unit
+        self._pending[unit] += 1
+
+    def read_to_end(self, unit: int) -> bool:
+        self._read.add(unit)
+        return self._close(unit)
+
+    def written(self, written: list[Written]) -> bool:
+        """Count written entries to their units; whether a unit finished."""
+        closed = False
+        for entry, outcome in written:
+            unit = self._unit_of.pop(id(entry), None)
+            if unit is None:
+                continue
+            self._pending[unit] -= 1
+            self.counts[unit][1 if outcome.error else 0] += 1
+            closed |= self._close(unit)
+        return closed
+
+    def _close(self, unit: int) -> bool:
+        if unit not in self._read or self._pending.get(unit):
+            return False
+        self._read.discard(unit)
+        self.finished.append([unit, *self.counts.pop(unit), self.names.pop(unit)])
+        return True
 
 
 def _entry_line(entry: SourceEntry) -> dict[str, Any]:

@@ -5,6 +5,7 @@ points go to the store in one upsert). Nothing here knows which job queue is dri
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -23,6 +24,14 @@ Outcome = TypeVar("Outcome")
 def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter), read lazily: a stream of
+    entries is never held whole."""
+    source = iter(items)
+    while chunk := list(itertools.islice(source, size)):
+        yield chunk
 
 
 def prefetch(

@@ -29,6 +29,7 @@ import numpy as np
 
 from indexer.pipeline.thumbnails import thumbnail_path, write_thumbnail
 from indexer.pipeline.video import SegmentError, VideoReader, pool_frames, thumbnail_jpeg
+from indexer.sources.objects import read_object, scheme_of
 from indexer.sources.read import SourceEntry
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
@@ -73,12 +74,23 @@ def _read_local(uri: str, limit: int) -> bytes:
     return path.read_bytes()
 
 
+def _is_object(entry: SourceEntry) -> bool:
+    """Media in an object store (``s3://``), read through fsspec (``indexer.sources.objects``)."""
+    return entry.data is None and entry.uri is not None and scheme_of(entry.uri) == "s3"
+
+
 def load_image_item(entry: SourceEntry, settings: Settings, fetcher: Fetcher) -> Item:
     limits = settings.limits
     data = None
-    if entry.uri is not None:
+    if entry.data is not None:
+        if len(entry.data) > limits.max_upload_bytes:
+            raise too_large(f"{len(entry.data)} bytes; the limit is {limits.max_upload_bytes}")
+        data = entry.data
+    elif entry.uri is not None:
         if entry.is_url:
             data = fetcher.fetch(entry.uri, accept=("image/*",)).data
+        elif _is_object(entry):
+            data = read_object(entry.uri, settings, limits.max_upload_bytes)
         else:
             data = _read_local(entry.uri, limits.max_upload_bytes)
     item = Item(
@@ -124,10 +136,14 @@ def entry_points(
     outcomes: dict[int, EntryOutcome] = {}
     loaded: list[tuple[int, Item]] = []
     videos: list[tuple[int, str | None]] = []  # (entry index, content sha256 when local)
+    points: list[Point] = _exported_points(entries, embedder, bundles, outcomes)
     for i, entry in enumerate(entries):
+        if i in outcomes:
+            continue
         try:
             if entry.kind == "video":
-                digest = None if entry.is_url or entry.uri is None else _video_sha256(entry)
+                remote = entry.is_url or _is_object(entry) or entry.uri is None
+                digest = None if remote else _video_sha256(entry, entry.data)
                 videos.append((i, digest))
             else:
                 loaded.append((i, load_image_item(entry, settings, fetcher)))
@@ -144,11 +160,13 @@ def entry_points(
                 outcomes[i] = EntryOutcome(entries[i].id, skipped=True)
         loaded = [(i, item) for i, item in loaded if i not in outcomes]
         videos = [(i, d) for i, d in videos if i not in outcomes]
-    points: list[Point] = []
     for i, digest in videos:
-        entry, data = entries[i], None
+        entry, data = entries[i], entries[i].data
         try:
-            if entry.is_url and entry.uri is not None:
+            if _is_object(entry) and entry.uri is not None:
+                data = read_object(entry.uri, settings, settings.video.max_bytes)
+                digest = _video_sha256(entry, data)
+            elif entry.is_url and entry.uri is not None:
                 # Fetched one at a time (a video may be large), hashed once fetched, so that a
                 # resumed job skips it too: fetching it again costs less than embedding it.
                 limit = settings.video.max_bytes
@@ -156,6 +174,9 @@ def entry_points(
                 digest = _video_sha256(entry, data)
         except ClipsearchError as exc:
             outcomes[i] = EntryOutcome(entry.id, exc.message)
+            continue
+        except OSError as exc:
+            outcomes[i] = EntryOutcome(entry.id, f"cannot read: {exc.strerror or exc}")
             continue
         if data is not None and skip is not None and digest is not None:
             first = point_id(collection, entry.id, 0)
@@ -196,7 +217,43 @@ def entry_points(
         else:
             points += result
             outcomes[i] = EntryOutcome(entries[i].id)
+    for i, outcome in outcomes.items():  # a dataset entry's error names its shard and key
+        where = entries[i].where
+        if outcome.error is not None and where and not outcome.error.startswith(where):
+            outcome.error = f"{where}: {outcome.error}"
     return points, [outcomes[i] for i in range(len(entries))]
+
+
+def _exported_points(
+    entries: Sequence[SourceEntry],
+    embedder: EmbeddingClient,
+    bundles: Sequence[str | None],
+    outcomes: dict[int, EntryOutcome],
+) -> list[Point]:
+    """Points of a collection's export (``service.store.export``) whose bundle is the one every
+    write embeds with: written as exported, with no encoder call. Another bundle's are embedded
+    again like any entry (a video's segments only by ingesting the video itself)."""
+    points: list[Point] = []
+    refs: set[str] | None = None
+    for i, entry in enumerate(entries):
+        if entry.ready is None:
+            continue
+        if refs is None:
+            refs = {embedder.info(bundle=b).bundle for b in dict.fromkeys(bundles)}
+        exported = entry.ready.get("bundle")
+        if refs == {exported}:
+            vectors = dict(entry.ready["vectors"])
+            points.append(
+                Point(id=entry.ready["id"], vectors=vectors, payload=dict(entry.ready["payload"]))
+            )
+            outcomes[i] = EntryOutcome(entry.id)
+        elif entry.kind == "video":
+            outcomes[i] = EntryOutcome(
+                entry.id,
+                f"exported with {exported}, written with {', '.join(sorted(refs))}: a video "
+                "segment is embedded again only by ingesting its video",
+            )
+    return points
 
 
 def _video_sha256(entry: SourceEntry, data: bytes | None = None) -> str:

@@ -28,7 +28,7 @@ from indexer.sources.roots import (
 )
 from service.core.config import LimitsSettings, Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid
-from service.core.schemas.sources import MAX_SOURCE_ITEMS, MAX_URL_CHARS, SourceSpec
+from service.core.schemas.sources import MAX_URL_CHARS, SourceSpec
 from service.items.fetch import validate_url
 
 EntryKind = Literal["image", "video", "text"]
@@ -69,10 +69,23 @@ class SourceEntry:
     description: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
     kind: EntryKind = "image"
+    # A dataset member's bytes (an image or a video read from a tar shard): read from here,
+    # never from ``uri`` (the sample's original URL, or ``SHARD#KEY.ext``).
+    data: bytes | None = field(default=None, repr=False, compare=False, hash=False)
+    # Where the entry came from, for its errors: ``shard S key K``, ``table T row N``.
+    where: str | None = field(default=None, compare=False, hash=False)
+    # A point exported by ``service.store.export``: ``{"id", "vectors", "payload", "bundle"}``,
+    # written as it is where the bundle matches (else the entry is embedded again).
+    ready: Mapping[str, Any] | None = field(default=None, repr=False, compare=False, hash=False)
 
     @property
     def is_url(self) -> bool:
-        return self.uri is not None and self.uri.startswith(("http://", "https://"))
+        """Whether the media is fetched from an http(s) URL (not when its bytes are here)."""
+        return (
+            self.data is None
+            and self.uri is not None
+            and self.uri.startswith(("http://", "https://"))
+        )
 
 
 @dataclass(frozen=True)
@@ -95,11 +108,12 @@ def iter_source(
     """Check ``spec`` as a whole (raising :class:`ClipsearchError`), then stream its entries.
     ``reader``: the process reading it, whose setting an allowed-roots error names."""
     roots = settings.sources.allowed_roots
+    if spec.webdataset is not None or spec.table is not None or spec.manifest is not None:
+        from indexer.sources.datasets import iter_dataset, open_dataset  # it builds on this
+
+        return iter_dataset(open_dataset(spec, settings, reader=reader), settings)
     if spec.directory is not None:
         return scan_media(resolve_local_dir(spec.directory, roots, reader), settings.limits)
-    if spec.manifest is not None:
-        path = _manifest_file(spec.manifest, settings, reader)
-        return read_manifest(path, settings, reader=reader)
     if spec.manifest_lines is not None:
         lines = enumerate(spec.manifest_lines, start=1)
         return parse_manifest(lines, None, settings, reader=reader)
@@ -216,7 +230,12 @@ def _unlisted(failures: list[OSError]) -> Iterator[SourceError]:
         yield SourceError(str(exc.filename), f"cannot list the folder: {exc.strerror or exc}")
 
 
-def _manifest_file(source: str, settings: Settings, reader: Reader) -> Path:
+def manifest_file(source: str, settings: Settings, reader: Reader) -> Path:
+    """The manifest's resolved path, under the allowed roots and a file (else the error that
+    names the setting). No limit on its lines: it is read a range of lines at a time
+    (``indexer.sources.datasets``)."""
+    if not source or "\0" in source:
+        raise invalid("manifest must be a file path")
     roots = allowed_roots(settings)
     path = Path(source).expanduser().resolve()
     if not roots:
@@ -234,13 +253,6 @@ def _manifest_file(source: str, settings: Settings, reader: Reader) -> Path:
         )
     if not path.is_file():
         raise invalid(f"manifest {source!r} does not exist or is not a file")
-    lines, last = 0, b""
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            lines, last = lines + block.count(b"\n"), block
-    lines += bool(last) and not last.endswith(b"\n")  # a last line without its newline
-    if lines > MAX_SOURCE_ITEMS:
-        raise invalid(f"manifest has {lines} lines; the limit is {MAX_SOURCE_ITEMS}")
     return path
 
 
@@ -252,9 +264,26 @@ def read_manifest(
         yield from parse_manifest(_file_lines(f), path.parent, settings, reader=reader)
 
 
-def _file_lines(f: BinaryIO) -> Iterator[NumberedLine]:
-    number = 0
-    while raw := f.readline(MAX_LINE_BYTES + 1):
+def read_manifest_range(
+    path: Path,
+    start: int,
+    end: int | None,
+    first_line: int,
+    settings: Settings,
+    *,
+    reader: Reader = "gateway",
+) -> Iterator[SourceRead]:
+    """The lines of a manifest file from byte ``start`` (a line's start, numbered
+    ``first_line``) to byte ``end`` (the start of a later line, or the end of the file)."""
+    with path.open("rb") as f:
+        f.seek(start)
+        lines = _file_lines(f, first=first_line, end=end)
+        yield from parse_manifest(lines, path.parent, settings, reader=reader)
+
+
+def _file_lines(f: BinaryIO, *, first: int = 1, end: int | None = None) -> Iterator[NumberedLine]:
+    number = first - 1
+    while (end is None or f.tell() < end) and (raw := f.readline(MAX_LINE_BYTES + 1)):
         number += 1
         if len(raw) > MAX_LINE_BYTES:
             while raw and not raw.endswith(b"\n"):  # skip the rest of the overlong line
@@ -289,8 +318,10 @@ def parse_manifest(
             continue
         first = seen.setdefault(entry.id, number)
         if first != number:
-            reason = f"line {number}: id {entry.id!r} repeats line {first}"
-            yield SourceError(entry.id, reason, number)
+            # Named by its line, not its id: the id is the first line's item, which is indexed
+            # (``indexer.sources.datasets`` states the rule for every source).
+            reason = f"line {number}: id {entry.id!r} repeats line {first} (the first is indexed)"
+            yield SourceError(f"line {number}", reason, number)
             continue
         yield entry
 
@@ -381,15 +412,16 @@ def _entry_uri(
 
 
 def _read_urls(urls: list[str]) -> Iterator[SourceRead]:
-    seen: set[str] = set()
-    for url in urls:
+    seen: dict[str, int] = {}
+    for number, url in enumerate(urls, start=1):
         try:
             kind = kind_of(validate_url(url).path)
         except ClipsearchError as exc:
             yield SourceError(url, exc.message)
             continue
-        if url in seen:
-            yield SourceError(url, "the URL is listed more than once")
+        first = seen.setdefault(url, number)
+        if first != number:  # named by its place: the URL itself is the first one's item
+            reason = f"URL {number}: the URL is listed more than once (first as URL {first}, "
+            yield SourceError(f"URL {number}", reason + "which is indexed)", number)
             continue
-        seen.add(url)
         yield SourceEntry(url, url, kind=kind)

@@ -69,7 +69,17 @@ def print_ingest(report: dict[str, Any], written: Path) -> None:
         f"{ref['ort_only_items_per_s']:.0f}",
         f"{report['ratio_to_ort_only']:.2f}",
     )
-    table.add_row("ingest (submit -> completed)", f"{got['items_per_s']:.0f}", "")
+    table.add_row("ingest a folder (submit -> completed)", f"{got['items_per_s']:.0f}", "")
+    for name, label in (("ingest_shards_local", "local"), ("ingest_shards_s3", "S3 (moto)")):
+        run = report.get(name, {})
+        if "items_per_s" in run:
+            table.add_row(
+                f"ingest {report['shards']} webdataset shards, {label}",
+                f"{run['items_per_s']:.0f}",
+                f"{run['ratio_to_decode_and_infer']:.2f}",
+            )
+        elif "skipped" in run:
+            table.add_row(f"ingest webdataset shards, {label}", "skipped", run["skipped"])
     console.print(table)
     console.print(f"reference drift (after / before): {report['reference_drift']:.2f}")
     console.print(

@@ -39,9 +39,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from loadtests.bench.deployment import REPO_ROOT, free_port, wait
+from loadtests.bench.deployment import REPO_ROOT, free_port
 from loadtests.bench.faults_http import resolve_bundle
-from loadtests.bench.late_start import process
+from loadtests.bench.late_start import process, wait_gateway_ready
 from loadtests.bench.load import machine, percentiles
 
 IMAGES = 2000
@@ -207,16 +207,7 @@ def run_ingest_search_bench(
     }
     per_round: list[dict[str, Any]] = []
     with process(serve, env, log) as gateway, httpx.Client(base_url=url, timeout=60) as http:
-
-        def ready() -> bool:
-            if gateway.poll() is not None:
-                raise AssertionError(log.read_text()[-3000:])
-            try:
-                return http.get("/health/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait("the gateway is ready", ready, 300)
+        wait_gateway_ready(url, gateway, log, poll_s=0.5)
         alone = [_ingest(http, folder)]  # fills the collection: N points from here on
         for q in QUERIES:  # warm the text tower and the store's query path
             http.post("/v1/search", json={"text": q, "limit": 10}).raise_for_status()

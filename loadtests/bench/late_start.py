@@ -55,6 +55,24 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
         stop(proc)
 
 
+def wait_gateway_ready(
+    url: str,
+    gateway: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float = 300,
+    poll_s: float = 0.2,
+) -> None:
+    """Until ``url``'s ``/health/ready`` answers 200; the gateway's log if it exits first."""
+
+    def ready() -> bool:
+        if gateway.poll() is not None:
+            raise AssertionError(log.read_text()[-3000:])
+        response = _get(f"{url}/health/ready")
+        return response is not None and response.status_code == 200
+
+    wait("the gateway is ready", ready, timeout_s, poll_s=poll_s)
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

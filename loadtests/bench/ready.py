@@ -30,10 +30,10 @@ from typing import Any
 
 import httpx
 
-from loadtests.bench.deployment import REPO_ROOT, free_port, wait
+from loadtests.bench.deployment import REPO_ROOT, free_port
 from loadtests.bench.faults import percentile
 from loadtests.bench.faults_http import resolve_bundle
-from loadtests.bench.late_start import process
+from loadtests.bench.late_start import process, wait_gateway_ready
 from loadtests.bench.load import machine
 from service.core.bundle.manifest import load_bundle
 
@@ -129,16 +129,7 @@ def run_ready_bench(
         "bundle": load_bundle(bundle, verify=False).manifest.ref,
     }
     with process(serve, env, work / "gateway.log") as gateway:
-
-        def ready() -> bool:
-            if gateway.poll() is not None:
-                raise AssertionError((work / "gateway.log").read_text()[-3000:])
-            try:
-                return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait("gateway ready", ready, 300, poll_s=0.2)
+        wait_gateway_ready(url, gateway, work / "gateway.log")
         keepalive(port, 100)  # warm
         result["keepalive"] = figures(*keepalive(port, requests))
         result["new_connection"] = figures(*new_connections(port, requests))

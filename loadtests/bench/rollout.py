@@ -33,7 +33,7 @@ import httpx
 from loadtests.bench.deployment import REPO_ROOT, free_port, wait
 from loadtests.bench.encoder import make_inputs
 from loadtests.bench.faults import percentile
-from loadtests.bench.late_start import process
+from loadtests.bench.late_start import process, wait_gateway_ready
 from loadtests.bench.load import machine
 from service.core.bundle.manifest import load_bundle
 
@@ -109,16 +109,7 @@ def run_rollout_bench(
     serve += ["--bundle", str(source), "--allow-root", str(work / "src")]
     log = work / "gateway.log"
     with process(serve, env, log) as gateway, httpx.Client(base_url=url, timeout=60) as http:
-
-        def ready() -> bool:
-            if gateway.poll() is not None:
-                raise AssertionError(log.read_text()[-3000:])
-            try:
-                return http.get("/health/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait("gateway ready", ready, 300, poll_s=0.2)
+        wait_gateway_ready(url, gateway, log)
         job_id = http.post("/v1/ingest", json={"source": {"directory": str(folder)}}).json()
         job_id = job_id["job_id"]
         job: dict[str, Any] = {}

@@ -105,6 +105,13 @@ class EncoderSettings(BaseModel):
         30.0, gt=0, description="deadline of an embed call (in-process or over gRPC)"
     )
     retries: int = Field(2, ge=0, description="gRPC client: retries on UNAVAILABLE only")
+    bulk_patience_s: float = Field(
+        600.0,
+        ge=0,
+        description="in-process ingestion and reindex: how long one bulk embed call that timed "
+        "out, found its lane full or its worker unreachable is retried (with back-off) before "
+        "the job fails; 0 = fail at once",
+    )
     hang_timeout_s: float = Field(
         30.0, gt=0, description="an inference running longer than this flips readiness"
     )
@@ -292,7 +299,12 @@ class AuthSettings(BaseModel):
 
 
 class SourcesSettings(BaseModel):
+    # Local folders; object-store prefixes given here too (``s3://bucket/pre``) move to
+    # ``allowed_prefixes`` (a Path would fold their ``//``).
     allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    allowed_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="object-store prefixes (s3://bucket/pre) to read"
+    )
     # URL fetching refuses loopback, private, link-local (cloud metadata) and other non-public
     # addresses; these CIDRs are let through anyway (tests, private deployments' own buckets).
     allowed_networks: Annotated[list[str], NoDecode] = Field(
@@ -301,7 +313,38 @@ class SourcesSettings(BaseModel):
     fetch_timeout_s: float = Field(15.0, gt=0, description="total time for one URL fetch")
     max_redirects: int = Field(5, ge=0, le=20, description="redirects followed per URL")
 
-    _split = field_validator("allowed_roots", "allowed_networks", mode="before")(_split_csv)
+    _split = field_validator(
+        "allowed_roots", "allowed_prefixes", "allowed_networks", mode="before"
+    )(_split_csv)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_prefixes(cls, data: object) -> object:
+        """``s3://bucket/pre`` among the roots is an object-store prefix, kept as text."""
+        if not isinstance(data, dict) or "allowed_roots" not in data:
+            return data
+        roots = _split_csv(data["allowed_roots"])
+        if not isinstance(roots, list):
+            return data
+        remote = [str(r) for r in roots if isinstance(r, str) and "://" in r]
+        prefixes = _split_csv(data.get("allowed_prefixes") or [])
+        assert isinstance(prefixes, list)
+        return {
+            **data,
+            "allowed_roots": [r for r in roots if not (isinstance(r, str) and "://" in r)],
+            "allowed_prefixes": list(dict.fromkeys([*prefixes, *remote])),
+        }
+
+    @field_validator("allowed_prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            scheme, _, rest = prefix.partition("://")
+            if scheme != "s3" or not rest.strip("/"):
+                raise ValueError(
+                    f"allowed object-store prefix {prefix!r} must be s3://BUCKET[/PREFIX]"
+                )
+        return [p.rstrip("/") for p in value]
 
     @field_validator("allowed_networks")
     @classmethod
@@ -338,6 +381,11 @@ class AdminSettings(BaseModel):
     )
     retention: int = Field(
         1, ge=1, le=20, description="versions kept after a promote besides the current one"
+    )
+    # With a broker, rollout records live in Redis and a replica runs a rollout while it holds
+    # its lease (``indexer.jobs.rollout_records``): a dead holder's rollout moves within about this.
+    rollout_lease_s: float = Field(
+        15.0, ge=1.0, le=600.0, description="lease of the gateway that runs a rollout"
     )
 
 

@@ -18,6 +18,8 @@ search traffic each tower kind sees (``traffic``). A query to any bundle slices 
 of every bundle, so a rebuild on bundle B delays a query to bundle A by at most one B bulk slice
 (``encoder.bulk_slice_ms``; by default half of one B item's inference, and always one item at
 least) plus the contention of running beside it — the same bound as behind A's own bulk work.
+On top of that, priority is strict across bundles: no bulk batch of any bundle starts while a
+tower of another bundle (or the other tower kind) holds interactive work (:mod:`.tower`).
 
 An unknown bundle is ``not_found`` (HTTP 404, gRPC NOT_FOUND): a bundle is a resource the caller
 names, like a collection or a job; the error lists the bundles served.

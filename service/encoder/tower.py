@@ -15,6 +15,12 @@ one slice, which is what keeps its p99 within 2x of idle. With no search traffic
 grow to ``max_batch_size`` for throughput. Interactive batches are never topped up with bulk.
 Search traffic is seen across bundles (:class:`~service.encoder.units.SearchTraffic`, shared by a
 registry's towers of one kind): a rebuild on bundle B is sliced while bundle A is searched.
+
+Strict priority across towers: no bulk batch starts while another tower sharing the traffic (of
+any bundle, text or image) holds interactive work (queued, preparing or running). A query to
+bundle A thus waits behind at most the bulk slice another tower had already started, never behind
+a new one, and B's bulk work does not contend with A's query for the cores. A tower that is hung,
+crashed or closed holds nothing back.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from service.encoder.units import (
 
 log = logging.getLogger(__name__)
 
+# How often a bulk batch held back by another tower's interactive work looks again.
+GATE_POLL_S = 0.002
 
 Forward = Callable[[list[Any]], Any]
 Prepare = Callable[[Any], Any]
@@ -81,6 +89,7 @@ class TowerScheduler:
         self._single_s: float | None = None  # inference time of a one-item batch, learned
         # When search traffic last came, to this tower or (shared) another bundle's of its kind.
         self._traffic = traffic or SearchTraffic()
+        self._traffic.join(self)
         self._threads = [threading.Thread(target=self._core, name=f"{name}-core", daemon=True)]
         if prepare is not None:
             # Bulk items are decoded by two sets of threads. The low-priority set always works,
@@ -241,6 +250,12 @@ class TowerScheduler:
             if lane is None:
                 self.cond.wait()
                 continue
+            if lane == "bulk" and self._traffic.interactive_elsewhere(self):
+                # Strict priority: no bulk batch starts while another tower (of any bundle)
+                # holds interactive work. Its core thread does not wake this one: look again
+                # shortly (only while that lasts, a query's time).
+                self.cond.wait(GATE_POLL_S)
+                continue
             q = self.lanes[lane]
             picked, cost, full = self._pick(q, lane, now)
             waited = now - q.ready[0].request.submitted
@@ -368,6 +383,13 @@ class TowerScheduler:
             )
         return self.failure
 
+    def interactive_pending(self) -> bool:
+        """Whether interactive items are queued, preparing or in a batch here (a tower that is
+        down, hung or closed holds none that anything should wait for). Lock-free reads."""
+        if self.closed or self.crashed or self.hung:
+            return False
+        return self.lanes["interactive"].admitted > 0
+
     def idle(self) -> bool:
         with self.cond:
             return self.running_since is None and not any(
@@ -381,6 +403,7 @@ class TowerScheduler:
             q.ready.clear()
 
     def close(self, timeout: float = 5.0) -> None:
+        self._traffic.leave(self)
         with self.cond:
             self.closed = True
             self._fail_all(ClipsearchError(ErrorType.unavailable, "the encoder is shutting down"))

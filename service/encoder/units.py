@@ -105,9 +105,26 @@ class SearchTraffic:
 
     def __init__(self) -> None:
         self._last: dict[str, float] = {}
+        # Every tower sharing it (each bundle's text and image towers): the priority gate.
+        self._towers: tuple[Any, ...] = ()
+        self._joining = threading.Lock()  # writers only: two bundles may load at once
 
     def note(self, tower: str, now: float) -> None:
         self._last[tower] = now
 
     def last(self, tower: str) -> float:
         return self._last.get(tower, float("-inf"))
+
+    def join(self, tower: Any) -> None:
+        """``tower`` (a ``TowerScheduler``) shares the gate; replaced whole, read lock-free."""
+        with self._joining:
+            self._towers = (*self._towers, tower)
+
+    def leave(self, tower: Any) -> None:
+        with self._joining:
+            self._towers = tuple(t for t in self._towers if t is not tower)
+
+    def interactive_elsewhere(self, tower: Any) -> bool:
+        """Whether another tower (of any bundle, any kind) holds interactive work: then
+        ``tower`` starts no bulk batch (the strict priority gate of :mod:`.tower`)."""
+        return any(t is not tower and t.interactive_pending() for t in self._towers)

@@ -20,10 +20,17 @@ from service.rpc.proto import search_pb2 as pb
 
 # Hit fields that REST answers with null when absent: `optional` on the wire.
 _OPTIONAL_HIT_FIELDS = ("kind", "uri", "caption", "description", "video_id", "t_start", "t_end")
-_OPTIONAL_JOB_FIELDS = ("rate_per_s", "eta_s", "error")
+_OPTIONAL_JOB_FIELDS = (
+    "rate_per_s",
+    "eta_s",
+    "error",
+    "shards_total",
+    "shards_done",
+    "shards_read",
+)
 _JOB_COUNTS = ("total", "done", "failed", "skipped", "attempt")
 QUERY_FIELDS = ("text", "image", "image_url", "item_id")
-SOURCE_KINDS = ("directory", "manifest", "manifest_lines", "urls")
+SOURCE_KINDS = ("directory", "manifest", "manifest_lines", "urls", "webdataset", "table")
 
 
 # -- filters ---------------------------------------------------------------------------------
@@ -201,14 +208,21 @@ def ingest_request_to_proto(
     source: Mapping[str, Any] | str, collection: str | None = None
 ) -> pb.IngestRequest:
     """From REST's ``source`` (a path, or one of ``{"directory"|"manifest"|"manifest_lines"|
-    "urls": ...}``)."""
+    "urls"|"webdataset": ...}``, or ``{"table": ..., "columns"?: {...}}``)."""
     spec: Mapping[str, Any] = {"directory": source} if isinstance(source, str) else source
-    unknown = sorted(set(spec) - set(SOURCE_KINDS))
-    if unknown or len(spec) != 1:
+    columns = spec.get("columns") if "table" in spec else None
+    kinds = {k: v for k, v in spec.items() if not (k == "columns" and "table" in spec)}
+    unknown = sorted(set(kinds) - set(SOURCE_KINDS))
+    if unknown or len(kinds) != 1:
         raise invalid(f"a source needs exactly one of {', '.join(SOURCE_KINDS)}; got {list(spec)}")
     request = pb.IngestRequest(collection=collection or "")
-    kind, value = next(iter(spec.items()))
-    if kind == "manifest_lines":
+    kind, value = next(iter(kinds.items()))
+    if kind == "webdataset":
+        patterns = [value] if isinstance(value, str) else list(value)
+        request.webdataset.CopyFrom(pb.Shards(patterns=patterns))
+    elif kind == "table":
+        request.table.CopyFrom(pb.Table(uri=value, columns=dict(columns or {})))
+    elif kind == "manifest_lines":
         lines = [v if isinstance(v, str) else json.dumps(v) for v in value]
         request.manifest_lines.CopyFrom(pb.ManifestLines(lines=lines))
     elif kind == "urls":
@@ -226,6 +240,12 @@ def ingest_body_from_proto(request: pb.IngestRequest) -> dict[str, Any]:
         source[kind] = list(request.manifest_lines.lines)
     elif kind == "urls":
         source[kind] = list(request.urls.urls)
+    elif kind == "webdataset":
+        source[kind] = list(request.webdataset.patterns)
+    elif kind == "table":
+        source[kind] = request.table.uri
+        if request.table.columns:
+            source["columns"] = dict(request.table.columns)
     elif kind is not None:
         source[kind] = getattr(request, kind)
     body: dict[str, Any] = {"source": source}
@@ -249,6 +269,7 @@ def job_to_proto(job: JobStatus) -> pb.Job:
         value = getattr(job, name)
         if value is not None:
             setattr(message, name, value)
+    message.total_known = job.total_known
     return message
 
 
@@ -265,6 +286,7 @@ def job_from_proto(message: pb.Job) -> JobStatus:
     }
     for name in _OPTIONAL_JOB_FIELDS:
         data[name] = getattr(message, name) if message.HasField(name) else None
+    data["total_known"] = message.total_known if message.HasField("total_known") else True
     return JobStatus.model_validate(data)
 
 

@@ -2,9 +2,10 @@
 
 :func:`write_atomic` writes a temporary file, optionally flushes it to disk and renames it over
 the target, so a crash or a power cut leaves the old file or the new one, never half of either.
-Each thread writes through its own temporary name: two threads may write one file at once (a
-request and the Celery queue's settler writing one job record), and one must not rename the
-other's half-written file. The store writes its alias file with it; the indexer its job and
+Each writer uses its own temporary name: two threads may write one file at once (a request and
+the Celery queue's settler writing one job record), and so may two gateway pods sharing a data
+volume (where both processes may well be pid 1), and one must not rename the other's
+half-written file. The store writes its alias file with it; the indexer its job and
 reindex records (``indexer.jobs.records``) and video thumbnails.
 """
 
@@ -14,15 +15,19 @@ import fcntl
 import json
 import os
 import threading
+import uuid
 from pathlib import Path
 
 from service.core.errors import ClipsearchError, ErrorType
+
+# Tells this process's temporary files from another host's with the same pid and thread id.
+_NONCE = uuid.uuid4().hex[:12]
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
     """``data`` at ``path``, all or nothing, through a temporary file beside it; ``durable``
     flushes it to disk before the rename (a record that must survive a power cut)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{_NONCE}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)

@@ -93,8 +93,9 @@ VARIANTS = {
     ),
     # No keys, on a trusted network.
     "anonymous": ("auth.existingSecret=", "auth.allowAnonymous=true"),
-    # The gateway alone: encoder, store and jobs embedded in it.
+    # The gateway alone: encoder, store and jobs embedded in it (one process: one replica).
     "embedded": (
+        "gateway.replicas=1",
         "worker.enabled=false",
         "indexer.enabled=false",
         "redis.enabled=false",

@@ -442,30 +442,6 @@ def test_with_remote_workers_a_rollout_uses_only_bundles_they_serve(
         reindexer.close()
 
 
-def test_with_celery_jobs_a_rollout_onto_another_bundle_is_refused(
-    parts: tuple[Settings, GatedBulk, VersionedStore], tiny_narrow_bundle_dir: Path
-) -> None:
-    settings, embedder, store = parts
-    celery = settings.model_copy(
-        update={"broker": settings.broker.model_copy(update={"url": "redis://x"})}
-    )
-    before = store.aliases(fresh=True)
-    reindexer = InProcessReindexer(
-        settings=celery,
-        embedder=embedder,  # type: ignore[arg-type]
-        store=store,
-        resolve_bundle=lambda spec: load_bundle(Path(spec)),
-    )
-    try:
-        with pytest.raises(ClipsearchError) as refused:
-            reindexer.start("media", str(tiny_narrow_bundle_dir))
-        assert refused.value.type == ErrorType.invalid_input and "Celery" in refused.value.message
-        assert store.aliases(fresh=True) == before and reindexer.list() == []
-        assert NARROW not in [b.ref for b in embedder.info().bundles]  # loaded, then dropped
-    finally:
-        reindexer.close()
-
-
 def test_a_ready_rollout_survives_a_restart_and_reloads_its_bundle(
     parts: tuple[Settings, GatedBulk, VersionedStore], tiny_narrow_bundle_dir: Path
 ) -> None:

@@ -194,3 +194,20 @@ class CollectionInfo(BaseModel):
 
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+
+
+class ExportRequest(BaseModel):
+    to: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="a folder or an s3:// prefix under the allowed roots (--allow-root)",
+    )
+    collection: str | None = Field(None, description="default: the served collection")
+    rows_per_file: int = Field(10_000, ge=1, le=1_000_000, description="points per parquet file")
+
+
+class ExportResult(BaseModel):
+    files: list[str] = Field(description="the parquet files written, in order")
+    points: int
+    bundle: str = Field(description="the bundle (name@version) that made the vectors")
+    vectors: list[str]

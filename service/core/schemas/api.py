@@ -234,7 +234,8 @@ class IngestRequest(BaseModel):
 
     source: SourceSpec = Field(
         description='a directory path (shorthand), or {"directory"}, {"manifest"}, '
-        '{"manifest_lines": [...]} or {"urls": [...]}'
+        '{"manifest_lines": [...]}, {"urls": [...]}, {"webdataset": "shards/{00000..00099}.tar"}'
+        ' or {"table": "meta.parquet", "columns": {"uri": "url", "caption": "caption"}}'
     )
     collection: str | None = Field(None, description="reserved; the configured collection")
 
@@ -263,6 +264,22 @@ class JobStatus(BaseModel):
     eta_s: float | None = None
     waiting_for_writer: bool = Field(
         False, description="tasks wait for room in the points stream (the writer is behind)"
+    )
+    total_known: bool = Field(
+        True,
+        description="false while a dataset's shards are still read: total counts the items "
+        "read so far (never below done)",
+    )
+    shards_total: int | None = Field(
+        None, description="webdataset shards or table row ranges of the job (dataset sources)"
+    )
+    shards_done: int | None = Field(
+        None, description="of shards_total: those read to the end, every item handed to the writer"
+    )
+    shards_read: int | None = Field(
+        None,
+        description="shards or row ranges this attempt read (a resumed job does not read "
+        "those an earlier attempt finished)",
     )
     errors: list[JobError] = Field(default_factory=list)
     error: str | None = None

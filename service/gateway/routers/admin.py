@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from service.core.schemas.admin import (
+    ExportRequest,
+    ExportResult,
     GoldenListed,
     GoldenSet,
     GoldenStored,
@@ -16,8 +18,9 @@ from service.core.schemas.admin import (
     RollbackRequest,
     RollbackResponse,
 )
-from service.gateway.deps import AdminScope, ComponentsDep, PrincipalDep
+from service.gateway.deps import AdminScope, ComponentsDep, PrincipalDep, SettingsDep
 from service.gateway.routers.responses import errors
+from service.store.export import check_destination, export_collection
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -81,3 +84,18 @@ def get_golden(
     return GoldenListed.model_validate(
         {"collection": name, "queries": components.reindexer.golden(name)}
     )
+
+
+@router.post("/export", operation_id="export_collection", response_model=ExportResult)
+def export(body: ExportRequest, components: ComponentsDep, settings: SettingsDep) -> ExportResult:
+    """Write the collection (ids, every named vector, payload; the bundle in each file's
+    metadata) as parquet files under a folder or an s3:// prefix of the allowed roots. They
+    ingest back as a table source: with the same bundle, without calling the encoder."""
+    collection = body.collection or components.collection
+    dest = check_destination(body.to, settings.sources)
+    _, version_bundle = components.store.bundle_of(collection)  # type: ignore[attr-defined]
+    bundle = components.embedder.info(bundle=version_bundle).bundle
+    written = export_collection(
+        components.store, collection, dest, bundle=bundle, rows_per_file=body.rows_per_file
+    )
+    return ExportResult.model_validate(written)

@@ -199,19 +199,44 @@ class Urls(_message.Message):
     urls: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, urls: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class Shards(_message.Message):
+    __slots__ = ("patterns",)
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, patterns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Table(_message.Message):
+    __slots__ = ("uri", "columns")
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URI_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    columns: _containers.ScalarMap[str, str]
+    def __init__(self, uri: _Optional[str] = ..., columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class IngestRequest(_message.Message):
-    __slots__ = ("directory", "manifest", "manifest_lines", "urls", "collection")
+    __slots__ = ("directory", "manifest", "manifest_lines", "urls", "webdataset", "table", "collection")
     DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_LINES_FIELD_NUMBER: _ClassVar[int]
     URLS_FIELD_NUMBER: _ClassVar[int]
+    WEBDATASET_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     directory: str
     manifest: str
     manifest_lines: ManifestLines
     urls: Urls
+    webdataset: Shards
+    table: Table
     collection: str
-    def __init__(self, directory: _Optional[str] = ..., manifest: _Optional[str] = ..., manifest_lines: _Optional[_Union[ManifestLines, _Mapping]] = ..., urls: _Optional[_Union[Urls, _Mapping]] = ..., collection: _Optional[str] = ...) -> None: ...
+    def __init__(self, directory: _Optional[str] = ..., manifest: _Optional[str] = ..., manifest_lines: _Optional[_Union[ManifestLines, _Mapping]] = ..., urls: _Optional[_Union[Urls, _Mapping]] = ..., webdataset: _Optional[_Union[Shards, _Mapping]] = ..., table: _Optional[_Union[Table, _Mapping]] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("job_id",)
@@ -248,7 +273,7 @@ class JobError(_message.Message):
     def __init__(self, item: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "state", "total", "done", "failed", "skipped", "attempt", "rate_per_s", "eta_s", "waiting_for_writer", "errors", "error", "created_at", "updated_at")
+    __slots__ = ("id", "kind", "state", "total", "done", "failed", "skipped", "attempt", "rate_per_s", "eta_s", "waiting_for_writer", "errors", "error", "created_at", "updated_at", "shards_total", "shards_done", "total_known", "shards_read")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +289,10 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_READ_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     state: str
@@ -279,7 +308,11 @@ class Job(_message.Message):
     error: str
     created_at: str
     updated_at: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., skipped: _Optional[int] = ..., attempt: _Optional[int] = ..., rate_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., waiting_for_writer: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., error: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
+    shards_total: int
+    shards_done: int
+    total_known: bool
+    shards_read: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., skipped: _Optional[int] = ..., attempt: _Optional[int] = ..., rate_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., waiting_for_writer: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., error: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., shards_total: _Optional[int] = ..., shards_done: _Optional[int] = ..., total_known: _Optional[bool] = ..., shards_read: _Optional[int] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token", "total_size")

@@ -81,14 +81,18 @@ def test_url_and_text_entries_are_sent_to_the_indexers(
     assert status is not None and (status["total"], status["failed"]) == (1, 0)
 
 
-def test_an_item_listed_twice_counts_once_in_the_total(
+def test_an_item_listed_twice_is_one_failure_named_by_its_place(
     setup: tuple[PointStream, Settings, Path],
 ) -> None:
-    """Progress counts each item once (through sets): the total must too, or done + failed of
-    a job listing an item twice would never reach it."""
+    """Progress counts each item once (through sets): the repeat is named by its place, not by
+    the first one's id, so it is counted failed beside the first (indexed) and done + failed
+    reaches the total, with the repeat reported (the rule of ``indexer.sources.datasets``)."""
     stream, settings, _ = setup
     urls = ["https://example.com/a.png", "https://example.com/b.png", "https://example.com/a.png"]
     run(stream, settings, {"urls": urls})
     stream.jobs.count("job", ["https://example.com/a.png", "https://example.com/b.png"])
     status = stream.jobs.get("job")
-    assert status is not None and (status["total"], status["done"]) == (2, 2)
+    assert status is not None
+    assert (status["total"], status["done"], status["failed"]) == (3, 2, 1)
+    [error] = status["errors"]
+    assert error["item"] == "URL 3" and "more than once" in error["reason"], error

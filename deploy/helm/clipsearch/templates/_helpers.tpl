@@ -214,9 +214,10 @@ topologySpreadConstraints:
 - name: tmp
   emptyDir: {}
 - name: data
-  {{- if and .shared .root.Values.sharedData.existingClaim }}
+  {{- $claim := include "clipsearch.sharedDataClaim" .root }}
+  {{- if and .shared $claim }}
   persistentVolumeClaim:
-    claimName: {{ .root.Values.sharedData.existingClaim }}
+    claimName: {{ $claim }}
   {{- else }}
   emptyDir: {}
   {{- end }}
@@ -226,6 +227,32 @@ topologySpreadConstraints:
     claimName: {{ . }}
     readOnly: true
 {{- end }}
+{{- end -}}
+
+{{/* The claim the gateways share as their data dir: an existing one, the chart's own, or none. */}}
+{{- define "clipsearch.sharedDataClaim" -}}
+{{- if .Values.sharedData.existingClaim -}}
+{{- .Values.sharedData.existingClaim -}}
+{{- else if .Values.sharedData.create -}}
+{{- include "clipsearch.componentName" (dict "root" . "component" "shared-data") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* More than one gateway must answer every request alike: records in Redis, one store, one
+thumbnails volume. */}}
+{{- define "clipsearch.checkReplicas" -}}
+{{- $g := .Values.gateway -}}
+{{- if or $g.autoscaling.enabled (gt (int $g.replicas) 1) -}}
+{{- if not (include "clipsearch.redisConfigured" .) -}}
+{{- fail "more than one gateway replica needs Redis (redis.enabled or redis.external.host): job and rollout records and rollout leases live there; or set gateway.replicas=1" -}}
+{{- end -}}
+{{- if not (or .Values.qdrant.enabled .Values.qdrant.external.url) -}}
+{{- fail "more than one gateway replica needs a Qdrant server (qdrant.enabled or qdrant.external.url): the embedded store serves one process; or set gateway.replicas=1" -}}
+{{- end -}}
+{{- if not (include "clipsearch.sharedDataClaim" .) -}}
+{{- fail "more than one gateway replica needs a shared data volume (sharedData.create or sharedData.existingClaim, ReadWriteMany): every replica serves every thumbnail from it; or set gateway.replicas=1" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "clipsearch.dataMounts" -}}
