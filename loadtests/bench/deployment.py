@@ -130,6 +130,9 @@ def deployment_env(
         # The indexers' own data dir, shared with nothing (video thumbnails travel in the points
         # stream to the writer in the gateway, whose data dir is --data-dir).
         "CLIPSEARCH_DATA_DIR": str(indexer_data_dir),
+        # No gRPC API on the default port (50052): another gateway on the machine (a parallel
+        # test, a developer's `make run`) may hold it.
+        "CLIPSEARCH_GRPC_PORT": "0",
         **(overrides or {}),
     }
 

@@ -47,6 +47,7 @@ def run_reindex_bench(
             "CLIPSEARCH_DATA_DIR": str(root / "data"),
             "CLIPSEARCH_BUNDLE": str(bundle),
             "CLIPSEARCH_PORT": str(port),
+            "CLIPSEARCH_GRPC_PORT": "0",  # the default 50052 may be taken by another gateway
             "CLIPSEARCH_SOURCES__ALLOWED_ROOTS": str(root),
             "CLIPSEARCH_LOG_LEVEL": "WARNING",
         }

@@ -57,6 +57,7 @@ def server(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[tuple[str, dict[st
     src = tmp_path / "src"
     src.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path.cwd())}
+    env["CLIPSEARCH_GRPC_PORT"] = "0"  # the default 50052 may be taken by another gateway
     proc = subprocess.Popen(
         [
             sys.executable,
