@@ -196,6 +196,13 @@ SCALE_MAX ?= 100000
 bench-scale: $(STAMP)
 	$(VENV)/bin/clipsearch bench scale --max-points $(SCALE_MAX)
 
+# Issue 22's dataset-scale acceptance: one table job over a 1,000,000-row parquet, embedded and
+# distributed: seconds to total, gateway RSS while planning, Redis used_memory, first point
+# searchable, cancel (bench-results/dataset_scale.json). Not part of `bench`.
+.PHONY: bench-dataset-scale
+bench-dataset-scale: $(STAMP)
+	$(PY) -m loadtests.bench.dataset_scale --bundle $(BENCH_BUNDLE)
+
 bench: bench-bundle bench-encoder bench-ingest bench-video bench-reindex bench-faults \
   bench-faults-http bench-rollout bench-ready bench-ingest-search \
   bench-scale

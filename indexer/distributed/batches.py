@@ -32,6 +32,7 @@ from indexer.distributed.lookups import request_matches
 from indexer.distributed.stream import PointStream
 from indexer.pipeline.entries import entry_points
 from indexer.sources.datasets import is_dataset
+from indexer.sources.objects import ReadMetrics
 from indexer.sources.read import SourceEntry, SourceError, iter_source, kind_of, text_entry_id
 from indexer.sources.roots import how_to_allow
 from service.clients.base import EmbeddingClient
@@ -125,6 +126,7 @@ def index_batch(
     settings: Settings,
     run: str | None = None,
     bundles: Sequence[str | None] = (None,),
+    read_metrics: ReadMetrics | None = None,
 ) -> BatchOutcome:
     """Load (local paths, URLs through the SSRF guard, videos, text-only entries), embed, append
     one entry to the points stream. A failure of the whole batch (full stream, encoder
@@ -156,6 +158,7 @@ def index_batch(
             run=run,
             resume=gate.resume,
             bundles=bundles,
+            read_metrics=read_metrics,
         )
         return BatchOutcome("", [], [])
     failed: list[dict[str, Any]] = []

@@ -154,10 +154,12 @@ class JobProgress:
             pipe.hsetnx(job_key(job_id), name, value)
         pipe.execute()
 
-    def init_units(self, job_id: str, *, total: int, units: int) -> None:
+    def init_units(self, job_id: str, *, total: int, units: int, exact: bool = False) -> None:
         """A dataset job's plan (``indexer.distributed.units``): ``units`` shards or row
         ranges, ``total`` the rows the files state (parquet), each unit still to report what it
-        read (``unit_read``). Set once: planning again (a redelivered task) changes nothing."""
+        read (``unit_read``); ``exact``: the files stated every unit's rows, so ``total`` is the
+        job's total before any unit is read (as the embedded runner says). Set once: planning
+        again (a redelivered task) changes nothing."""
         now = time.time()
         key = job_key(job_id)
         pipe = self.redis.pipeline(transaction=True)
@@ -165,6 +167,7 @@ class JobProgress:
             ("total", total),
             ("units_total", units),
             ("units_pending", units),
+            ("total_exact", int(exact)),
             ("started_at", now),
             ("done", 0),
             ("failed", 0),
@@ -261,6 +264,7 @@ class JobProgress:
             "units_total": units or None,
             "units_done": units - pending if units else None,
             "units_pending": pending,
+            "total_exact": values.get("total_exact") == "1",
             "units_read": int(values.get("units_read", 0)),
             "done": done,
             "failed": failed,

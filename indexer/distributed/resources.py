@@ -12,6 +12,7 @@ from collections.abc import Callable
 from indexer.distributed.bundles import BundleResolver, TaskBundles
 from indexer.distributed.probes import IndexerMetrics
 from indexer.distributed.stream import PointStream
+from indexer.sources.objects import ReadMetrics
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
 from service.core.errors import invalid
@@ -35,6 +36,8 @@ class IndexerResources:
         self._embedder: EmbeddingClient | None = None
         self._stream: PointStream | None = None
         self.metrics = IndexerMetrics()
+        # Dataset units and bytes this indexer read, on its probe port's /metrics too.
+        self.read_metrics = ReadMetrics(self.metrics.registry)
         self.bundles = TaskBundles(self.embedder, resolve_bundle)
 
     def embedder(self) -> EmbeddingClient:

@@ -88,6 +88,7 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
                 settings=settings,
                 run=run,
                 bundles=refs,
+                read_metrics=resources.read_metrics,
             )
         except Exception as exc:
             if _retryable(exc) and self.request.retries < broker.task_max_retries:

@@ -28,6 +28,7 @@ from indexer.distributed.stream import PointStream
 from indexer.pipeline.batching import chunked
 from indexer.pipeline.entries import entry_points
 from indexer.sources.datasets import Dataset, open_dataset, read_unit, unit_name
+from indexer.sources.objects import ReadMetrics
 from indexer.sources.read import SourceEntry, SourceError
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
@@ -71,7 +72,9 @@ def plan_dataset(
     read (the caller fails the job)."""
     dataset = open_dataset(spec, settings, reader="indexer")
     stated = sum(int(u.get("rows", 0)) for u in dataset.units)
-    stream.jobs.init_units(job_id, total=stated, units=len(dataset.units))
+    stream.jobs.init_units(
+        job_id, total=stated, units=len(dataset.units), exact=dataset.known_items is not None
+    )
     finished = stream.jobs.finished_units(job_id) if resume else {}
     done_before: dict[str, tuple[int, int, int]] = {}
     for index, unit in enumerate(dataset.units):
@@ -97,6 +100,7 @@ def index_unit(
     run: str | None,
     resume: bool,
     bundles: Sequence[str | None] = (None,),
+    read_metrics: ReadMetrics | None = None,
 ) -> tuple[int, int]:
     """Read, embed and append one unit, batch by batch; (items read, items failed). Stops
     between batches once the job is cancelled or another attempt runs (the unit is then not
@@ -117,7 +121,7 @@ def index_unit(
 
     reads = failures = 0
     with Fetcher(settings) as fetcher:
-        reader = read_unit(dataset, unit, settings, fetcher=fetcher)
+        reader = read_unit(dataset, unit, settings, fetcher=fetcher, metrics=read_metrics)
         for chunk in chunked(reader, settings.broker.plan_batch_size):
             gate = stream.jobs.gate(job_id, run)
             if gate.stop is None:

@@ -99,7 +99,9 @@ def job_state(
             shards_total=progress["units_total"],
             shards_done=progress["units_done"],
             shards_read=progress.get("units_read", 0),
-            total_known=not progress.get("units_pending"),
+            # Parquet states its rows: known at once, as the embedded runner says; otherwise
+            # once every unit has been read.
+            total_known=bool(progress.get("total_exact")) or not progress.get("units_pending"),
         )
     all_read = not progress.get("units_pending")
     finished = bool(progress.get("total_known")) and all_read and done + failed >= total

@@ -36,12 +36,15 @@ OBJECT_TYPES = ("application/*", "text/*", "binary/*")
 
 class ReadMetrics:
     """What dataset sources read, for ``/metrics``: units (shards, row ranges) read to their end
-    and bytes read, by kind and by scheme (one registry per owner, as the gateway's)."""
+    and bytes read, by kind and by scheme (one registry per owner, as the gateway's; a Celery
+    indexer's is its probe server's, ``indexer.distributed.resources``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: Any = None) -> None:
+        """``registry``: a ``prometheus_client.CollectorRegistry`` to count in (default: one
+        of its own)."""
         from prometheus_client import CollectorRegistry, Counter
 
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = registry or CollectorRegistry(auto_describe=True)
         self.units = Counter(
             "clipsearch_ingest_units_read_total",
             "Dataset units read to their end by ingestion jobs: webdataset shards, table row "

@@ -134,3 +134,24 @@ def test_no_eta_while_the_job_waits_for_a_retry_or_nothing_moves(
         assert job_state(record, jobs.get(JOB))["eta_s"] == 0.0
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_dataset_total_is_known_at_once_only_when_the_files_state_it(
+    jobs: JobProgress, exact: bool
+) -> None:
+    """Parquet states its rows: the distributed job says ``total_known`` before any unit is read,
+    as the embedded runner does; a CSV or shard job only once every unit has been read."""
+    from indexer.jobs.celery_queue import job_state
+
+    record = {"id": JOB, "kind": "ingest", "state": "submitted", "errors": []}
+    jobs.start(JOB, run="r1", resume=False)
+    jobs.init_units(JOB, total=1_000 if exact else 0, units=2, exact=exact)
+    jobs.init_units(JOB, total=5, units=9, exact=not exact)  # a redelivered plan changes nothing
+    status = job_state(record, jobs.get(JOB))
+    assert (status["shards_total"], status["shards_done"]) == (2, 0)
+    assert status["total_known"] is exact and status["total"] == (1_000 if exact else 0)
+    for unit in ("u0", "u1"):
+        jobs.unit_read(JOB, unit, 0 if exact else 3)
+    status = job_state(record, jobs.get(JOB))
+    assert status["total_known"] is True and status["total"] == (1_000 if exact else 6)
