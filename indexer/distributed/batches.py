@@ -245,18 +245,6 @@ def report_failed(
         units.unit_given_up(job_id, entries[0], stream)
 
 
-def task_entry(entry: SourceEntry) -> dict[str, Any]:
-    """A source entry as an ``index_batch`` entry (JSON): its id names it in job progress."""
-    task: dict[str, Any] = {"uri": entry.uri, "id": entry.id}
-    if entry.caption is not None:
-        task["caption"] = entry.caption
-    if entry.description is not None:
-        task["description"] = entry.description
-    if entry.metadata:
-        task["metadata"] = dict(entry.metadata)
-    return task
-
-
 def plan_job(
     job_id: str,
     collection: str,
@@ -303,7 +291,7 @@ def plan_job(
         stream.jobs.mark_failed(job_id, reason)
         return PlanOutcome(0, 0, 0, reason)
     failed = [{"item": r.item, "reason": r.reason} for r in reads if isinstance(r, SourceError)]
-    entries = [task_entry(read) for read in reads if isinstance(read, SourceEntry)]
+    entries = [units.task_entry(read) for read in reads if isinstance(read, SourceEntry)]
     # Items count once each (progress goes through sets): a name listed twice is one item,
     # or done + failed would never reach the total.
     names = {f["item"] for f in failed} | {item_id(e) for e in entries}

@@ -158,7 +158,7 @@ def index_unit(
                 if outcome.error is not None:
                     failure: dict[str, Any] = {"item": item, "reason": outcome.error}
                     if source_entry.data is None:  # for retry-failed (a shard's member: no)
-                        failure["entry"] = _task_entry(source_entry)
+                        failure["entry"] = task_entry(source_entry)
                     failed.append(failure)
                 else:
                     (skipped if outcome.skipped else sent).append(item)
@@ -179,12 +179,14 @@ def index_unit(
     return reads, failures
 
 
-def _task_entry(entry: SourceEntry) -> dict[str, Any]:
-    """A failed entry as ``retry-failed`` submits it again (``batches.task_entry``'s shape)."""
+def task_entry(entry: SourceEntry) -> dict[str, Any]:
+    """A source entry as an ``index_batch`` entry (JSON): its id names it in job progress; also
+    a failed entry as ``retry-failed`` submits it again."""
     task: dict[str, Any] = {"uri": entry.uri, "id": entry.id}
-    for key in ("caption", "description"):
-        if getattr(entry, key) is not None:
-            task[key] = getattr(entry, key)
+    if entry.caption is not None:
+        task["caption"] = entry.caption
+    if entry.description is not None:
+        task["description"] = entry.description
     if entry.metadata:
         task["metadata"] = dict(entry.metadata)
     return task

@@ -35,7 +35,9 @@ import httpx
 import pytest
 
 from service.core.domain import point_id
-from tests.faults.test_reindex_kill import HeldImages
+
+# The `held` fixture (a source server that holds a rebuild mid-run) is the reindex-kill test's.
+from tests.faults.test_reindex_kill import N_URLS, HeldImages, held_fixture  # noqa: F401
 from tests.indexer.distributed.test_batches import write_images
 from tests.indexer.pipeline.test_video import make_video
 from tests.redis_server import redis_server
@@ -44,7 +46,6 @@ from tests.support import free_port, wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
 N_FILES = 40
-N_URLS = 6
 READY_S = 120.0
 LEASE_S = "2"
 
@@ -98,15 +99,6 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
-
-
-@pytest.fixture(name="held")
-def held_fixture() -> Iterator[HeldImages]:
-    server = HeldImages(N_URLS)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(name="started")

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +19,17 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from loadtests.procs import stop
 from loadtests.s3server import aws_env, moto_s3, upload
 from service.core.config import BrokerSettings, SourcesSettings
 from tests.indexer.sources.datasets_support import caption_of, write_shards
 from tests.redis_server import redis_server
 from tests.service.gateway.conftest import make_settings, running_client
+from tests.service.gateway.test_ingest_celery import wait_done
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-JOB_TIMEOUT_S = 300.0
 BUCKET = "lake"
 
 
@@ -93,12 +92,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> It
                     client, base / "src", worker, log_path, redis.Redis.from_url(url), endpoint
                 )
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(timeout=30)
+            stop(worker)
 
 
 def run_job(setup: Setup, source: dict[str, Any]) -> dict[str, Any]:
@@ -108,17 +102,7 @@ def run_job(setup: Setup, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def wait_job(setup: Setup, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while True:
-        status: dict[str, Any] = setup.client.get(f"/v1/jobs/{job_id}").json()
-        if status["state"] in ("completed", "failed", "interrupted"):
-            return status
-        if time.monotonic() > deadline or setup.worker.poll() is not None:
-            raise AssertionError(
-                f"job {job_id} not done: {status}; worker exit={setup.worker.poll()}\n"
-                + setup.log.read_text()[-4000:]
-            )
-        time.sleep(0.2)
+    return wait_done(setup, job_id)  # type: ignore[arg-type]  # the same client/worker/log
 
 
 @pytest.mark.timeout(900)
