@@ -21,7 +21,7 @@ from service.core.contract import METADATA_KEY, CollectionSettings, check_settin
 from service.core.domain import collection_dims
 from service.core.errors import ClipsearchError, ErrorType, invalid, not_found
 from service.gateway.state import Components, startup_progress
-from service.search.planner import SearchService
+from service.search.planner import NullCache, SearchService
 from service.search.querylog import LoggedSearchService, QueryLog
 from service.store.versions import VersionedStore
 
@@ -143,15 +143,22 @@ def build_components(settings: Settings) -> Components:
         embedder.close()
         store.close()
         raise
+
+    nulls = NullCache()  # each bundle's score calibration, shared by every collection
+
+    def search_service(collection: str) -> SearchService:
+        if collection != settings.collection:
+            reindexer.serve_collection(collection)  # created on another replica: load its bundle
+        if query_log is None:
+            return SearchService(embedder, store, collection, nulls=nulls)
+        return LoggedSearchService(embedder, store, collection, log=query_log, nulls=nulls)
+
     return Components(
         embedder=embedder,
         store=store,
         jobs=jobs,
-        search=(
-            SearchService(embedder, store, settings.collection)
-            if query_log is None
-            else LoggedSearchService(embedder, store, settings.collection, log=query_log)
-        ),
+        search=search_service(settings.collection),
+        search_factory=search_service,
         collection=settings.collection,
         reindexer=reindexer,
         # The writer's counts (clipsearch_writer_*) on the gateway's /metrics.
@@ -292,19 +299,23 @@ def _celery_jobs(settings: Settings, store: VersionedStore) -> tuple[JobQueue, W
 
     url = settings.broker.url
     assert url is not None  # in_process_jobs is false
-    jobs = CeleryJobQueue(
-        settings,
-        PointStream(url, settings.broker),
-        partial(recorded_settings, store),
-        partial(task_bundles, store),
-    )
+    # Every collection's points stream: a job into any of them is written here (the writer
+    # adds those created later as jobs name them, and as it finds them in the store).
+    collections = [settings.collection, *(n for n in store.names() if n != settings.collection)]
+    metrics = WriterMetrics(points_metric=GATEWAY_WRITER_POINTS)
+    writer = Writer(url, store, settings, collections=collections, metrics=metrics)
     try:
-        metrics = WriterMetrics(points_metric=GATEWAY_WRITER_POINTS)
-        writer = Writer(url, store, settings, metrics=metrics)
+        jobs = CeleryJobQueue(
+            settings,
+            PointStream(url, settings.broker),
+            partial(recorded_settings, store),
+            partial(task_bundles, store),
+            writes=writer.add_collection,
+        )
     except BaseException:
-        jobs.close()
+        writer.close()
         raise
-    log.info("jobs go to Celery; this gateway writes collection %s", settings.collection)
+    log.info("jobs go to Celery; this gateway writes collections %s", ", ".join(collections))
     return jobs, writer
 
 

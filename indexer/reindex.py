@@ -52,6 +52,8 @@ import builtins
 import contextlib
 import json
 import logging
+import re
+import shutil
 import threading
 import time
 import uuid
@@ -92,6 +94,9 @@ COMPARE_TOP = 10
 QUERIES_SHOWN = 20  # per-query rows kept in a comparison
 _KEPT_FIELDS = ("tags", "created_at")
 PROMOTE_MODES = ("manual", "auto")
+# A collection's name: version names are ``<name>__<bundle>__<n>`` and aliases ``<name>.next``,
+# so neither ``__`` nor ``.``; lower case, as Qdrant and Kubernetes-style names go.
+COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 ACTIVE = ("queued", "building", "ready", "promoting")
 RUNNING = ("queued", "building")
 ACTING_WAIT_S = 2.0  # a promote or cancel waits this long for a replica that holds the rollout
@@ -230,6 +235,74 @@ class InProcessReindexer:
             info.bundle,
         )
         return self.status(record["id"])
+
+    def create_collection(self, name: str, bundle: str | None = None) -> dict[str, Any]:
+        """A new, empty collection searched and written with ``bundle`` (a served
+        ``name@version`` or name, a zoo name, a bundle folder, ``tiny``; default: the
+        configured bundle), loaded now if the encoder can and does not serve it yet; its first
+        version records the spec, so a restarted gateway (or an indexer) loads it again.
+        (invalid_input) for a bad name, (conflict) when it exists, (not_found) for no bundle."""
+        check_collection_name(name)
+        with self._starting:  # a bundle load must not race a rollout's start or free
+            if name in self._store.names() or self._store.versions(name):
+                raise ClipsearchError(
+                    ErrorType.conflict, f"collection {name!r} exists", {"collection": name}
+                )
+            ref, loaded = self._target_bundle(bundle, self._embedder.info().bundle)
+            try:
+                info = self._embedder.info(bundle=ref)
+                own = CollectionSettings.of(
+                    self._settings, bundle=info.bundle, max_chunks=MAX_CHUNKS
+                )
+                metadata = {**own.metadata(), **({SPEC_KEY: bundle} if bundle else {})}
+                self._store.ensure(name, collection_dims(info.spaces), info.bundle, metadata)
+            except BaseException:
+                if loaded:
+                    self._drop_bundle(ref)
+                raise
+            if loaded:
+                with self._lock:
+                    self._reloaded.add(ref)  # freed again once no collection needs it
+        log.info("collection %s created with bundle %s", name, info.bundle)
+        return self._store.describe(name)
+
+    def delete_collection(self, name: str) -> dict[str, Any]:
+        """Delete a collection: every version, its aliases and thumbnails; a bundle loaded
+        for it alone is freed. (conflict) for the configured collection or one with a rollout
+        in progress; (not_found) for none."""
+        if name == self._settings.collection:
+            raise ClipsearchError(
+                ErrorType.conflict,
+                f"collection {name!r} is this gateway's configured collection "
+                "(CLIPSEARCH_COLLECTION) and cannot be deleted",
+                {"collection": name},
+            )
+        self._sync()
+        with self._starting:
+            with self._lock:
+                active = [
+                    r
+                    for r in self._records.values()
+                    if r["collection"] == name and r["state"] in ACTIVE
+                ]
+            if active:
+                raise ClipsearchError(
+                    ErrorType.conflict,
+                    f"rollout {active[0]['id']} of {name!r} is {active[0]['state']}; "
+                    "cancel it first",
+                    {"id": active[0]["id"], "state": active[0]["state"]},
+                )
+            dropped = self._store.remove(name)
+        thumbnails = self._settings.data_dir / "thumbnails" / name
+        shutil.rmtree(thumbnails, ignore_errors=True)
+        self._release_unused()
+        return {"collection": name, "deleted_versions": dropped}
+
+    def serve_collection(self, name: str) -> bool:
+        """Whether the bundle of ``name``'s current version is served, loading it again from
+        its recorded spec if this encoder can (a collection another replica created)."""
+        current = self._store.aliases().get(name)
+        return current is None or self._ensure_served(self._source_bundle(current))
 
     def status(self, reindex_id: str) -> dict[str, Any]:
         self._sync()
@@ -873,6 +946,17 @@ class InProcessReindexer:
                 )
         # Remote workers outlive a gateway: what its rollouts loaded and nothing needs now goes.
         self._release_unused()
+
+
+def check_collection_name(name: object) -> str:
+    """A valid collection name, or (invalid_input) saying what one is."""
+    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name) or "__" in name:
+        raise invalid(
+            "a collection name is 1-63 characters: lower-case letters, digits, '-' and '_', "
+            "starting with a letter or digit, with no '__'",
+            {"name": name},
+        )
+    return name
 
 
 def _build_settings(settings: Settings, video: Mapping[str, Any] | None) -> Settings:

@@ -16,12 +16,19 @@ User classes (pick them by name on the command line; a profile does):
   per request only (the peer comparison's profile);
 - ``ItemReadUser``: ``GET /v1/items/{id}`` on ids that searches returned;
 - ``BulkIngestUser`` (one at most): ``POST /v1/ingest`` of ``$LOADTEST_INGEST_BATCH`` text
-  documents (50) per job, then follows the job to its end; searchers search meanwhile.
+  documents (50) per job, then follows the job to its end; searchers search meanwhile;
+- ``TenantBurstUser`` and ``TenantUser`` (two tenants, each with its own key and collection, for
+  the per-key rate limits): the burst user is one tenant's bulk script, ``POST /v1/search`` closed
+  loop on ``$LOADTEST_BURST_COLLECTION`` with ``$LOADTEST_BURST_KEY``, for which a 429 that carries
+  ``Retry-After`` is the expected answer (its own row, ``/v1/search [burst 429 limited]``); the
+  tenant user (two at most) searches ``$LOADTEST_TENANT_COLLECTION`` with ``$LOADTEST_TENANT_KEY``
+  once a second each, under its limit, and any answer but 200 fails it.
 
 Environment: ``CLIPSEARCH_API_KEY`` (sent as ``Authorization: Bearer``), ``LOADTEST_MODEL`` (the
 embeddings ``model``; found from ``/health/ready`` when unset), ``LOADTEST_IMAGES``,
-``LOADTEST_EMBED_BATCH``, ``LOADTEST_INGEST_BATCH``. A run exits non-zero on any failed request,
-and when it made no request at all.
+``LOADTEST_EMBED_BATCH``, ``LOADTEST_INGEST_BATCH``; the tenant users' ``LOADTEST_BURST_KEY``,
+``LOADTEST_BURST_COLLECTION``, ``LOADTEST_TENANT_KEY``, ``LOADTEST_TENANT_COLLECTION``. A run
+exits non-zero on any failed request, and when it made no request at all.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
 
 HERE = Path(__file__).resolve().parent
@@ -352,6 +359,75 @@ class BulkIngestUser(_Clipsearch):
                     response.failure(f"job {job_id} still {state} after {self.job_timeout_s} s")
                     return
             time.sleep(self.poll_s)  # gevent's: the other users run meanwhile
+
+
+def _tenant_env(prefix: str) -> tuple[str, str]:
+    """``$<prefix>_KEY`` and ``$<prefix>_COLLECTION``; a missing one stops the user with an error
+    (and the run exits non-zero): a tenant profile without its keys would measure nothing."""
+    names = (f"{prefix}_KEY", f"{prefix}_COLLECTION")
+    key, collection = (os.environ.get(name, "").strip() for name in names)
+    missing = [name for name, value in zip(names, (key, collection), strict=True) if not value]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} must be set for the tenant profiles")
+    return key, collection
+
+
+class _Tenant(_Clipsearch):
+    """A tenant: its own key and collection from ``<PREFIX>_KEY`` / ``<PREFIX>_COLLECTION``."""
+
+    abstract = True
+    prefix = ""
+
+    def on_start(self) -> None:
+        super().on_start()
+        key, self.collection = _tenant_env(self.prefix)
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    def post_search(self, name: str) -> Any:
+        body = {"text": self.rng.choice(QUERIES), "collection": self.collection, "limit": 10}
+        return self.client.post(
+            "/v1/search", json=body, headers=self.headers, name=name, catch_response=True
+        )
+
+
+class TenantBurstUser(_Tenant):
+    """One tenant's bulk script: searches its own collection closed loop with its own key, far
+    over its rate limit. A 429 with ``Retry-After`` is the limit doing its work and counts as a
+    success on its own row; a 429 without it, or any other error, fails the request."""
+
+    weight = 1
+    prefix = "LOADTEST_BURST"
+
+    @task
+    def search(self) -> None:
+        with self.post_search("/v1/search [burst]") as response:
+            if response.status_code == 429:
+                retry_after = (response.headers.get("Retry-After") or "").strip()
+                if retry_after.isdigit() and int(retry_after) >= 1:
+                    response.request_meta["name"] = "/v1/search [burst 429 limited]"
+                    response.success()
+                else:
+                    text = (response.text or "")[:300]
+                    response.failure(f"HTTP 429 without a Retry-After: {text}")
+                return
+            _check_hits(response, _json_object(response))
+
+
+class TenantUser(_Tenant):
+    """Another tenant searching its own collection at a steady pace under its limit (once a second
+    per user), while the burst user hammers; any answer but 200 (a 429 included) fails it."""
+
+    fixed_count = 2
+    wait_time = constant_throughput(1)
+    prefix = "LOADTEST_TENANT"
+
+    @task
+    def search(self) -> None:
+        with self.post_search("/v1/search [tenant]") as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:300]}")
+                return
+            _check_hits(response, _json_object(response))
 
 
 @events.quitting.add_listener

@@ -93,5 +93,16 @@ PROFILES = {
             run_time="2m",
             about="16 text searchers while one user ingests batches of text documents",
         ),
+        Profile(
+            "tenants",
+            ("TenantBurstUser", "TenantUser"),
+            users=10,
+            spawn_rate=10,
+            run_time="20s",
+            about="per-key rate limits: 8 users of one key search its collection closed loop (429s "
+            "expected) while 2 users of another key search theirs once a second (none may fail); "
+            "keys and collections from $LOADTEST_BURST_KEY/_COLLECTION, "
+            "$LOADTEST_TENANT_KEY/_COLLECTION",
+        ),
     )
 }

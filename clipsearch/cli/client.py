@@ -1,4 +1,4 @@
-"""HTTP client side of the CLI: ingest with a progress bar, search, jobs.
+"""HTTP client side of the CLI: ingest with a progress bar, search, jobs, collections.
 
 Results go to stdout, whole (ids and full file names, never cut to the terminal's width), or as
 JSON with ``--json``; progress, counts and errors go to stderr, so ``clipsearch search ... | head``
@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from urllib.request import url2pathname
 
 import httpx
@@ -51,10 +51,19 @@ def print_json(data: Any) -> None:
 
 
 def ingest(
-    server: str, source: dict[str, Any], api_key: str | None, *, as_json: bool = False
+    server: str,
+    source: dict[str, Any],
+    api_key: str | None,
+    *,
+    as_json: bool = False,
+    collection: str | None = None,
 ) -> int:
-    """Start a job and follow it; returns the number of failed items."""
-    return _start_and_follow(server, api_key, "/v1/ingest", {"source": source}, as_json)
+    """Start a job (into ``collection``; None: the gateway's configured one) and follow it;
+    returns the number of failed items."""
+    body: dict[str, Any] = {"source": source}
+    if collection:
+        body["collection"] = collection
+    return _start_and_follow(server, api_key, "/v1/ingest", body, as_json)
 
 
 def export(
@@ -96,12 +105,22 @@ def job_action(
 
 
 def list_jobs(
-    server: str, api_key: str | None, *, limit: int, offset: int, as_json: bool = False
+    server: str,
+    api_key: str | None,
+    *,
+    limit: int,
+    offset: int,
+    as_json: bool = False,
+    collection: str | None = None,
 ) -> None:
-    """``clipsearch jobs list``: one line per job, newest first (``GET /v1/jobs``)."""
+    """``clipsearch jobs list``: one line per job, newest first (``GET /v1/jobs``): those of
+    ``collection``, else of every collection the key may ingest into."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if collection:
+        params["collection"] = collection
     try:
         with _client(server, api_key) as http:
-            page = _check(http.get("/v1/jobs", params={"limit": limit, "offset": offset}))
+            page = _check(http.get("/v1/jobs", params=params))
     except httpx.TransportError:
         raise _connect(server) from None
     if as_json:
@@ -218,8 +237,11 @@ def search(
     api_key: str | None,
     as_json: bool = False,
     grpc_target: str | None = None,
+    collection: str | None = None,
 ) -> None:
     body: dict[str, Any] = {"mode": mode, "limit": limit}
+    if collection:
+        body["collection"] = collection
     if image is not None:
         try:
             body["image"] = base64.b64encode(image.read_bytes()).decode()
@@ -248,7 +270,11 @@ def search_grpc(target: str, body: dict[str, Any], api_key: str | None) -> dict[
     try:
         with SearchClient(target, api_key=api_key, timeout_s=60.0) as grpc_client:
             answer = grpc_client.search(
-                text=body.get("text"), image=image, mode=body["mode"], limit=body["limit"]
+                text=body.get("text"),
+                image=image,
+                mode=body["mode"],
+                limit=body["limit"],
+                collection=body.get("collection"),
             )
     except ClipsearchError as exc:
         typer.echo(f"error (gRPC {target}): {exc.type.value}: {exc.message}", err=True)
@@ -281,4 +307,79 @@ def print_hits(result: dict[str, Any], *, as_json: bool = False) -> None:
         typer.echo(
             f"{rank:>3}  {hit['score']:>7.4f}  {(hit.get('kind') or '-'):<{kind_width}}  "
             f"{hit['id']:<{id_width}}  {uri}{caption}"
+        )
+
+
+# -- collections -------------------------------------------------------------------------------
+
+
+def collections(
+    server: str,
+    api_key: str | None,
+    action: str,
+    name: str | None = None,
+    *,
+    bundle: str | None = None,
+    as_json: bool = False,
+) -> None:
+    """``clipsearch collections``: ``list``, ``show`` NAME, ``create`` NAME (with ``bundle``) or
+    ``delete`` NAME through ``/v1/collections``; the answer on stdout, a 4xx as an error."""
+    try:
+        with _client(server, api_key) as http:
+            if action == "list":
+                answer = _check(http.get("/v1/collections"))
+            elif action == "create":
+                body = {"name": name, **({"bundle": bundle} if bundle else {})}
+                # Creating one may load its bundle into the encoder: no read timeout.
+                answer = _check(http.post("/v1/collections", json=body, timeout=None))
+            elif action == "delete":
+                answer = _check(http.delete(f"/v1/collections/{quote(str(name), safe='')}"))
+            else:
+                answer = _check(http.get(f"/v1/collections/{quote(str(name), safe='')}"))
+    except httpx.TransportError:
+        raise _connect(server) from None
+    if as_json:
+        print_json(answer)
+    elif action == "list":
+        listed = answer["collections"]
+        typer.echo(f"{len(listed)} collections", err=True)
+        width = max((len(c["alias"]) for c in listed), default=1)
+        for info in listed:
+            typer.echo(_collection_line(info, width))
+    elif action == "delete":
+        versions = answer["deleted_versions"]
+        typer.echo(f"deleted collection {answer['collection']}: {len(versions)} versions", err=True)
+        for version in versions:
+            typer.echo(version)
+    else:
+        if action == "create":
+            typer.echo(f"created collection {answer['alias']}", err=True)
+        _collection_details(answer)
+
+
+def _collection_line(info: dict[str, Any], width: int) -> str:
+    """name, points, bundle, and whether it is the default: one line."""
+    default = "  (default)" if info.get("default") else ""
+    bundle = info.get("bundle") or "-"
+    return f"{info['alias']:<{width}}  {info['points']:>8} points  {bundle}{default}"
+
+
+def _collection_details(info: dict[str, Any]) -> None:
+    """A collection as ``name: value`` lines, then one line per version."""
+    typer.echo(f"name: {info['alias']}")
+    typer.echo(f"default: {'yes' if info.get('default') else 'no'}")
+    typer.echo(f"bundle: {info.get('bundle') or '-'}")
+    typer.echo(f"served: {'yes' if info.get('served') else 'no'}")
+    typer.echo(f"points: {info['points']}")
+    for role in ("current", "building", "previous"):
+        if info.get(role):
+            typer.echo(f"{role}: {info[role]}")
+    for role in ("domain", "intended_use"):
+        if info.get(role):
+            typer.echo(f"{role.replace('_', ' ')}: {info[role]}")
+    for version in info.get("versions", []):
+        role = f" ({version['role']})" if version.get("role") else ""
+        typer.echo(
+            f"  version {version['name']}{role}: {version['points']} points, "
+            f"{version.get('bundle') or '-'}"
         )

@@ -14,28 +14,31 @@ from typing import Annotated
 import typer
 
 from clipsearch.cli import client as remote
+from clipsearch.cli.options import DEFAULT_SERVER, JsonOpt, KeyOpt, ServerOpt
 
 app = typer.Typer(help="Look at, cancel and resume ingestion jobs.", no_args_is_help=True)
 
 JobArg = Annotated[str, typer.Argument(help="job id, as `clipsearch ingest` and the API print it")]
-ServerOpt = Annotated[str, typer.Option("--server", help="gateway URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="CLIPSEARCH_API_KEY")]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="print the result as JSON on stdout (the API's shape)")
-]
-DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
 @app.command("list")
 def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=100, help="jobs to show")] = 20,
     offset: Annotated[int, typer.Option(min=0, help="newest jobs to skip")] = 0,
+    collection: Annotated[
+        str | None,
+        typer.Option(
+            "--collection", help="its jobs only; default: every collection the key ingests into"
+        ),
+    ] = None,
     server: ServerOpt = DEFAULT_SERVER,
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first: id, state and counts, one line each."""
-    remote.list_jobs(server, api_key, limit=limit, offset=offset, as_json=as_json)
+    remote.list_jobs(
+        server, api_key, limit=limit, offset=offset, as_json=as_json, collection=collection
+    )
 
 
 @app.command("show")

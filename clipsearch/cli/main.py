@@ -16,17 +16,20 @@ from pydantic import ValidationError
 
 from clipsearch.cli import client as remote
 from clipsearch.cli.bench_cmd import app as bench_app
+from clipsearch.cli.collections_cmd import app as collections_app
 from clipsearch.cli.indexer_cmd import indexer as indexer_command
 from clipsearch.cli.jobs_cmd import app as jobs_app
 from clipsearch.cli.models_cmd import app as models_app
 from clipsearch.cli.worker_cmd import worker as worker_command
 from clipsearch.cli.writer_cmd import writer as writer_command
+from clipsearch.memory import limit_malloc_arenas
 from service.core.config import Settings
 
 app = typer.Typer(help="clipsearch: multimodal search service", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(collections_app, name="collections")
 app.command("worker")(worker_command)
 app.command("indexer")(indexer_command)
 app.command("writer")(writer_command)
@@ -47,6 +50,10 @@ ServerOpt = Annotated[str, typer.Option("--server", help="gateway URL")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="CLIPSEARCH_API_KEY")]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="print the result as JSON on stdout (the API's shape)")
+]
+CollectionOpt = Annotated[
+    str | None,
+    typer.Option("--collection", help="the collection it acts on; default: the gateway's own"),
 ]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -310,12 +317,13 @@ def ingest(
     table: Annotated[
         bool, typer.Option("--table", help="read the one source as a table (a .jsonl too)")
     ] = False,
+    collection: CollectionOpt = None,
     server: ServerOpt = DEFAULT_SERVER,
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest through a running gateway, with a progress bar (stderr); print the job (stdout);
-    exit 1 if any item failed."""
+    """Ingest through a running gateway (into --collection), with a progress bar (stderr);
+    print the job (stdout); exit 1 if any item failed."""
     columns = {
         role: name
         for role, name in (
@@ -327,7 +335,7 @@ def ingest(
         if name is not None
     }
     spec = source_spec(sources, columns=columns, table=table)
-    failed = remote.ingest(server, spec, api_key, as_json=as_json)
+    failed = remote.ingest(server, spec, api_key, as_json=as_json, collection=collection)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -397,6 +405,7 @@ def search(
     image: Annotated[Path | None, typer.Option(help="query image file")] = None,
     mode: Annotated[str, typer.Option(help="image|caption|description|hybrid|auto")] = "auto",
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    collection: CollectionOpt = None,
     server: ServerOpt = DEFAULT_SERVER,
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
@@ -404,8 +413,8 @@ def search(
         str | None, typer.Option("--grpc", help="ask the gRPC API at HOST:PORT, not --server")
     ] = None,
 ) -> None:
-    """Search a running gateway: one line per hit on stdout (rank, score, kind, id, URI,
-    caption), or --json."""
+    """Search a running gateway (--collection): one line per hit on stdout (rank, score, kind,
+    id, URI, caption), or --json."""
     if (text is None) == (image is None):
         typer.echo("give a query text or --image FILE (not both)", err=True)
         raise typer.Exit(2)
@@ -418,9 +427,15 @@ def search(
         api_key=api_key,
         as_json=as_json,
         grpc_target=grpc,
+        collection=collection,
     )
 
 
 def main() -> None:  # pragma: no cover - console entry
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        limit_malloc_arenas()  # before any thread starts (clipsearch.memory)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
     app()

@@ -123,9 +123,44 @@ class Writer:
         return self.health().ready
 
     def add_collection(self, name: str) -> None:
-        """Also write ``name``'s points stream (a reindex builds a new collection version)."""
+        """Also write ``name``'s points stream (a reindex builds a new collection version; a
+        job goes to a collection created since this writer started)."""
         if name not in self.collections:
             self.collections = (*self.collections, name)
+
+    def _discover(self) -> None:
+        """Also write the streams of collections created since (by any gateway replica), so
+        that a job into one is written even where no ``add_collection`` told this writer."""
+        names = getattr(self.store, "names", None)
+        if names is None:
+            return
+        try:
+            found = names()
+        except Exception as exc:  # a store that does not answer: writing says so, not this
+            log.debug("cannot list the store's collections: %s", exc)
+            return
+        for name in found:
+            self.add_collection(name)
+
+    def _gone(self, collection: str) -> bool:
+        """Whether ``collection`` was deleted: the store answers for this writer's own
+        collection but not for it. (A writer on the wrong data dir finds neither: that is
+        trouble to hand over, not a deletion.)"""
+        if collection == self.collections[0]:
+            return False
+        try:
+            self.store.count(collection)
+            return False
+        except ClipsearchError as exc:
+            if exc.type is not ErrorType.not_found:
+                return False
+        except Exception:
+            return False
+        try:
+            self.store.count(self.collections[0])
+        except Exception:
+            return False
+        return True
 
     @property
     def crashed(self) -> BaseException | None:
@@ -171,6 +206,7 @@ class Writer:
                         backoff = 0.0
                         continue
                     if time.monotonic() >= next_claim:
+                        self._discover()
                         ok = self._handle(self._claim(ensured), redelivered=True)
                         self._forget_idle_consumers(ensured)
                         next_claim = time.monotonic() + self.settings.claim_idle_ms / 2000
@@ -314,7 +350,8 @@ class Writer:
     def _store_answers(self, collections: Sequence[str]) -> bool:
         try:
             for collection in collections:
-                self.store.count(collection)
+                if not self._gone(collection):  # a deleted one's entries are refused
+                    self.store.count(collection)
         except Exception as exc:
             message = exc.message if isinstance(exc, ClipsearchError) else repr(exc)
             self._troubled(
@@ -377,6 +414,14 @@ class Writer:
                 self._upsert(collection, e.points)
                 done.append(e)
             except ClipsearchError as exc:
+                if exc.type is ErrorType.not_found and self._gone(collection):
+                    log.error("entry %s of job %s: %s is deleted", e.id, e.job_id, collection)
+                    refused[e.id] = (
+                        f"collection {collection!r} does not exist (deleted after the job was "
+                        "submitted)"
+                    )
+                    done.append(e)
+                    continue
                 if exc.type not in PERMANENT:
                     trouble = f"the store cannot write: {exc.message}"
                     self._keep_reason(e.id, trouble)

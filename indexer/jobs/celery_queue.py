@@ -46,7 +46,13 @@ from celery import Celery
 from pydantic import ValidationError
 
 from indexer.distributed.stream import PointStream
-from indexer.jobs.records import MirroredRecords, new_job_record, newest_first, now_iso
+from indexer.jobs.records import (
+    MirroredRecords,
+    job_collection,
+    new_job_record,
+    newest_first,
+    now_iso,
+)
 from indexer.sources.datasets import is_dataset, open_dataset
 from indexer.sources.roots import resolve_local_dir
 from service.core.config import Settings
@@ -76,6 +82,7 @@ def job_state(
 ) -> dict[str, Any]:
     """The job as ``GET /v1/jobs/{id}`` shows it: the record, with the live counts and state."""
     status = {k: v for k, v in record.items() if k not in _PRIVATE}
+    status["collection"] = job_collection(record)
     if record.get("state") != "submitted":  # never reached the broker: the record says why
         return status
     run = record.get("run")
@@ -139,18 +146,22 @@ class CeleryJobQueue:
         stream: PointStream,
         recorded_settings: Callable[[str], Mapping[str, Any] | None] | None = None,
         write_bundles: Callable[[str], list[dict[str, str | None]]] | None = None,
+        writes: Callable[[str], None] | None = None,
     ) -> None:
         """``recorded_settings``: a collection's recorded cluster-wide settings
         (``service.core.contract``), sent with each job so that an indexer that disagrees
         refuses it. ``write_bundles``: the bundles a write to a collection is embedded with
         (``indexer.distributed.bundles.task_bundles``: during a model rollout, both), sent with
-        each job; without it indexers embed with their default bundle."""
+        each job; without it indexers embed with their default bundle. ``writes``: told a
+        job's collection before its tasks are sent (this gateway's writer then reads that
+        collection's points stream too)."""
         if not settings.broker.url:
             raise invalid("the Celery job queue needs a broker: set CLIPSEARCH_BROKER__URL")
         self._settings = settings
         self._stream = stream
         self._recorded_settings = recorded_settings
         self._write_bundles = write_bundles
+        self._writes = writes
         # Mirrored in Redis: every gateway replica answers for every job.
         self._files = MirroredRecords(settings.data_dir / "jobs", "job", stream.redis, JOBS_KEY)
         self._app = Celery("clipsearch-gateway", broker=settings.broker.url, set_as_current=False)
@@ -177,6 +188,8 @@ class CeleryJobQueue:
 
     # -- JobQueue protocol -------------------------------------------------------------------
     def submit(self, kind: str, params: dict[str, Any]) -> str:
+        """``params``: ``source``, and ``collection`` (default: the configured one), which the
+        caller has checked exists."""
         if kind not in JOB_KINDS:
             raise invalid(f"unknown job kind {kind!r}")
         spec = self._checked_source(params.get("source", ""))
@@ -187,9 +200,8 @@ class CeleryJobQueue:
         if not self._redis_up:  # refused before any record exists: nothing half-accepted
             raise self._unreachable()
         job_id = uuid.uuid4().hex
-        record = new_job_record(
-            job_id, spec.model_dump(exclude_none=True), self._settings.collection
-        )
+        collection = str(params.get("collection") or self._settings.collection)
+        record = new_job_record(job_id, spec.model_dump(exclude_none=True), collection)
         self._enqueue(record, resume=False)
         return job_id
 
@@ -210,11 +222,15 @@ class CeleryJobQueue:
                 raise self._unreachable() from exc
             return status
 
-    def list_jobs(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    def list_jobs(
+        self, *, limit: int, offset: int, where: Callable[[str | None], bool] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         """A page of the records, each merged with its live progress as ``status`` does (one
         Redis read per job on the page). A record deleted between listing and reading is left
         out."""
         ordered = newest_first(self._files.load_all())
+        if where is not None:
+            ordered = [r for r in ordered if where(job_collection(r))]
         page: list[dict[str, Any]] = []
         for record in ordered[offset : offset + limit]:
             try:
@@ -298,7 +314,9 @@ class CeleryJobQueue:
                 " (it was interrupted: POST /v1/jobs/{id}/retry)" if state == "interrupted" else ""
             )
             raise invalid(f"job {job_id} has no failed entries to retry{hint}")
-        return self.submit("ingest", {"source": {"manifest_lines": entries}})
+        source = {"manifest_lines": entries}
+        collection = job_collection(self._record(job_id))
+        return self.submit("ingest", {"source": source, "collection": collection})
 
     def ready(self) -> bool:
         """Whether Redis answered the last ping (cached: asks nothing)."""
@@ -325,6 +343,8 @@ class CeleryJobQueue:
             # release knows no ``bundles`` and would fail the task).
             if len(bundles) > 1 or any(b.get("spec") for b in bundles):
                 kwargs["bundles"] = bundles
+        if self._writes is not None:  # before any task can append to its stream
+            self._writes(params["collection"])
         run = uuid.uuid4().hex
         record.update(run=run, updated_at=now_iso())
         self._persist(record)

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +28,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from indexer.distributed.lookups import indexed_matches
-from indexer.jobs.records import RecordFiles, new_job_record, newest_first, now_iso
+from indexer.jobs.records import (
+    RecordFiles,
+    job_collection,
+    new_job_record,
+    newest_first,
+    now_iso,
+)
 from indexer.pipeline.batching import WriteBuffer, chunked, prefetch
 from indexer.pipeline.entries import EntryOutcome, SkipCheck, entry_points
 from indexer.pipeline.patience import patient
@@ -87,9 +93,12 @@ class InProcessJobQueue:
 
     # -- JobQueue protocol -------------------------------------------------------------------
     def submit(self, kind: str, params: dict[str, Any]) -> str:
+        """``params``: ``source``, and ``collection`` (default: the configured one), which the
+        caller has checked exists."""
         if kind not in JOB_KINDS:
             raise invalid(f"unknown job kind {kind!r}")
-        self._check_settings(self._settings.collection)
+        collection = str(params.get("collection") or self._settings.collection)
+        self._check_settings(collection)
         try:
             spec = SourceSpec.model_validate(params.get("source", ""))
         except ValidationError as exc:
@@ -105,7 +114,7 @@ class InProcessJobQueue:
             spec = SourceSpec(directory=str(root))
         job_id = uuid.uuid4().hex
         source = spec.model_dump(exclude_none=True)
-        record = new_job_record(job_id, source, self._settings.collection)
+        record = new_job_record(job_id, source, collection)
         with self._lock:
             self._jobs[job_id] = record
             self._persist(record)
@@ -134,12 +143,16 @@ class InProcessJobQueue:
             record = self._jobs.get(job_id)
             if record is None:
                 raise not_found(f"no job {job_id!r}")
-            return json.loads(json.dumps(record))
+            return _shown(record)
 
-    def list_jobs(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    def list_jobs(
+        self, *, limit: int, offset: int, where: Callable[[str | None], bool] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         with self._lock:
             ordered = newest_first(list(self._jobs.values()))
-            page = [json.loads(json.dumps(r)) for r in ordered[offset : offset + limit]]
+            if where is not None:
+                ordered = [r for r in ordered if where(job_collection(r))]
+            page = [_shown(r) for r in ordered[offset : offset + limit]]
         return page, len(ordered)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -167,12 +180,13 @@ class InProcessJobQueue:
         entries = record.get("failed_entries") or []
         if not entries:
             raise invalid(f"job {job_id} has no failed entries to retry")
-        return self.submit("ingest", {"source": {"manifest_lines": entries}})
+        source = {"manifest_lines": entries}
+        return self.submit("ingest", {"source": source, "collection": record["collection"]})
 
     def retry(self, job_id: str) -> str:
         """Run an interrupted, failed or cancelled job again under the same id, skipping what
         is already indexed with the same content; returns the id."""
-        self._check_settings(self._settings.collection)
+        self._check_settings(job_collection(self.status(job_id)) or self._settings.collection)
         with self._lock:
             record = self._jobs.get(job_id)
             if record is None:
@@ -218,6 +232,15 @@ class InProcessJobQueue:
                 ErrorType.overloaded, "too many queued jobs", retry_after_s=5
             ) from None
 
+    def _exists(self, collection: str) -> bool:
+        try:
+            self._store.count(collection)
+        except ClipsearchError as exc:
+            if exc.type is ErrorType.not_found:
+                return False
+            raise
+        return True
+
     def _load_existing(self) -> None:
         for record in self._files.load_all():
             if record.get("state") in {"queued", "running"}:
@@ -257,6 +280,17 @@ class InProcessJobQueue:
         source = record["params"]["source"]
         # Records of the foundation's jobs hold a bare directory path.
         spec = SourceSpec.model_validate(source)
+        collection = record["params"]["collection"]
+        if not self._exists(collection):
+            # Deleted since the job was accepted: nothing to write to, nothing read.
+            self._update(
+                job_id,
+                state="failed",
+                finished_at=now_iso(),
+                error=f"collection {collection!r} does not exist (deleted after this job was "
+                "submitted): nothing was indexed",
+            )
+            return
         self._update(job_id, state="running", started_at=now_iso())
         fetcher = Fetcher(self._settings)
         try:
@@ -456,6 +490,14 @@ class InProcessJobQueue:
         with self._lock:
             kept = self._jobs[job_id]["errors"]
             kept.extend(errors[: max(0, MAX_ERRORS_KEPT - len(kept))])
+
+
+def _shown(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a record as ``status`` gives it, with its collection (older records: in their
+    ``params`` only)."""
+    shown: dict[str, Any] = json.loads(json.dumps(record))
+    shown["collection"] = job_collection(record)
+    return shown
 
 
 # An entry and its outcome, once its points are written.

@@ -136,6 +136,7 @@ def new_job_record(job_id: str, source: dict[str, Any], collection: str) -> dict
     return {
         "id": job_id,
         "kind": "ingest",
+        "collection": collection,
         "params": {"source": source, "collection": collection},
         "state": "queued",
         "total": 0,
@@ -145,3 +146,10 @@ def new_job_record(job_id: str, source: dict[str, Any], collection: str) -> dict
         "created_at": now,
         "updated_at": now,
     }
+
+
+def job_collection(record: dict[str, Any]) -> str | None:
+    """The collection a job writes to: its record's ``collection`` (older records: the one in
+    its ``params``)."""
+    named = record.get("collection") or (record.get("params") or {}).get("collection")
+    return str(named) if named else None

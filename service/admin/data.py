@@ -41,20 +41,29 @@ def encoder_load(registries: list[CollectorRegistry]) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
+def collection_info(
+    components: AdminComponents, name: str, known: dict[str, cards.ModelCard] | None = None
+) -> dict[str, Any]:
+    """A collection with its versions, whether its bundle is served here and what that bundle
+    is for (its card's domain and intended use); (not_found) for none."""
+    known = cards.by_ref(components.embedder) if known is None else known
+    described = components.store.describe(name)
+    served = {b.ref for b in components.embedder.info().bundles}
+    default = name == components.collection
+    info = CollectionInfo.model_validate(
+        {**described, "served": default or described.get("bundle") in served, "default": default}
+    )
+    row = info.model_dump()
+    card = known.get(info.bundle or "")
+    row["domain"] = card.domain if card else None
+    row["intended_use"] = card.intended_use if card else None
+    return row
+
+
 def collections(components: AdminComponents) -> list[dict[str, Any]]:
     """Each collection with its versions, the bundle of each and what that bundle is for."""
     known = cards.by_ref(components.embedder)
-    out = []
-    for name in components.store.names():
-        info = CollectionInfo.model_validate(
-            {**components.store.describe(name), "served": name == components.collection}
-        )
-        row = info.model_dump()
-        card = known.get(info.bundle or "")
-        row["domain"] = card.domain if card else None
-        row["intended_use"] = card.intended_use if card else None
-        out.append(row)
-    return out
+    return [collection_info(components, name, known) for name in components.store.names()]
 
 
 def progress(record: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,21 @@ class Reindexer(Protocol):
     def golden(self, collection: str) -> builtins.list[dict[str, Any]]:
         """The golden set stored for ``collection`` (empty without one)."""
 
+    def create_collection(self, name: str, bundle: str | None = None) -> dict[str, Any]:
+        """Create an empty collection searched and written with ``bundle`` (as in
+        :meth:`start`; None: the configured bundle), loading it if the encoder can; the
+        collection as ``VersionedStore.describe`` gives it. (invalid_input) for a bad name or
+        bundle, (conflict) when it exists, (not_found) for no such bundle."""
+
+    def delete_collection(self, name: str) -> dict[str, Any]:
+        """Delete a collection, every version of it and its thumbnails:
+        ``{"collection","deleted_versions"}``. (conflict) for the configured collection or
+        while a rollout of it is active; (not_found) for none."""
+
+    def serve_collection(self, name: str) -> bool:
+        """Whether the encoder serves the bundle ``name`` is searched with, loading it from
+        the spec its version records where it can."""
+
     def ready(self) -> bool: ...
 
     def close(self) -> None: ...

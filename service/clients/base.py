@@ -9,7 +9,7 @@ the gateway's thread pool. The gateway reaches ingestion only through these.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -74,9 +74,12 @@ class JobQueue(Protocol):
         """``{"id","kind","state","total","done","failed","errors":[{"item","reason"}],...}``;
         raises ClipsearchError(not_found) for an unknown id."""
 
-    def list_jobs(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    def list_jobs(
+        self, *, limit: int, offset: int, where: Callable[[str | None], bool] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         """One page of jobs, newest first (by ``created_at``), each as ``status`` gives it;
-        and how many jobs there are in all."""
+        and how many jobs there are in all. ``where``: only the jobs whose collection it
+        admits (None: every job), counted in the total as well."""
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Stop a queued or running job; its status. (conflict) once it has ended."""

@@ -1,7 +1,9 @@
 """A Python client of the gateway's gRPC API (``clipsearch.v1.Search``).
 
-Answers come back as the REST models (``SearchResponse``, ``Hit``, ``JobStatus``), so code written
-against one transport reads the other's answers unchanged; a failed call raises the very
+Answers come back as the REST models (``SearchResponse``, ``Hit``, ``JobStatus``; a collection as
+the JSON of ``GET /v1/collections/{name}``), so code written against one transport reads the
+other's answers unchanged; every call on a collection takes ``collection`` (None: the gateway's
+configured one); a failed call raises the very
 :class:`ClipsearchError` the gateway raised (type, message, detail, retry-after).
 
     with SearchClient("127.0.0.1:50052", api_key="...") as client:
@@ -76,6 +78,7 @@ class SearchClient:
         score_threshold: float | None = None,
         group_by: str | None = None,
         explain: bool = False,
+        collection: str | None = None,
         timeout_s: float | None = None,
     ) -> SearchResponse:
         """Exactly one of ``text``, ``image`` (file bytes) and ``item_id`` (more like it)."""
@@ -90,25 +93,35 @@ class SearchClient:
             score_threshold=score_threshold,
             group_by=group_by,
             explain=explain,
+            collection=collection,
         )
         response = self._call(self._stub.Search, request, timeout_s)
         return codec.search_response_from_proto(response)
 
-    def get_item(self, item_id: str, *, timeout_s: float | None = None) -> Hit:
-        hit = self._call(self._stub.GetItem, pb.GetItemRequest(id=item_id), timeout_s)
-        return codec.hit_from_proto(hit)
+    def get_item(
+        self, item_id: str, *, collection: str | None = None, timeout_s: float | None = None
+    ) -> Hit:
+        request = pb.GetItemRequest(id=item_id, collection=collection or "")
+        return codec.hit_from_proto(self._call(self._stub.GetItem, request, timeout_s))
 
-    def delete_item(self, item_id: str, *, timeout_s: float | None = None) -> None:
-        self._call(self._stub.DeleteItem, pb.DeleteItemRequest(id=item_id), timeout_s)
+    def delete_item(
+        self, item_id: str, *, collection: str | None = None, timeout_s: float | None = None
+    ) -> None:
+        request = pb.DeleteItemRequest(id=item_id, collection=collection or "")
+        self._call(self._stub.DeleteItem, request, timeout_s)
 
     def embed(
         self,
         texts: Sequence[str] = (),
         images: Sequence[bytes] = (),
         *,
+        collection: str | None = None,
         timeout_s: float | None = None,
     ) -> Embeddings:
-        request = pb.EmbedRequest(texts=list(texts), images=list(images))
+        """Vectors made with the bundle of ``collection``."""
+        request = pb.EmbedRequest(
+            texts=list(texts), images=list(images), collection=collection or ""
+        )
         response = self._call(self._stub.Embed, request, timeout_s)
 
         def matrix(rows: Sequence[pb.Vector]) -> np.ndarray:
@@ -137,16 +150,52 @@ class SearchClient:
         return codec.job_from_proto(job)
 
     def list_jobs(
-        self, *, page_size: int = 0, page_token: str = "", timeout_s: float | None = None
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        collection: str | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[list[JobStatus], str]:
-        """A page of jobs, newest first, and the token of the next page ("" after the last)."""
-        request = pb.ListJobsRequest(page_size=page_size, page_token=page_token)
+        """A page of jobs, newest first (``collection``'s; None: of every collection the key may
+        ingest into), and the token of the next page ("" after the last)."""
+        request = pb.ListJobsRequest(
+            page_size=page_size, page_token=page_token, collection=collection or ""
+        )
         response = self._call(self._stub.ListJobs, request, timeout_s)
         return [codec.job_from_proto(j) for j in response.jobs], response.next_page_token
 
     def cancel_job(self, job_id: str, *, timeout_s: float | None = None) -> JobStatus:
         job = self._call(self._stub.CancelJob, pb.CancelJobRequest(id=job_id), timeout_s)
         return codec.job_from_proto(job)
+
+    # -- collections: each as the JSON of GET /v1/collections/{name} -------------------------
+
+    def create_collection(
+        self, name: str, *, bundle: str | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        request = pb.CreateCollectionRequest(name=name, bundle=bundle or "")
+        made = self._call(self._stub.CreateCollection, request, timeout_s)
+        return codec.collection_from_proto(made)
+
+    def list_collections(
+        self, *, page_size: int = 0, page_token: str = "", timeout_s: float | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A page of the collections the key sees, and the token of the next page."""
+        request = pb.ListCollectionsRequest(page_size=page_size, page_token=page_token)
+        response = self._call(self._stub.ListCollections, request, timeout_s)
+        listed = [codec.collection_from_proto(c) for c in response.collections]
+        return listed, response.next_page_token
+
+    def get_collection(self, name: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        request = pb.GetCollectionRequest(name=name)
+        return codec.collection_from_proto(self._call(self._stub.GetCollection, request, timeout_s))
+
+    def delete_collection(self, name: str, *, timeout_s: float | None = None) -> list[str]:
+        """Delete it; the versions of it that were dropped."""
+        request = pb.DeleteCollectionRequest(name=name)
+        deleted = self._call(self._stub.DeleteCollection, request, timeout_s)
+        return list(deleted.deleted_versions)
 
     def close(self) -> None:
         self._channel.close()

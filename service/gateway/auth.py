@@ -35,12 +35,14 @@ AUDITED = frozenset(
         "delete_item",
         "delete_video",
         "cancel_job",
+        "create_collection",
+        "delete_collection",
     }
 )
 
 # Calls that list across collections: admitted with the scope on any collection, they show only
 # what the key sees.
-ACROSS_COLLECTIONS = frozenset({"list_collections", "list_reindexes"})
+ACROSS_COLLECTIONS = frozenset({"list_collections", "list_reindexes", "list_jobs"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,11 @@ class Principal:
 
     def sees(self, collection: str) -> bool:
         return self.key is None or self.key.sees(collection)
+
+
+def may_ingest(principal: Principal, collection: str) -> bool:
+    """Whether the caller may see ``collection``'s jobs: what reading one of them admits."""
+    return principal.key is None or principal.key.allows("ingest", collection)
 
 
 def unknown_collection(name: str) -> ClipsearchError:

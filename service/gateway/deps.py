@@ -63,9 +63,17 @@ async def requested_collection(
 ) -> tuple[str | None, ClipsearchError | None]:
     """The collection a request names: its ``collection`` path or query parameter, the
     ``collection`` field of its JSON body (already read by FastAPI for the routes that take
-    one), or the collection of the record its path names (a rollout); None = the configured
-    one. With a record, also what an unknown record is told: a key that cannot see the record's
-    collection must get that, not the collection's name."""
+    one), or the collection of the record its path names (a rollout, a job); None = the
+    configured one. With a record, also what an unknown record is told: a key that cannot see
+    the record's collection must get that, not the collection's name."""
+    job_id = request.path_params.get("job_id")
+    if job_id:  # the job's own collection, whatever else the request names
+        try:
+            job = await run_in_threadpool(runtime.components.jobs.status, str(job_id))
+        except ClipsearchError as exc:
+            return None, exc  # unknown: admitted as a call across collections, the route says so
+        owner = job.get("collection")
+        return (str(owner) if owner else None), not_found(f"no job {str(job_id)!r}")
     named = request.path_params.get("collection") or request.query_params.get("collection")
     if named:
         return str(named), None
@@ -83,9 +91,26 @@ async def requested_collection(
             body = json.loads(await request.body() or b"null")
         except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
             return None, None  # the route's own validation says what is wrong with it
-        if isinstance(body, dict) and isinstance(body.get("collection"), str):
-            return body["collection"] or None, None
+        # A collection being created is named by its body's ``name``.
+        field = "name" if _operation(request) == "create_collection" else "collection"
+        if isinstance(body, dict) and isinstance(body.get(field), str):
+            return body[field] or None, None
+    elif request.headers.get("content-type", "").startswith(FORMS):
+        try:
+            form = await request.form()  # Starlette keeps it: the route reads the same one
+        except Exception:  # malformed: the route's own validation says what is wrong with it
+            return None, None
+        named = form.get("collection")
+        if isinstance(named, str) and named:
+            return named, None
     return None, None
+
+
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _operation(request: Request) -> str | None:
+    return getattr(request.scope.get("route"), "operation_id", None)
 
 
 def require(scope: Scope, *, any_collection: bool = False) -> Callable[..., AsyncIterator[None]]:

@@ -34,6 +34,41 @@ class Components:
     registries: list[CollectorRegistry] = field(default_factory=list)
     # The points writer, when indexer workers feed this gateway's store (a broker is set).
     writer: PointsWriter | None = None
+    # Makes the search service of a collection other than the configured one (None: this
+    # gateway searches its configured collection only).
+    search_factory: Callable[[str], SearchService] | None = None
+    _searches: dict[str, SearchService] = field(default_factory=dict, repr=False)
+    _searches_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def collection_of(self, name: str | None) -> str:
+        """The collection a request names (None or empty: the configured one), checked to
+        exist: (not_found) otherwise, word for word what a key that cannot see it is told."""
+        if not name or name == self.collection:
+            return self.collection
+        if name in self._searches or name in self.store.names():
+            return name
+        raise ClipsearchError(ErrorType.not_found, f"collection {name!r} does not exist")
+
+    def search_for(self, name: str | None) -> SearchService:
+        """The search service of the collection a request names (see :meth:`collection_of`)."""
+        collection = self.collection_of(name)
+        if collection == self.collection or self.search_factory is None:
+            if collection != self.collection:
+                raise ClipsearchError(
+                    ErrorType.invalid_input,
+                    f"this gateway searches collection {self.collection!r} only",
+                )
+            return self.search
+        with self._searches_lock:
+            service = self._searches.get(collection)
+            if service is None:
+                service = self._searches[collection] = self.search_factory(collection)
+            return service
+
+    def forget(self, name: str) -> None:
+        """Drop what this process keeps for a deleted collection."""
+        with self._searches_lock:
+            self._searches.pop(name, None)
 
     def close(self) -> None:
         closers = [self.reindexer.close, self.jobs.close, self.embedder.close, self.store.close]

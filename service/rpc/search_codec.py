@@ -19,8 +19,18 @@ from service.core.schemas.api import Hit, JobStatus, SearchResponse
 from service.rpc.proto import search_pb2 as pb
 
 # Hit fields that REST answers with null when absent: `optional` on the wire.
-_OPTIONAL_HIT_FIELDS = ("kind", "uri", "caption", "description", "video_id", "t_start", "t_end")
+_OPTIONAL_HIT_FIELDS = (
+    "media_id",
+    "kind",
+    "uri",
+    "caption",
+    "description",
+    "video_id",
+    "t_start",
+    "t_end",
+)
 _OPTIONAL_JOB_FIELDS = (
+    "collection",
     "rate_per_s",
     "eta_s",
     "error",
@@ -86,10 +96,17 @@ def search_request_to_proto(
     score_threshold: float | None = None,
     group_by: str | None = None,
     explain: bool = False,
+    collection: str | None = None,
 ) -> pb.SearchRequest:
     """A request message from the REST body's fields (the server checks that exactly one query
     is given)."""
-    request = pb.SearchRequest(mode=mode, offset=offset, group_by=group_by or "", explain=explain)
+    request = pb.SearchRequest(
+        mode=mode,
+        offset=offset,
+        group_by=group_by or "",
+        explain=explain,
+        collection=collection or "",
+    )
     queries = {"text": text, "image": image, "item_id": item_id, "image_url": image_url}
     for name, query in queries.items():
         if query is not None:
@@ -122,6 +139,8 @@ def search_body_from_proto(request: pb.SearchRequest) -> dict[str, Any]:
         fields["group_by"] = request.group_by
     if request.filter:
         fields["filter"] = {k: filter_value_from_proto(k, v) for k, v in request.filter.items()}
+    if request.collection:
+        fields["collection"] = request.collection
     return fields
 
 
@@ -199,6 +218,71 @@ def search_response_from_proto(message: pb.SearchResponse) -> SearchResponse:
             "score_kind": message.score_kind or "cosine",
         }
     )
+
+
+# -- collections -----------------------------------------------------------------------------
+
+_OPTIONAL_COLLECTION_FIELDS = (
+    "current",
+    "building",
+    "previous",
+    "bundle",
+    "domain",
+    "intended_use",
+)
+
+
+def collection_to_proto(info: Mapping[str, Any]) -> pb.Collection:
+    """REST's collection (``CollectionModel`` as JSON: ``alias`` is the name) as a message."""
+    message = pb.Collection(
+        name=info["alias"],
+        points=info["points"],
+        vectors=dict(info["vectors"]),
+        served=info["served"],
+        default=info.get("default", False),
+    )
+    for name in _OPTIONAL_COLLECTION_FIELDS:
+        if info.get(name) is not None:
+            setattr(message, name, info[name])
+    for version in info["versions"]:
+        part = message.versions.add(
+            name=version["name"],
+            number=version["number"],
+            points=version["points"],
+            vectors=dict(version["vectors"]),
+        )
+        for name in ("bundle", "role"):
+            if version.get(name) is not None:
+                setattr(part, name, version[name])
+        if version.get("settings") is not None:
+            part.settings_json = json.dumps(version["settings"], separators=(",", ":"))
+    return message
+
+
+def collection_from_proto(message: pb.Collection) -> dict[str, Any]:
+    """The REST JSON of a collection (``GET /v1/collections/{name}``) the message stands for."""
+    data: dict[str, Any] = {
+        "alias": message.name,
+        "points": message.points,
+        "vectors": dict(message.vectors),
+        "served": message.served,
+        "default": message.default,
+    }
+    for name in _OPTIONAL_COLLECTION_FIELDS:
+        data[name] = getattr(message, name) if message.HasField(name) else None
+    data["versions"] = [
+        {
+            "name": v.name,
+            "number": v.number,
+            "bundle": v.bundle if v.HasField("bundle") else None,
+            "role": v.role if v.HasField("role") else None,
+            "points": v.points,
+            "vectors": dict(v.vectors),
+            "settings": json.loads(v.settings_json) if v.HasField("settings_json") else None,
+        }
+        for v in message.versions
+    ]
+    return data
 
 
 # -- ingestion and jobs ----------------------------------------------------------------------

@@ -43,6 +43,7 @@ result names it (``model``). A version of a bundle the encoder does not serve is
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -128,12 +129,44 @@ class SearchResult:
     explain: dict[str, tuple[ChannelScore, ...]] | None = None  # per hit id, when asked
 
 
+class NullCache:
+    """Each bundle's null (:func:`measure_null`), measured once however many searches of
+    however many collections ask at the same time: the first measures, the others wait for it
+    (each measurement puts the probe set on the interactive queue: concurrent first searches
+    measuring side by side filled it and were refused)."""
+
+    def __init__(self) -> None:
+        self._nulls: dict[str | None, BundleNull] = {}  # per bundle (None: the default)
+        self._locks: dict[str | None, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, embedder: EmbeddingClient, bundle: str | None) -> BundleNull:
+        found = self._nulls.get(bundle)
+        if found is not None:
+            return found
+        with self._lock:
+            lock = self._locks.setdefault(bundle, threading.Lock())
+        with lock:
+            found = self._nulls.get(bundle)
+            if found is None:
+                found = self._nulls[bundle] = measure_null(embedder, bundle=bundle)
+        return found
+
+
 class SearchService:
-    def __init__(self, embedder: EmbeddingClient, store: VectorStore, collection: str) -> None:
+    def __init__(
+        self,
+        embedder: EmbeddingClient,
+        store: VectorStore,
+        collection: str,
+        *,
+        nulls: NullCache | None = None,
+    ) -> None:
+        """``nulls``: shared by the search services of one encoder (one per collection)."""
         self._embedder = embedder
         self._store = store
         self._collection = collection
-        self._nulls: dict[str | None, BundleNull] = {}  # per bundle (None: the default)
+        self._nulls = nulls if nulls is not None else NullCache()
 
     def version(self, version: str | None = None) -> tuple[str, str | None]:
         """The collection version a search reads (``version``, or the one the alias names
@@ -167,9 +200,7 @@ class SearchService:
         measured on the bundle's first fused or explained search and kept. Measured for text
         queries (text against pictures, captions and descriptions), and used for image and item
         queries too: one scale for every query, so their scores compare."""
-        if bundle not in self._nulls:
-            self._nulls[bundle] = measure_null(self._embedder, bundle=bundle)
-        return self._nulls[bundle].channels("text")
+        return self._nulls.get(self._embedder, bundle).channels("text")
 
     def channels_for(
         self, query: Query, mode: Mode, *, bundle: str | None = None

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from service.clients.base import EmbeddingClient
-from service.search.planner import Query, SearchOptions, SearchResult, SearchService
+from service.search.planner import NullCache, Query, SearchOptions, SearchResult, SearchService
 from service.store.base import VectorStore
 
 
@@ -75,9 +75,15 @@ class LoggedSearchService(SearchService):
     rollout's comparison is not a user's query and is not logged)."""
 
     def __init__(
-        self, embedder: EmbeddingClient, store: VectorStore, collection: str, *, log: QueryLog
+        self,
+        embedder: EmbeddingClient,
+        store: VectorStore,
+        collection: str,
+        *,
+        log: QueryLog,
+        nulls: NullCache | None = None,
     ) -> None:
-        super().__init__(embedder, store, collection)
+        super().__init__(embedder, store, collection, nulls=nulls)
         self.query_log = log
 
     def search(

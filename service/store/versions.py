@@ -237,6 +237,21 @@ class VersionedStore:
         log.info("rolled back %s: %s -> %s", collection, current, previous)
         return current, previous
 
+    def remove(self, collection: str) -> list[str]:
+        """Delete ``collection``: its aliases first (searches of it are a not-found from then
+        on), then every version of it. Returns the versions dropped."""
+        versions = self.versions(collection)
+        if not versions:
+            raise not_found(f"collection {collection!r} does not exist")
+        aliases = self.aliases(fresh=True)
+        self._set_aliases(
+            {}, [a for a in (collection, collection + NEXT, collection + PREVIOUS) if a in aliases]
+        )
+        for version in versions:
+            self.inner.drop_collection(version.name)
+        log.info("deleted collection %s: %s", collection, ", ".join(v.name for v in versions))
+        return [v.name for v in versions]
+
     def names(self) -> list[str]:
         """The collections users name: every plain alias, and collections from before
         versioning."""

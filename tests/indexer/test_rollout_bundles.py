@@ -236,3 +236,34 @@ def test_with_remote_workers_a_rollout_loads_its_bundle_on_them_and_frees_it(
         assert restarted.state.runtime.wait(60), restarted.state.runtime.readiness()
         assert on_workers() == [[TINY], [TINY]]
         assert _search_model(client) == TINY
+
+
+def test_with_remote_workers_a_new_collection_loads_its_bundle_on_them_and_frees_it(
+    tmp_path: Path, workers: list[WorkerServer], tiny_narrow_bundle_dir: Path
+) -> None:
+    """Issue 17: a collection created with a bundle the workers do not serve has them load it
+    (``LoadBundle``, no restart); its searches use it; deleting the collection frees it."""
+    narrow = carded_bundle(tiny_narrow_bundle_dir, tmp_path / "narrow")
+    endpoints = [f"127.0.0.1:{w.port}" for w in workers]
+    (tmp_path / "gw").mkdir()
+    settings = make_settings(
+        tmp_path / "gw", tmp_path / "no-such-bundle", encoder=EncoderSettings(endpoints=endpoints)
+    )
+    app = create_app(settings, build_components)
+    with TestClient(app) as client:
+        assert app.state.runtime.wait(60), app.state.runtime.readiness()
+        unknown = client.post("/v1/collections", json={"name": "n1", "bundle": "no-such-bundle"})
+        assert unknown.status_code == 404, unknown.text
+        assert [w.registry.refs() for w in workers] == [[TINY], [TINY]]
+
+        made = client.post("/v1/collections", json={"name": "n1", "bundle": str(narrow)})
+        assert made.status_code == 201, made.text
+        assert made.json()["bundle"] == NARROW and made.json()["served"]
+        assert [w.registry.refs() for w in workers] == [[TINY, NARROW], [TINY, NARROW]]
+        added = client.post("/v1/items", data={"description": "a harbour", "collection": "n1"})
+        assert added.status_code == 200, added.text
+        found = client.post("/v1/search", json={"text": "harbour", "collection": "n1"})
+        assert found.status_code == 200 and found.json()["model"] == NARROW, found.text
+
+        assert client.delete("/v1/collections/n1").status_code == 200
+        assert [w.registry.refs() for w in workers] == [[TINY], [TINY]]

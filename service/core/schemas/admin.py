@@ -188,8 +188,16 @@ class CollectionInfo(BaseModel):
     points: int
     vectors: dict[str, int]
     bundle: str | None
-    served: bool = Field(description="whether this gateway searches and ingests it")
+    served: bool = Field(
+        description="whether this gateway's encoder serves the bundle it is searched with (a "
+        "collection whose bundle cannot be loaded here answers its searches 400 until it is)"
+    )
     versions: list[CollectionVersion]
+    default: bool = Field(
+        False,
+        description="whether it is this gateway's configured collection (CLIPSEARCH_COLLECTION), "
+        "the one a call that names none acts on",
+    )
 
 
 class CollectionList(BaseModel):

@@ -57,8 +57,18 @@ class SearchFilter(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+# The collection a call acts on (issue 17): any collection the key can see; unset, the
+# gateway's configured one (CLIPSEARCH_COLLECTION).
+COLLECTION_HELP = "the collection it acts on; default: the gateway's configured collection"
+COLLECTION_MAX_CHARS = 63
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(
+        None, max_length=COLLECTION_MAX_CHARS, description=COLLECTION_HELP
+    )
 
     text: str | None = Field(
         None, description="query text (exactly one of text, image, image_url, item_id)"
@@ -159,7 +169,12 @@ class ChannelExplain(BaseModel):
 
 
 class Hit(BaseModel):
-    id: str
+    id: str = Field(description="the point id (a UUID)")
+    media_id: str | None = Field(
+        None,
+        description="the id the item was added with (its `id`, a directory item's file:// URI, "
+        "or its content's sha256): what `GET /v1/items/{id}` and a manifest name it by",
+    )
     score: float = Field(
         description="what `score_kind` names. cosine: a one-channel search's cosine, in "
         "[-1, 1]. probability: a fused search's probability of relevance, in [0, 1], the "
@@ -193,6 +208,7 @@ class Hit(BaseModel):
     def from_payload(cls, id: str, score: float, payload: dict[str, Any]) -> Hit:  # noqa: A002
         return cls(
             id=id,
+            media_id=payload.get("media_id"),
             score=score,
             kind=payload.get("kind"),
             uri=payload.get("uri"),
@@ -237,7 +253,11 @@ class IngestRequest(BaseModel):
         '{"manifest_lines": [...]}, {"urls": [...]}, {"webdataset": "shards/{00000..00099}.tar"}'
         ' or {"table": "meta.parquet", "columns": {"uri": "url", "caption": "caption"}}'
     )
-    collection: str | None = Field(None, description="reserved; the configured collection")
+    collection: str | None = Field(
+        None,
+        max_length=COLLECTION_MAX_CHARS,
+        description="the collection to index into (default: the configured one)",
+    )
 
 
 class JobAccepted(BaseModel):
@@ -252,6 +272,7 @@ class JobError(BaseModel):
 class JobStatus(BaseModel):
     id: str
     kind: str
+    collection: str | None = Field(None, description="the collection the job indexes into")
     state: Literal["queued", "running", "completed", "failed", "interrupted", "cancelled"]
     total: int
     done: int

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from service.core.domain import Record
 from service.core.errors import ClipsearchError, invalid
-from service.core.schemas.api import Hit, ItemResponse
+from service.core.schemas.api import COLLECTION_HELP, COLLECTION_MAX_CHARS, Hit, ItemResponse
 from service.gateway.deps import ComponentsDep, IngestScope, SearchScope, SettingsDep
 from service.gateway.routers.responses import errors
 from service.gateway.uploads import read_upload
@@ -21,6 +21,12 @@ from service.items.delete import delete_records
 from service.items.points import Item, build_versioned_points, clean_text, validate_item
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
+CollectionForm = Annotated[
+    str | None, Form(max_length=COLLECTION_MAX_CHARS, description=COLLECTION_HELP)
+]
+CollectionQuery = Annotated[
+    str | None, Query(max_length=COLLECTION_MAX_CHARS, description=COLLECTION_HELP)
+]
 MAX_ID_CHARS = 256
 MAX_TAGS = 64
 
@@ -49,7 +55,7 @@ def _tags(raw: str | None) -> list[str]:
     operation_id="upsert_item",
     response_model=ItemResponse,
     dependencies=[IngestScope],
-    responses=errors(400, 409, 413, 415, 429),
+    responses=errors(400, 404, 409, 413, 415, 429),
 )
 def upsert_item(
     components: ComponentsDep,
@@ -60,7 +66,9 @@ def upsert_item(
     metadata: Annotated[str | None, Form(description="a JSON object")] = None,
     tags: Annotated[str | None, Form(description="comma-separated")] = None,
     id: Annotated[str | None, Form(max_length=MAX_ID_CHARS)] = None,  # noqa: A002
+    collection: CollectionForm = None,
 ) -> ItemResponse:
+    target = components.collection_of(collection)  # 404 before the upload is read
     image = read_upload(file, settings.limits.max_upload_bytes) if file is not None else None
     item = Item(
         image=image,
@@ -72,19 +80,19 @@ def upsert_item(
     )
     validate_item(item, settings.limits)
     # One point per bundle the collection is written with (two during a model rollout).
-    bundles = components.store.write_bundles(components.collection)
+    bundles = components.store.write_bundles(target)
     (result,) = build_versioned_points(
-        components.embedder, components.collection, [item], lane="interactive", bundles=bundles
+        components.embedder, target, [item], lane="interactive", bundles=bundles
     )
     if isinstance(result, ClipsearchError):
         raise result
-    components.store.upsert(components.collection, result)
+    components.store.upsert(target, result)
     return ItemResponse(id=result[0].id, media_id=item.key)
 
 
-def _find(components: ComponentsDep, item_id: str) -> Record:
+def _find(components: ComponentsDep, item_id: str, collection: str | None) -> Record:
     """Look an item up by its point id or by the id (media id) it was posted with."""
-    return components.search.find(item_id)
+    return components.search_for(collection).find(item_id)
 
 
 @router.get(
@@ -94,8 +102,8 @@ def _find(components: ComponentsDep, item_id: str) -> Record:
     dependencies=[SearchScope],
     responses=errors(404),
 )
-def get_item(item_id: str, components: ComponentsDep) -> Hit:
-    record = _find(components, item_id)
+def get_item(item_id: str, components: ComponentsDep, collection: CollectionQuery = None) -> Hit:
+    record = _find(components, item_id, collection)
     return Hit.from_payload(record.id, 1.0, record.payload)
 
 
@@ -106,9 +114,15 @@ def get_item(item_id: str, components: ComponentsDep) -> Hit:
     dependencies=[IngestScope],
     responses=errors(404),
 )
-def delete_item(item_id: str, components: ComponentsDep, settings: SettingsDep) -> Response:
+def delete_item(
+    item_id: str,
+    components: ComponentsDep,
+    settings: SettingsDep,
+    collection: CollectionQuery = None,
+) -> Response:
     """Delete one item, and its thumbnail if it is a video segment (``DELETE /v1/videos/{id}``
     deletes a whole video)."""
-    record = _find(components, item_id)
-    delete_records(components.store, components.collection, settings.data_dir, [record])
+    record = _find(components, item_id, collection)
+    target = components.collection_of(collection)
+    delete_records(components.store, target, settings.data_dir, [record])
     return Response(status_code=204)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 
 from service.core.errors import not_found
-from service.core.schemas.api import VideoDeleted
+from service.core.schemas.api import COLLECTION_HELP, COLLECTION_MAX_CHARS, VideoDeleted
 from service.gateway.deps import ComponentsDep, IngestScope, SearchScope, SettingsDep
 from service.gateway.routers.responses import errors
 from service.items.delete import delete_records, video_segments
@@ -45,10 +45,18 @@ def thumbnail(
     dependencies=[IngestScope],
     responses=errors(404),
 )
-def delete_video(video_id: str, components: ComponentsDep, settings: SettingsDep) -> VideoDeleted:
+def delete_video(
+    video_id: str,
+    components: ComponentsDep,
+    settings: SettingsDep,
+    collection: Annotated[
+        str | None, Query(max_length=COLLECTION_MAX_CHARS, description=COLLECTION_HELP)
+    ] = None,
+) -> VideoDeleted:
     """Delete every segment of a video and their thumbnails. ``video_id`` is the id the video
     was ingested with (a hit's ``video_id``; for a directory ingest its ``file://`` URI, slashes
     and all, or percent-encoded)."""
-    segments = video_segments(components.store, components.collection, video_id, settings.video)
-    delete_records(components.store, components.collection, settings.data_dir, segments)
+    target = components.collection_of(collection)
+    segments = video_segments(components.store, target, video_id, settings.video)
+    delete_records(components.store, target, settings.data_dir, segments)
     return VideoDeleted(video_id=video_id, deleted=len(segments))

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Body, File, Form, UploadFile
 
 from service.core.errors import invalid
 from service.core.schemas.api import (
+    COLLECTION_HELP,
+    COLLECTION_MAX_CHARS,
     ChannelExplain,
     GroupBy,
     Hit,
@@ -111,20 +113,23 @@ def search(
         group_by=body.group_by,
         explain=body.explain,
     )
-    return _respond(components.search.search(query, options), metrics)
+    return _respond(components.search_for(body.collection).search(query, options), metrics)
 
 
 @router.post(
     "/image",
     operation_id="search_image",
     response_model=SearchResponse,
-    responses=errors(400, 413, 415, 429),
+    responses=errors(400, 404, 413, 415, 429),
 )
 def search_image(
     file: Annotated[UploadFile, File(description="the query image")],
     components: ComponentsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    collection: Annotated[
+        str | None, Form(max_length=COLLECTION_MAX_CHARS, description=COLLECTION_HELP)
+    ] = None,
     mode: Annotated[Mode, Form()] = "auto",
     limit: Annotated[int, Form(ge=1, le=100)] = 10,
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
@@ -151,4 +156,5 @@ def search_image(
         score_threshold=score_threshold,
         explain=explain,
     )
-    return _respond(components.search.search(Query(image=image), options), metrics)
+    service = components.search_for(collection)
+    return _respond(service.search(Query(image=image), options), metrics)

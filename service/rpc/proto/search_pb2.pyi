@@ -37,7 +37,7 @@ class FilterValue(_message.Message):
     def __init__(self, text: _Optional[str] = ..., integer: _Optional[int] = ..., flag: _Optional[bool] = ..., texts: _Optional[_Union[Strings, _Mapping]] = ..., integers: _Optional[_Union[Integers, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("text", "image", "item_id", "image_url", "mode", "limit", "offset", "filter", "score_threshold", "group_by", "explain")
+    __slots__ = ("text", "image", "item_id", "image_url", "mode", "limit", "offset", "filter", "score_threshold", "group_by", "explain", "collection")
     class FilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class SearchRequest(_message.Message):
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     item_id: str
@@ -67,7 +68,8 @@ class SearchRequest(_message.Message):
     score_threshold: float
     group_by: str
     explain: bool
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., item_id: _Optional[str] = ..., image_url: _Optional[str] = ..., mode: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Mapping[str, FilterValue]] = ..., score_threshold: _Optional[float] = ..., group_by: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
+    collection: str
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., item_id: _Optional[str] = ..., image_url: _Optional[str] = ..., mode: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Mapping[str, FilterValue]] = ..., score_threshold: _Optional[float] = ..., group_by: _Optional[str] = ..., explain: _Optional[bool] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class HitLabel(_message.Message):
     __slots__ = ("name", "score")
@@ -94,7 +96,7 @@ class ChannelExplain(_message.Message):
     def __init__(self, channel: _Optional[str] = ..., similarity: _Optional[float] = ..., standardised: _Optional[float] = ..., rank: _Optional[int] = ..., weight: _Optional[float] = ..., relevance: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "score", "kind", "uri", "caption", "description", "description_generated", "labels", "tags", "metadata_json", "video_id", "t_start", "t_end", "thumbnail", "explain")
+    __slots__ = ("id", "score", "kind", "uri", "caption", "description", "description_generated", "labels", "tags", "metadata_json", "video_id", "t_start", "t_end", "thumbnail", "explain", "media_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +112,7 @@ class Hit(_message.Message):
     T_END_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     kind: str
@@ -125,7 +128,8 @@ class Hit(_message.Message):
     t_end: float
     thumbnail: str
     explain: _containers.RepeatedCompositeFieldContainer[ChannelExplain]
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., kind: _Optional[str] = ..., uri: _Optional[str] = ..., caption: _Optional[str] = ..., description: _Optional[str] = ..., description_generated: _Optional[bool] = ..., labels: _Optional[_Iterable[_Union[HitLabel, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., video_id: _Optional[str] = ..., t_start: _Optional[float] = ..., t_end: _Optional[float] = ..., thumbnail: _Optional[str] = ..., explain: _Optional[_Iterable[_Union[ChannelExplain, _Mapping]]] = ...) -> None: ...
+    media_id: str
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., kind: _Optional[str] = ..., uri: _Optional[str] = ..., caption: _Optional[str] = ..., description: _Optional[str] = ..., description_generated: _Optional[bool] = ..., labels: _Optional[_Iterable[_Union[HitLabel, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., video_id: _Optional[str] = ..., t_start: _Optional[float] = ..., t_end: _Optional[float] = ..., thumbnail: _Optional[str] = ..., explain: _Optional[_Iterable[_Union[ChannelExplain, _Mapping]]] = ..., media_id: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "took_ms", "model", "mode", "channels", "score_kind")
@@ -144,24 +148,30 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ..., model: _Optional[str] = ..., mode: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., score_kind: _Optional[str] = ...) -> None: ...
 
 class GetItemRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "collection")
     ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    collection: str
+    def __init__(self, id: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class DeleteItemRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "collection")
     ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    collection: str
+    def __init__(self, id: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "images")
+    __slots__ = ("texts", "images", "collection")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     images: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    collection: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class Vector(_message.Message):
     __slots__ = ("values",)
@@ -257,12 +267,14 @@ class CancelJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "collection")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    collection: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("item", "reason")
@@ -273,7 +285,7 @@ class JobError(_message.Message):
     def __init__(self, item: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "state", "total", "done", "failed", "skipped", "attempt", "rate_per_s", "eta_s", "waiting_for_writer", "errors", "error", "created_at", "updated_at", "shards_total", "shards_done", "total_known", "shards_read")
+    __slots__ = ("id", "kind", "state", "total", "done", "failed", "skipped", "attempt", "rate_per_s", "eta_s", "waiting_for_writer", "errors", "error", "created_at", "updated_at", "shards_total", "shards_done", "total_known", "shards_read", "collection")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +305,7 @@ class Job(_message.Message):
     SHARDS_DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_KNOWN_FIELD_NUMBER: _ClassVar[int]
     SHARDS_READ_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     state: str
@@ -312,7 +325,8 @@ class Job(_message.Message):
     shards_done: int
     total_known: bool
     shards_read: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., skipped: _Optional[int] = ..., attempt: _Optional[int] = ..., rate_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., waiting_for_writer: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., error: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., shards_total: _Optional[int] = ..., shards_done: _Optional[int] = ..., total_known: _Optional[bool] = ..., shards_read: _Optional[int] = ...) -> None: ...
+    collection: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., skipped: _Optional[int] = ..., attempt: _Optional[int] = ..., rate_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., waiting_for_writer: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., error: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., shards_total: _Optional[int] = ..., shards_done: _Optional[int] = ..., total_known: _Optional[bool] = ..., shards_read: _Optional[int] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token", "total_size")
@@ -323,3 +337,109 @@ class ListJobsResponse(_message.Message):
     next_page_token: str
     total_size: int
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class CollectionVersion(_message.Message):
+    __slots__ = ("name", "number", "bundle", "role", "points", "vectors", "settings_json")
+    class VectorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    number: int
+    bundle: str
+    role: str
+    points: int
+    vectors: _containers.ScalarMap[str, int]
+    settings_json: str
+    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., bundle: _Optional[str] = ..., role: _Optional[str] = ..., points: _Optional[int] = ..., vectors: _Optional[_Mapping[str, int]] = ..., settings_json: _Optional[str] = ...) -> None: ...
+
+class Collection(_message.Message):
+    __slots__ = ("name", "current", "building", "previous", "points", "vectors", "bundle", "served", "versions", "default", "domain", "intended_use")
+    class VectorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    INTENDED_USE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    current: str
+    building: str
+    previous: str
+    points: int
+    vectors: _containers.ScalarMap[str, int]
+    bundle: str
+    served: bool
+    versions: _containers.RepeatedCompositeFieldContainer[CollectionVersion]
+    default: bool
+    domain: str
+    intended_use: str
+    def __init__(self, name: _Optional[str] = ..., current: _Optional[str] = ..., building: _Optional[str] = ..., previous: _Optional[str] = ..., points: _Optional[int] = ..., vectors: _Optional[_Mapping[str, int]] = ..., bundle: _Optional[str] = ..., served: _Optional[bool] = ..., versions: _Optional[_Iterable[_Union[CollectionVersion, _Mapping]]] = ..., default: _Optional[bool] = ..., domain: _Optional[str] = ..., intended_use: _Optional[str] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "bundle")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    bundle: str
+    def __init__(self, name: _Optional[str] = ..., bundle: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections", "next_page_token", "total_size")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[Collection]
+    next_page_token: str
+    total_size: int
+    def __init__(self, collections: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class GetCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteCollectionResponse(_message.Message):
+    __slots__ = ("collection", "deleted_versions")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DELETED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    deleted_versions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., deleted_versions: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -78,6 +78,26 @@ class SearchStub:
                 request_serializer=clipsearch_dot_v1_dot_search__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_v1_dot_search__pb2.Job.FromString,
                 _registered_method=True)
+        self.CreateCollection = channel.unary_unary(
+                '/clipsearch.v1.Search/CreateCollection',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.CreateCollectionRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.Collection.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/clipsearch.v1.Search/ListCollections',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.GetCollection = channel.unary_unary(
+                '/clipsearch.v1.Search/GetCollection',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.GetCollectionRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.Collection.FromString,
+                _registered_method=True)
+        self.DeleteCollection = channel.unary_unary(
+                '/clipsearch.v1.Search/DeleteCollection',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.DeleteCollectionRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.DeleteCollectionResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -137,6 +157,35 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCollection(self, request, context):
+        """An empty collection searched and written with a bundle (as POST /v1/collections):
+        ALREADY_EXISTS when it exists, NOT_FOUND for a bundle that is not there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """The collections the caller's key sees, a page at a time, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCollection(self, request, context):
+        """Every version, alias and thumbnail of it; ALREADY_EXISTS (conflict) for the configured
+        collection or while a rollout of it is active.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +228,26 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=clipsearch_dot_v1_dot_search__pb2.CancelJobRequest.FromString,
                     response_serializer=clipsearch_dot_v1_dot_search__pb2.Job.SerializeToString,
+            ),
+            'CreateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCollection,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.CreateCollectionRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.Collection.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'GetCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCollection,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.GetCollectionRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.Collection.SerializeToString,
+            ),
+            'DeleteCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCollection,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.DeleteCollectionRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.DeleteCollectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +466,114 @@ class Search:
             '/clipsearch.v1.Search/CancelJob',
             clipsearch_dot_v1_dot_search__pb2.CancelJobRequest.SerializeToString,
             clipsearch_dot_v1_dot_search__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/CreateCollection',
+            clipsearch_dot_v1_dot_search__pb2.CreateCollectionRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.Collection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/ListCollections',
+            clipsearch_dot_v1_dot_search__pb2.ListCollectionsRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/GetCollection',
+            clipsearch_dot_v1_dot_search__pb2.GetCollectionRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.Collection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/DeleteCollection',
+            clipsearch_dot_v1_dot_search__pb2.DeleteCollectionRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.DeleteCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,7 +101,7 @@ def test_a_key_never_reaches_a_collection_it_is_not_scoped_for(
         ("DELETE", f"/v1/items/{tid}", {}),
         ("POST", "/v1/items", {"data": {"caption": "x"}}),
         ("POST", "/v1/ingest", {"json": {"source": "/nowhere"}}),
-        ("GET", "/v1/jobs", {}),
+        ("GET", "/v1/jobs", {"params": {"collection": "media"}}),
         ("DELETE", "/v1/videos/v1", {}),
         ("POST", "/v1/embeddings", {"json": {"input": "red"}}),
         ("GET", "/v1/collections/media", {}),

@@ -86,3 +86,42 @@ def test_a_bundles_null_is_measured_for_every_channel_it_serves(embedder: Any) -
     joint = np.asarray(emb.joint[0])
     assert null.text_text.standardise(float(joint @ joint)) > 2.0
     assert measure_null(embedder) == null  # the same probes, the same null
+
+
+def test_concurrent_first_searches_measure_the_null_once(
+    embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight first searches at once (one per collection's service, sharing one cache) measure
+    the bundle's null once and all get it: before, each measured, putting the probe set on the
+    interactive queue eight times over, which filled it (429s on a fresh gateway)."""
+    import threading
+
+    from service.search import planner
+
+    calls: list[str | None] = []
+    real = planner.measure_null
+
+    def counted(client: Any, *, bundle: str | None = None) -> Any:
+        calls.append(bundle)
+        return real(client, bundle=bundle)
+
+    monkeypatch.setattr(planner, "measure_null", counted)
+    nulls = planner.NullCache()
+    services = [
+        planner.SearchService(embedder, store=None, collection=f"c{i}", nulls=nulls)  # type: ignore[arg-type]
+        for i in range(8)
+    ]
+    start = threading.Barrier(len(services))
+    got: list[Any] = []
+
+    def first(service: planner.SearchService) -> None:
+        start.wait()
+        got.append(service.null_scales())
+
+    threads = [threading.Thread(target=first, args=(s,)) for s in services]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert calls == [None]
+    assert len(got) == 8 and all(g == got[0] for g in got)

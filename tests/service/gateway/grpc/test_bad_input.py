@@ -118,7 +118,7 @@ def test_unknown_items_and_jobs_are_not_found(stub: pb_grpc.SearchStub) -> None:
         ("Embed", pb.EmbedRequest(texts=["x" * 100_000])),
         ("Ingest", pb.IngestRequest()),
         ("Ingest", pb.IngestRequest(urls=pb.Urls())),
-        ("Ingest", pb.IngestRequest(directory="relative/nowhere", collection="other")),
+        ("Ingest", pb.IngestRequest(urls=pb.Urls(), collection="media")),
         ("ListJobs", pb.ListJobsRequest(page_token="not a token")),
     ],
 )

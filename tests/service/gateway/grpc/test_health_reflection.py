@@ -57,6 +57,10 @@ def test_a_generic_reflection_client_lists_and_describes_the_api(channel: grpc.C
         "GetJob",
         "ListJobs",
         "CancelJob",
+        "CreateCollection",
+        "ListCollections",
+        "GetCollection",
+        "DeleteCollection",
     }
     request = pool.FindMessageTypeByName("clipsearch.v1.SearchRequest")
     assert {"text", "image", "item_id", "filter", "limit"} <= set(request.fields_by_name)

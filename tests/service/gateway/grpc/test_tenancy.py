@@ -67,15 +67,20 @@ def test_a_key_never_reaches_a_collection_it_is_not_scoped_for(
         (stub.DeleteItem, pb.DeleteItemRequest(id="item-red")),
         (stub.Embed, pb.EmbedRequest(texts=["red"])),
         (stub.Ingest, pb.IngestRequest(directory="/nowhere")),
-        (stub.ListJobs, pb.ListJobsRequest()),
-        (stub.GetJob, pb.GetJobRequest(id="j")),
-        (stub.CancelJob, pb.CancelJobRequest(id="j")),
+        (stub.ListJobs, pb.ListJobsRequest(collection="media")),
     ]
     for call, request in calls:
         err = _refused(call, request, "alpha")
         assert err.code() is Code.NOT_FOUND, call
         assert err.details() == "collection 'media' does not exist"
         assert from_rpc_error(err).type is ErrorType.not_found
+    # A job is reached through its own collection: an unknown one is unknown to every key.
+    for call, request in [
+        (stub.GetJob, pb.GetJobRequest(id="j")),
+        (stub.CancelJob, pb.CancelJobRequest(id="j")),
+    ]:
+        err = _refused(call, request, "alpha")
+        assert (err.code(), err.details()) == (Code.NOT_FOUND, "no job 'j'")
     # A collection named in the message is checked too: media-bot may not ingest into alpha.
     err = _refused(stub.Ingest, pb.IngestRequest(directory="/x", collection="alpha"), "media")
     assert (err.code(), err.details()) == (Code.NOT_FOUND, "collection 'alpha' does not exist")
