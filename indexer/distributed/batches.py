@@ -28,9 +28,7 @@ from urllib.parse import unquote, urlparse
 from pydantic import ValidationError
 
 from indexer.distributed import units
-from indexer.distributed.lookups import request_matches
 from indexer.distributed.stream import PointStream
-from indexer.pipeline.entries import entry_points
 from indexer.sources.datasets import is_dataset
 from indexer.sources.objects import ReadMetrics
 from indexer.sources.read import SourceEntry, SourceError, iter_source, kind_of, text_entry_id
@@ -171,34 +169,20 @@ def index_batch(
             failed.append(_failure(name, exc.message, entry))
         except OSError as exc:
             failed.append(_failure(name, f"cannot read: {exc.strerror or exc}", entry))
-    skip = None
-    if gate.resume:
-        timeout = settings.broker.append_timeout_s
-
-        def skip(pairs: Sequence[tuple[str, str]]) -> set[str]:
-            return request_matches(stream.redis, collection, pairs, timeout_s=timeout)
-
-    thumbnails: dict[str, bytes] = {}
     with Fetcher(settings) as fetcher:
-        points, outcomes = entry_points(
-            [e for _, e, _ in valid],
-            embedder,
-            collection,
-            settings,
-            fetcher,
-            skip=skip,
-            thumbnails=thumbnails.__setitem__,
+        done = units.embed_named(
+            job_id,
+            [(name, source) for name, source, _ in valid],
+            lambda i, reason: _failure(valid[i][0], reason, valid[i][2]),
+            embedder=embedder,
+            collection=collection,
+            settings=settings,
+            fetcher=fetcher,
+            skip=units.resume_skip(stream, collection, settings, gate.resume),
             bundles=bundles,
         )
-    sent: list[str] = []
-    skipped: list[str] = []
-    for (name, _, entry), outcome in zip(valid, outcomes, strict=True):
-        if outcome.error is not None:
-            failed.append(_failure(name, outcome.error, entry))
-            continue
-        (skipped if outcome.skipped else sent).append(name)
-        for note in outcome.partial:  # the item is done; its unreadable parts are only logged
-            log.warning("job %s: %s: %s", job_id, name, note)
+    failed += done.failed
+    sent, skipped, points = done.sent, done.skipped, done.points
     entry_id = stream.append(
         collection,
         job_id,
@@ -207,7 +191,7 @@ def index_batch(
         failed=failed,
         skipped=skipped,
         run=run,
-        thumbnails=thumbnails,
+        thumbnails=done.thumbnails,
     )
     log.info(
         "job %s: %d items (%d points) to the writer, %d skipped, %d failed (entry %s)",

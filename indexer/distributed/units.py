@@ -19,8 +19,10 @@ later write replaces it) still counts as two items, so done + failed always reac
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.distributed.lookups import request_matches
@@ -32,6 +34,7 @@ from indexer.sources.objects import ReadMetrics
 from indexer.sources.read import SourceEntry, SourceError
 from service.clients.base import EmbeddingClient
 from service.core.config import Settings
+from service.core.domain import Point
 from service.core.schemas.sources import SourceSpec
 from service.items.fetch import Fetcher
 
@@ -89,6 +92,71 @@ def plan_dataset(
     return stated, len(dataset.units)
 
 
+def resume_skip(
+    stream: PointStream, collection: str, settings: Settings, resume: bool
+) -> Callable[[Sequence[tuple[str, str]]], set[str]] | None:
+    """On a resumed job: what the writer says is indexed already, asked per batch (else None:
+    everything is embedded)."""
+    if not resume:
+        return None
+    timeout = settings.broker.append_timeout_s
+
+    def skip(pairs: Sequence[tuple[str, str]]) -> set[str]:
+        return request_matches(stream.redis, collection, pairs, timeout_s=timeout)
+
+    return skip
+
+
+@dataclass
+class Embedded:
+    """One batch embedded and sorted for the points stream: items by the name progress knows
+    them by."""
+
+    points: list[Point]
+    sent: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    thumbnails: dict[str, bytes] = field(default_factory=dict)
+
+
+def embed_named(
+    job_id: str,
+    named: Sequence[tuple[str, SourceEntry]],
+    failure: Callable[[int, str], dict[str, Any]],
+    *,
+    embedder: EmbeddingClient,
+    collection: str,
+    settings: Settings,
+    fetcher: Fetcher,
+    skip: Callable[[Sequence[tuple[str, str]]], set[str]] | None,
+    bundles: Sequence[str | None],
+) -> Embedded:
+    """Embed ``named`` (name, entry) pairs into points (one per bundle) and sort the items:
+    sent, skipped (indexed already, on a resumed job) or failed (``failure(i, reason)``: the
+    failure record of the i-th); the unreadable parts of an item that is still indexed (a
+    video's bad frames) are only logged."""
+    thumbnails: dict[str, bytes] = {}
+    points, outcomes = entry_points(
+        [entry for _, entry in named],
+        embedder,
+        collection,
+        settings,
+        fetcher,
+        skip=skip,
+        thumbnails=thumbnails.__setitem__,
+        bundles=bundles,
+    )
+    out = Embedded(points, thumbnails=thumbnails)
+    for i, ((name, _), outcome) in enumerate(zip(named, outcomes, strict=True)):
+        if outcome.error is not None:
+            out.failed.append(failure(i, outcome.error))
+            continue
+        (out.skipped if outcome.skipped else out.sent).append(name)
+        for note in outcome.partial:
+            log.warning("job %s: %s: %s", job_id, name, note)
+    return out
+
+
 def index_unit(
     job_id: str,
     collection: str,
@@ -112,13 +180,7 @@ def index_unit(
     index = int(unit.pop("index", 0))
     dataset = Dataset(spec, [unit], None, columns, reader="indexer")
     name = unit_name(unit)
-    skip = None
-    if resume:
-        timeout = settings.broker.append_timeout_s
-
-        def skip(pairs: Sequence[tuple[str, str]]) -> set[str]:
-            return request_matches(stream.redis, collection, pairs, timeout_s=timeout)
-
+    skip = resume_skip(stream, collection, settings, resume)
     reads = failures = 0
     with Fetcher(settings) as fetcher:
         reader = read_unit(dataset, unit, settings, fetcher=fetcher, metrics=read_metrics)
@@ -140,43 +202,44 @@ def index_unit(
                 if isinstance(r, SourceError)
             ]
             entries = [r for r in chunk if isinstance(r, SourceEntry)]
-            thumbnails: dict[str, bytes] = {}
-            points, outcomes = entry_points(
-                entries,
-                embedder,
-                collection,
-                settings,
-                fetcher,
+            named = [(names[id(e)], e) for e in entries]
+            done = embed_named(
+                job_id,
+                named,
+                functools.partial(_member_failure, named),
+                embedder=embedder,
+                collection=collection,
+                settings=settings,
+                fetcher=fetcher,
                 skip=skip,
-                thumbnails=thumbnails.__setitem__,
                 bundles=bundles,
             )
-            sent: list[str] = []
-            skipped: list[str] = []
-            for source_entry, outcome in zip(entries, outcomes, strict=True):
-                item = names[id(source_entry)]
-                if outcome.error is not None:
-                    failure: dict[str, Any] = {"item": item, "reason": outcome.error}
-                    if source_entry.data is None:  # for retry-failed (a shard's member: no)
-                        failure["entry"] = task_entry(source_entry)
-                    failed.append(failure)
-                else:
-                    (skipped if outcome.skipped else sent).append(item)
+            failed += done.failed
             failures += len(failed)
             stream.append(
                 collection,
                 job_id,
-                sent,
-                points,
+                done.sent,
+                done.points,
                 failed=failed,
-                skipped=skipped,
+                skipped=done.skipped,
                 run=run,
-                thumbnails=thumbnails,
+                thumbnails=done.thumbnails,
             )
     stream.jobs.unit_read(job_id, name, reads - int(unit.get("rows", 0)))
     stream.jobs.unit_finished(job_id, name, reads, failures)
     log.info("job %s: unit %s read: %d items, %d failed", job_id, name, reads, failures)
     return reads, failures
+
+
+def _member_failure(
+    named: Sequence[tuple[str, SourceEntry]], i: int, reason: str
+) -> dict[str, Any]:
+    item, entry = named[i]
+    record: dict[str, Any] = {"item": item, "reason": reason}
+    if entry.data is None:  # for retry-failed (a shard's member, read from the shard: no)
+        record["entry"] = task_entry(entry)
+    return record
 
 
 def task_entry(entry: SourceEntry) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from service.core.domain import point_id
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE
 from tests.indexer.pipeline.test_video import make_video
-from tests.redis_server import fresh_stream, redis_server
 from tests.support import serve_directory
 
 COLL = "media"
@@ -39,12 +38,6 @@ def write_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
         path.write_bytes(buf.getvalue())
         paths.append(path)
     return paths
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +61,6 @@ def embedder(settings: Settings) -> Iterator[EmbeddingClient]:
     client = build_embedder(settings, wait_for_workers=False)
     yield client
     client.close()
-
-
-@pytest.fixture()
-def stream(settings: Settings) -> Iterator[PointStream]:
-    with fresh_stream(settings) as s:
-        yield s
 
 
 def run(entries: list[dict[str, Any]], **kw: Any) -> batches.BatchOutcome:

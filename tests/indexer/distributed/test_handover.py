@@ -18,18 +18,9 @@ from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType
 from service.store.edge import QdrantEdgeStore
 from tests.indexer.distributed.test_stream import items, points
-from tests.redis_server import fresh_stream, redis_server
+from tests.indexer.distributed.writing import COLL, DIMS, TIMEOUT_S, progress, start
+from tests.redis_server import fresh_stream
 from tests.support import wait_until
-
-COLL = "media"
-DIMS: dict[str, int] = {"image": 8, "caption": 8, "description": 4}
-TIMEOUT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 def make_settings(redis_url: str, **broker: Any) -> Settings:
@@ -41,33 +32,6 @@ def make_settings(redis_url: str, **broker: Any) -> Settings:
 def stream(redis_url: str) -> Iterator[PointStream]:
     with fresh_stream(make_settings(redis_url)) as s:
         yield s
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[QdrantEdgeStore]:
-    s = QdrantEdgeStore(tmp_path / "data")
-    s.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
-    yield s
-    s.close()
-
-
-@pytest.fixture()
-def writers() -> Iterator[list[Writer]]:
-    started: list[Writer] = []
-    yield started
-    for w in started:
-        w.close()
-
-
-def start(writers: list[Writer], store: Any, settings: Settings, consumer: str) -> Writer:
-    assert settings.broker.url
-    w = Writer(settings.broker.url, store, settings, consumer=consumer)
-    writers.append(w)
-    return w
-
-
-def progress(stream: PointStream, job: str = "job") -> dict[str, Any]:
-    return stream.jobs.get(job) or {"total": 0, "done": 0, "failed": 0, "errors": []}
 
 
 def pending_of(stream: PointStream, consumer: str) -> int:
@@ -97,11 +61,11 @@ def test_a_writer_on_another_data_dir_stops_claiming_and_its_entries_pass_over(
     # Started with a data dir of its own: its store has no collection to write to.
     elsewhere = QdrantEdgeStore(tmp_path / "elsewhere")
     try:
-        sick = start(writers, elsewhere, settings, "sick")
+        sick = start(writers, elsewhere, settings, consumer="sick")
         wait_until(lambda: "stopped claiming" in (sick.health().reason or ""), TIMEOUT_S)
         assert not sick.ready() and pending_of(stream, "sick") == 3
         assert progress(stream)["done"] == 0
-        good = start(writers, store, settings, "good")
+        good = start(writers, store, settings, consumer="good")
         wait_until(lambda: progress(stream)["done"] == 30, TIMEOUT_S)
         assert store.count(COLL) == 30 and stream.length(COLL) == 0
         assert pending_of(stream, "sick") == 0
@@ -125,7 +89,7 @@ def test_a_writer_whose_store_comes_back_writes_again(
     store.drop_collection(COLL)  # as if the gateway had not created it yet
     ps = points(10)
     stream.append(COLL, "job", items(ps), ps)
-    w = start(writers, store, settings, "w1")
+    w = start(writers, store, settings, consumer="w1")
     wait_until(lambda: "stopped claiming" in (w.health().reason or ""), TIMEOUT_S)
     store.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
     wait_until(lambda: progress(stream)["done"] == 10, TIMEOUT_S)
@@ -146,7 +110,7 @@ def test_dead_consumers_leave_the_group_once_their_entries_are_claimed(
     stream.redis.xgroup_createconsumer(stream_key(COLL), WRITER_GROUP, "gone")
     more = points(10, start=10)
     stream.append(COLL, "job", items(more), more)
-    start(writers, store, settings, "live")
+    start(writers, store, settings, consumer="live")
     wait_until(lambda: progress(stream)["done"] == 20, TIMEOUT_S)
     wait_until(lambda: consumers(stream) == {"live"}, TIMEOUT_S)
     assert store.count(COLL) == 20 and stream.length(COLL) == 0
@@ -178,7 +142,7 @@ def test_an_entry_that_keeps_failing_goes_to_the_dead_letters_and_the_job_comple
     bad = points(1, start=50)
     stream.append(COLL, "job", items(good), good)
     stream.append(COLL, "job", items(bad), bad)
-    w = start(writers, PoisonStore(store, bad[0].id), settings, "w1")
+    w = start(writers, PoisonStore(store, bad[0].id), settings, consumer="w1")
     wait_until(lambda: progress(stream)["done"] + progress(stream)["failed"] == 11, TIMEOUT_S)
     live = progress(stream)
     assert (live["done"], live["failed"]) == (10, 1)

@@ -7,15 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from indexer.distributed.progress import JobProgress
-from tests.redis_server import redis_server
 
 JOB = "j"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture()

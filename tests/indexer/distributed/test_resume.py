@@ -19,7 +19,7 @@ from service.core.domain import point_id
 from service.store.edge import QdrantEdgeStore
 from tests.indexer.distributed.test_batches import write_images
 from tests.indexer.pipeline.test_video import make_video
-from tests.redis_server import fresh_stream, redis_server
+from tests.redis_server import redis_server
 from tests.support import serve_directory
 
 COLL = "media"
@@ -58,12 +58,6 @@ def embedder(settings: Settings) -> Iterator[CountingEmbedder]:
     client = build_embedder(settings, wait_for_workers=False)
     yield CountingEmbedder(client)
     client.close()
-
-
-@pytest.fixture()
-def stream(settings: Settings) -> Iterator[PointStream]:
-    with fresh_stream(settings) as s:
-        yield s
 
 
 @pytest.fixture()

@@ -18,16 +18,9 @@ from indexer.distributed.stream import (
 from service.core.config import BrokerSettings
 from service.core.domain import Point, point_id
 from service.core.errors import ClipsearchError, ErrorType
-from tests.redis_server import redis_server
 from tests.support import wait_until
 
 COLL = "media"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture()

@@ -24,16 +24,10 @@ from service.core.errors import ClipsearchError, ErrorType
 from service.store.edge import QdrantEdgeStore
 from service.store.versions import VersionedStore
 from tests.indexer.distributed.test_batches import write_images
-from tests.redis_server import fresh_stream, redis_server
+from tests.redis_server import fresh_stream
 from tests.support import wait_until
 
 COLL = "media"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,8 @@ from service.core.domain import Point
 from service.core.errors import ClipsearchError, ErrorType
 from service.store.edge import QdrantEdgeStore
 from tests.indexer.distributed.test_stream import items, points
-from tests.redis_server import fresh_stream, redis_server
+from tests.indexer.distributed.writing import COLL, DIMS, TIMEOUT_S, progress, start
 from tests.support import wait_until
-
-COLL = "media"
-DIMS: dict[str, int] = {"image": 8, "caption": 8, "description": 4}
-TIMEOUT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture()
@@ -37,39 +27,6 @@ def settings(redis_url: str) -> Settings:
         collection=COLL,
         broker=BrokerSettings(url=redis_url, writer_block_ms=100, claim_idle_ms=60_000),
     )
-
-
-@pytest.fixture()
-def stream(settings: Settings) -> Iterator[PointStream]:
-    with fresh_stream(settings) as s:
-        yield s
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[QdrantEdgeStore]:
-    s = QdrantEdgeStore(tmp_path / "data")
-    s.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
-    yield s
-    s.close()
-
-
-@pytest.fixture()
-def writers(settings: Settings) -> Iterator[list[Writer]]:
-    started: list[Writer] = []
-    yield started
-    for w in started:
-        w.close()
-
-
-def start(writers: list[Writer], store: Any, settings: Settings, **kw: Any) -> Writer:
-    assert settings.broker.url
-    w = Writer(settings.broker.url, store, settings, **kw)
-    writers.append(w)
-    return w
-
-
-def progress(stream: PointStream, job: str = "job") -> dict[str, Any]:
-    return stream.jobs.get(job) or {"total": 0, "done": 0, "failed": 0, "errors": []}
 
 
 def test_writes_acks_and_counts_after_the_write(

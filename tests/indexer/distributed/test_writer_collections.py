@@ -16,23 +16,14 @@ from service.core.config import BrokerSettings, Settings
 from service.store.edge import QdrantEdgeStore
 from service.store.versions import VersionedStore
 from tests.indexer.distributed.test_stream import items, points
-from tests.indexer.distributed.test_writer import (  # noqa: F401 (fixtures)
-    COLL,
-    DIMS,
-    TIMEOUT_S,
-    progress,
-    redis_url,
-    start,
-    stream,
-    writers,
-)
+from tests.indexer.distributed.writing import COLL, DIMS, TIMEOUT_S, progress, start
 from tests.support import wait_until
 
 BUNDLE = "tiny-test@0.1.0"
 
 
 @pytest.fixture()
-def settings(redis_url: str) -> Settings:  # noqa: F811
+def settings(redis_url: str) -> Settings:
     # Claim passes (and with them, looking for new collections) every 150 ms.
     broker = BrokerSettings(url=redis_url, writer_block_ms=100, claim_idle_ms=300)
     return Settings(collection=COLL, broker=broker)
@@ -47,10 +38,10 @@ def store(tmp_path: Path) -> Iterator[VersionedStore]:
 
 
 def test_a_collection_created_since_is_found_and_written(
-    stream: PointStream,  # noqa: F811
+    stream: PointStream,
     store: VersionedStore,
     settings: Settings,
-    writers: list[Writer],  # noqa: F811
+    writers: list[Writer],
 ) -> None:
     w = start(writers, store, settings, consumer="w1")
     wait_until(w.ready, TIMEOUT_S)
@@ -64,10 +55,10 @@ def test_a_collection_created_since_is_found_and_written(
 
 
 def test_entries_of_a_deleted_collection_fail_with_the_reason(
-    stream: PointStream,  # noqa: F811
+    stream: PointStream,
     store: VersionedStore,
     settings: Settings,
-    writers: list[Writer],  # noqa: F811
+    writers: list[Writer],
 ) -> None:
     store.ensure("gone", DIMS, BUNDLE)  # type: ignore[arg-type]
     w = start(writers, store, settings, consumer="w1", collections=[COLL, "gone"])
