@@ -203,6 +203,13 @@ bench-scale: $(STAMP)
 bench-dataset-scale: $(STAMP)
 	$(PY) -m loadtests.bench.dataset_scale --bundle $(BENCH_BUNDLE)
 
+# Issue 16's search target: /v1/search text queries (16 locust users, mixed modes) over 20,000
+# text documents in the embedded demo, against the text tower's own ORT ceiling
+# (bench-results/search_load.json). Not part of `bench`.
+.PHONY: bench-search-load
+bench-search-load: $(STAMP)
+	$(PY) -m loadtests.bench.search_load --documents 20000
+
 bench: bench-bundle bench-encoder bench-ingest bench-video bench-reindex bench-faults \
   bench-faults-http bench-rollout bench-ready bench-ingest-search \
   bench-scale

@@ -158,9 +158,27 @@ def channel_scale(scores: Sequence[float] | np.ndarray) -> ChannelScale:
 
 def similarity(query: np.ndarray, stored: VectorValue) -> float:
     """Cosine of ``query`` (unit) and a stored vector; a multivector's best row (MaxSim)."""
-    rows = np.atleast_2d(np.asarray(stored, dtype=np.float64))
-    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-    return float((rows @ query).max())
+    return similarities(query, [stored])[0]
+
+
+def similarities(query: np.ndarray, stored: Sequence[VectorValue]) -> list[float]:
+    """:func:`similarity` of each of ``stored``, in one matrix product over all their rows (one
+    per vector, a multivector's each) instead of one per candidate."""
+    rows: list[Sequence[float]] = []
+    owners: list[int] = []
+    for i, value in enumerate(stored):
+        if value and isinstance(value[0], Sequence | np.ndarray):
+            rows.extend(value)  # type: ignore[arg-type]
+            owners.extend([i] * len(value))
+        else:
+            rows.append(value)  # type: ignore[arg-type]
+            owners.append(i)
+    matrix = np.asarray(rows, dtype=np.float64)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    best = np.full(len(stored), -np.inf)
+    np.maximum.at(best, owners, matrix @ query)
+    out: list[float] = best.tolist()
+    return out
 
 
 def evidence(channel: VectorName, payload: Mapping[str, object]) -> float:
@@ -223,11 +241,14 @@ def fuse(
             continue
         unit = np.asarray(q, dtype=np.float64)
         unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
-        found = {
-            r.id: similarity(unit, value)
-            for r in records
-            if (value := r.vectors.get(channel)) is not None
-        }
+        having = [(r.id, value) for r in records if (value := r.vectors.get(channel))]
+        found = dict(
+            zip(
+                [pid for pid, _ in having],
+                similarities(unit, [value for _, value in having]) if having else [],
+                strict=True,
+            )
+        )
         if found:
             sims[channel] = found
     ranks: dict[VectorName, dict[str, int]] = {}

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence, Set
 from numbers import Real
 from typing import Any
 
+import numpy as np
+
 from service.core.domain import MULTI_VECTORS, FilterValue, VectorName, VectorValue
 from service.core.errors import ClipsearchError, ErrorType, invalid
 
@@ -147,12 +149,22 @@ def domain_vectors(raw: Any) -> dict[str, VectorValue]:
     for name, value in raw.items():
         values = list(value)
         if values and not isinstance(values[0], Real):
-            out[name] = [[float(x) for x in row] for row in values]
+            out[name] = [_floats(row) for row in values]
         elif name in MULTI_VECTORS:
-            out[name] = [[float(x) for x in values]]
+            out[name] = [_floats(values)]
         else:
-            out[name] = [float(x) for x in values]
+            out[name] = _floats(values)
     return out
+
+
+def _floats(values: Any) -> list[float]:
+    """A vector as Python floats. A store's own list of floats is taken as it is (converting
+    each element again cost a search ~1 ms of 12 on 50 candidates); anything else (numpy
+    scalars, an array) in one numpy pass."""
+    if isinstance(values, list) and (not values or type(values[0]) is float):
+        return values
+    converted: list[float] = np.asarray(values, dtype=np.float64).tolist()
+    return converted
 
 
 def _size(dims: Mapping[str, int], name: str, what: str) -> int:

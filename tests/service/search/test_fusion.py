@@ -211,3 +211,26 @@ def test_a_good_match_in_one_channel_is_not_dragged_under_by_a_channel_blind_to_
     middling = Record("middling", {}, {"image": [0.45, 0.893], "caption": [0.45, 0.893]})
     fused = fuse([middling, scene], q, dict.fromkeys(q, 1.0), null=null)  # type: ignore[arg-type]
     assert [h.id for h in fused.hits] == ["scene", "middling"]
+
+
+def test_similarities_in_one_product_equal_each_candidates_own_cosine() -> None:
+    """The candidates' cosines come from one matrix product over all their rows: each equals the
+    cosine computed for that candidate alone (a multivector: its best row, MaxSim)."""
+    from service.search.fusion import similarities
+
+    rng = np.random.default_rng(3)
+    query = rng.normal(size=16)
+    query /= np.linalg.norm(query)
+    stored: list[Any] = [
+        rng.normal(size=16).tolist(),
+        [rng.normal(size=16).tolist() for _ in range(3)],  # a caption's chunks
+        (rng.normal(size=16) * 40).tolist(),  # not unit: normalised too
+        [rng.normal(size=16).tolist()],
+    ]
+
+    def alone(value: Any) -> float:
+        rows = np.atleast_2d(np.asarray(value, dtype=np.float64))
+        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return float((rows @ query).max())
+
+    assert similarities(query, stored) == pytest.approx([alone(v) for v in stored], abs=1e-12)
