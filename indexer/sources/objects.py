@@ -12,7 +12,6 @@ endpoint come from the standard AWS variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECR
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from braceexpand import braceexpand
 from indexer.sources.roots import Reader, allowed_roots, how_to_allow, under_roots
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
+from service.core.objects import s3_options
 from service.core.schemas.sources import MAX_SHARDS
 from service.items.fetch import Fetcher, validate_url
 
@@ -172,15 +172,6 @@ def checked_location(
 def parent_of(location: str) -> str:
     """The folder or prefix that holds ``location`` (relative uris in a table resolve to it)."""
     return location.rsplit("/", 1)[0] if "/" in location else "."
-
-
-def s3_options() -> dict[str, Any]:
-    """s3fs options from the standard AWS variables (botocore reads the keys itself)."""
-    options: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        options["endpoint_url"] = endpoint
-    return options
 
 
 def _s3() -> Any:

@@ -15,6 +15,7 @@ and dashboard.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.admin.session import is_loopback
@@ -64,6 +65,27 @@ class Principal:
 def may_ingest(principal: Principal, collection: str) -> bool:
     """Whether the caller may see ``collection``'s jobs: what reading one of them admits."""
     return principal.key is None or principal.key.allows("ingest", collection)
+
+
+def jobs_filter(
+    principal: Principal, named: str | None, default: str
+) -> Callable[[str | None], bool]:
+    """Which jobs a listing shows (REST ``GET /v1/jobs``, gRPC ``ListJobs``): ``named``'s, else
+    those of every collection the caller may ingest into (a job of no recorded collection is
+    ``default``'s). The unknown-collection error for a ``named`` the key cannot see, forbidden
+    for one it sees without the ingest scope."""
+    if named and not principal.sees(named):
+        raise unknown_collection(named)  # the key's view: there is no such collection
+    if named and not may_ingest(principal, named):
+        raise ClipsearchError(
+            ErrorType.forbidden, f"this key lacks the 'ingest' scope on {named!r}"
+        )
+
+    def where(owner: str | None) -> bool:
+        owner = owner or default
+        return owner == named if named else may_ingest(principal, owner)
+
+    return where
 
 
 def unknown_collection(name: str) -> ClipsearchError:

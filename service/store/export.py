@@ -15,7 +15,6 @@ caption, description), as any table row.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,21 +23,13 @@ from typing import IO, Any
 from service.core.config import SourcesSettings
 from service.core.domain import MULTI_VECTORS, Record
 from service.core.errors import ClipsearchError, ErrorType, invalid
+from service.core.objects import s3_options
 from service.store.base import VectorStore
 
 EXPORT_KEY = "clipsearch.export"
 EXPORT_FORMAT = 1
 VECTOR_PREFIX = "vector."
 PAGE = 256
-
-
-def s3_options() -> dict[str, Any]:
-    """s3fs options from the standard AWS variables (botocore reads the keys itself)."""
-    options: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        options["endpoint_url"] = endpoint
-    return options
 
 
 def check_destination(dest: str, sources: SourcesSettings) -> str:

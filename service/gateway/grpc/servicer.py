@@ -43,8 +43,7 @@ from service.gateway.auth import (
     Principal,
     authorize,
     identify,
-    may_ingest,
-    unknown_collection,
+    jobs_filter,
 )
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.routers.collections import (
@@ -368,18 +367,7 @@ class SearchServicer(pb_grpc.SearchServicer):
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         offset = codec.page_offset(request.page_token)
         caller = self._caller(context, "ingest")
-        named = request.collection
-        if named and not caller.sees(named):
-            raise unknown_collection(named)
-        if named and not may_ingest(caller, named):
-            raise ClipsearchError(
-                ErrorType.forbidden, f"this key lacks the 'ingest' scope on {named!r}"
-            )
-
-        def where(owner: str | None) -> bool:
-            owner = owner or comp.collection
-            return owner == named if named else may_ingest(caller, owner)
-
+        where = jobs_filter(caller, request.collection, comp.collection)
         page, total = comp.jobs.list_jobs(limit=size, offset=offset, where=where)
         following = offset + len(page)
         return pb.ListJobsResponse(

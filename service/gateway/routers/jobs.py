@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from service.core.errors import ClipsearchError, ErrorType
 from service.core.schemas.api import (
     COLLECTION_MAX_CHARS,
     IngestRequest,
@@ -15,7 +14,7 @@ from service.core.schemas.api import (
     JobList,
     JobStatus,
 )
-from service.gateway.auth import may_ingest, unknown_collection
+from service.gateway.auth import jobs_filter
 from service.gateway.deps import ComponentsDep, IngestScope, PrincipalDep
 from service.gateway.routers.responses import errors
 from service.gateway.state import Components
@@ -74,17 +73,7 @@ def list_jobs(
     ``created_at``), ``limit`` at a time, each as ``GET /v1/jobs/{id}`` shows it: those of
     ``collection``, else of every collection the API key may ingest into. A collection deleted
     since keeps its jobs listed."""
-    if collection and not principal.sees(collection):
-        raise unknown_collection(collection)  # the key's view: there is no such collection
-    if collection and not may_ingest(principal, collection):
-        raise ClipsearchError(
-            ErrorType.forbidden, f"this key lacks the 'ingest' scope on {collection!r}"
-        )
-
-    def where(owner: str | None) -> bool:
-        owner = owner or components.collection
-        return owner == collection if collection else may_ingest(principal, owner)
-
+    where = jobs_filter(principal, collection, components.collection)
     page, total = components.jobs.list_jobs(limit=limit, offset=offset, where=where)
     jobs = [JobStatus.model_validate(job) for job in page]
     return JobList(jobs=jobs, total=total, limit=limit, offset=offset)

@@ -4,6 +4,7 @@ three items indexed through REST."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from clipsearch.bootstrap import build_components
 from service.clients.search_grpc import SearchClient
 from service.core.config import AuthSettings
+from service.core.schemas.api import JobStatus
 from service.gateway.app import create_app
 from service.gateway.grpc import GrpcGateway, serve_grpc
 from service.gateway.state import Components
@@ -25,6 +27,17 @@ SCENES = {
     "green": ("a green triangle", "One small green triangle at the top on a grey background."),
     "blue": ("a blue square", "One blue square at the bottom right on a black background."),
 }
+
+
+def wait_job(client: SearchClient, job_id: str, timeout_s: float = 60.0) -> JobStatus:
+    """The job once it has ended (GetJob until it is neither queued nor running)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get_job(job_id)
+        if job.state not in ("queued", "running"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not end")
 
 
 def post_item(rest: TestClient, colour: str) -> str:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
@@ -14,20 +13,10 @@ from fastapi.testclient import TestClient
 
 from service.clients.search_grpc import SearchClient
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.schemas.api import JobStatus
 from service.rpc.proto import search_pb2 as pb
 from service.rpc.proto import search_pb2_grpc as pb_grpc
 from tests.indexer.sources.datasets_support import caption_of, write_shards
-
-
-def _wait(client: SearchClient, job_id: str) -> JobStatus:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = client.get_job(job_id)
-        if job.state not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not end")
+from tests.service.gateway.grpc.conftest import wait_job
 
 
 def _root(rest: TestClient) -> Path:
@@ -41,7 +30,7 @@ def test_webdataset_and_table_over_grpc(
     root = _root(rest)
     write_shards(root / "grpc-shards", 2, 4, corrupt=(1, 0))
     job_id = client.ingest({"webdataset": str(root / "grpc-shards" / "{00000..00001}.tar")})
-    job = _wait(client, job_id)
+    job = wait_job(client, job_id, 120)
     assert (job.state, job.total, job.done, job.failed) == ("completed", 8, 7, 1)
     assert (job.shards_total, job.shards_done, job.total_known) == (2, 2, True)
     assert "000010000" in job.errors[0].reason and "00001.tar" in job.errors[0].reason
@@ -52,7 +41,7 @@ def test_webdataset_and_table_over_grpc(
     request = pb.IngestRequest(
         table=pb.Table(uri=str(root / "grpc.parquet"), columns={"caption": "text", "id": "doc"})
     )
-    table_job = _wait(client, stub.Ingest(request, timeout=30).job_id)
+    table_job = wait_job(client, stub.Ingest(request, timeout=30).job_id, 120)
     assert (table_job.state, table_job.done) == ("completed", 3)
     assert client.get_item("g1").caption == caption_of(41)
 

@@ -3,7 +3,6 @@ the REST API does."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +11,10 @@ from fastapi.testclient import TestClient
 
 from service.clients.search_grpc import SearchClient
 from service.core.errors import ClipsearchError, ErrorType
-from service.core.schemas.api import JobStatus
 from service.gateway.state import Components
 from tests.service.gateway.conftest import COLOURS, png
-from tests.service.gateway.grpc.conftest import post_item
+from tests.service.gateway.grpc.conftest import post_item, wait_job
 from tests.service.gateway.grpc.gate import Gated
-
-
-def _wait(client: SearchClient, job_id: str) -> JobStatus:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = client.get_job(job_id)
-        if job.state not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not end")
 
 
 def _source_dir(rest: TestClient, name: str) -> Path:
@@ -68,14 +56,14 @@ def test_ingest_get_and_list_jobs(rest: TestClient, client: SearchClient) -> Non
         (folder / f"{colour}.png").write_bytes(png(COLOURS[colour], size=(60, 30)))
         (folder / f"{colour}.txt").write_text(f"a {colour} rectangle")
     job_id = client.ingest({"directory": str(folder)})
-    job = _wait(client, job_id)
+    job = wait_job(client, job_id)
     assert (job.state, job.done, job.failed) == ("completed", 2, 0)
     assert job.model_dump() == rest.get(f"/v1/jobs/{job_id}").json()
 
     second = client.ingest(
         {"manifest_lines": [{"description": "a lone purple word", "id": "doc-p"}]}
     )
-    _wait(client, second)
+    wait_job(client, second)
     assert client.get_item("doc-p").kind == "text"
 
     jobs, token = client.list_jobs(page_size=1)
@@ -109,7 +97,7 @@ def test_cancel_a_queued_job_and_an_ended_one(
         assert rest.get(f"/v1/jobs/{queued}").json()["state"] == "cancelled"
     finally:
         blocking.release.set()
-    assert _wait(client, busy).state == "completed"
+    assert wait_job(client, busy).state == "completed"
     with pytest.raises(ClipsearchError) as ended:
         client.cancel_job(busy)
     assert ended.value.type is ErrorType.conflict
