@@ -4,11 +4,13 @@ each channel on a query-independent scale.
 Reciprocal-rank fusion sums over channels, so an item that has one vector (an uncaptioned photo,
 a text-only document) can never beat one that has three middling ones. Here:
 
-* the candidates are each channel's own top ``depth`` hits (filtered), with their vectors: the
-  server store fetches them in one round trip (Qdrant's Query API, one ``prefetch`` per
-  channel, :class:`ChannelCandidates`), other stores by one search per channel and a retrieve;
-* every candidate is re-scored exactly from its stored vectors (a multivector by MaxSim, its
-  best row) in every channel it has, also where it fell outside that channel's top ``depth``;
+* the candidates are each channel's own top ``depth`` hits (filtered): the server store fetches
+  them with their vectors in one round trip (Qdrant's Query API, one ``prefetch`` per channel,
+  :class:`ChannelCandidates`), the embedded store fetches them and scores them in every channel
+  itself (:class:`ScoredCandidates`), another store by one search per channel and a retrieve;
+* every candidate is re-scored exactly (a multivector by MaxSim, its best row) in every channel
+  it has, also where it fell outside that channel's top ``depth``: from its stored vectors, or
+  by the store;
 * a channel's cosine is **calibrated** against the bundle's *null*: the mean and spread of the
   cosines of unrelated query-item pairs in that channel (``service.search.calibration``
   measures them once per bundle on a fixed probe set: text→image, text→text in the joint and
@@ -113,6 +115,23 @@ class ChannelCandidates(Protocol):
         filter: Mapping[str, FilterValue] | None = None,  # noqa: A002
     ) -> list[Record]:
         """The union of each channel's top ``depth`` points (by its query), with vectors."""
+
+
+@runtime_checkable
+class ScoredCandidates(Protocol):
+    """A store that fetches several channels' candidates and scores each in every channel
+    itself, so no stored vector is read back (the embedded store)."""
+
+    def scored_candidates(
+        self,
+        collection: str,
+        queries: Mapping[VectorName, Sequence[float]],
+        *,
+        depth: int,
+        filter: Mapping[str, FilterValue] | None = None,  # noqa: A002
+    ) -> tuple[list[Record], dict[VectorName, dict[str, float]]]:
+        """The union of each channel's top ``depth`` points (by its query), and each one's
+        cosine in every channel of ``queries`` it has (a multivector by its best row)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +241,23 @@ def _channel_score(
     return ChannelScore(channel, sim, z, rank, weight, relevance(channel, payload, z))
 
 
+def channel_similarities(
+    records: Sequence[Record],
+    queries: Mapping[VectorName, Sequence[float]],
+) -> dict[VectorName, dict[str, float]]:
+    """Each candidate's cosine in every channel of ``queries`` it has a vector for (a
+    multivector's best row), from the records' vectors."""
+    sims: dict[VectorName, dict[str, float]] = {}
+    for channel, q in queries.items():
+        unit = np.asarray(q, dtype=np.float64)
+        unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
+        having = [(r.id, value) for r in records if (value := r.vectors.get(channel))]
+        if having:
+            found = similarities(unit, [value for _, value in having])
+            sims[channel] = dict(zip([pid for pid, _ in having], found, strict=True))
+    return sims
+
+
 def fuse(
     records: Sequence[Record],
     queries: Mapping[VectorName, Sequence[float]],
@@ -229,28 +265,19 @@ def fuse(
     *,
     null: NullScales,
     depth: int | None = None,
+    sims: Mapping[VectorName, Mapping[str, float]] | None = None,
 ) -> Fused:
-    """``records`` (the candidates, with vectors) ranked by their fused score, best first.
+    """``records`` (the candidates) ranked by their fused score, best first.
 
+    ``sims``: each candidate's cosine per channel as the store scored it
+    (:class:`ScoredCandidates`); without it they are computed from the records' vectors.
     A channel of ``queries`` with a weight of 0, or that no candidate has, is left out. A
     hit's rank in a channel is its place among the candidates by that channel's similarity,
     exact for the channel's top ``depth`` (which the candidates hold); below, None."""
-    sims: dict[VectorName, dict[str, float]] = {}
-    for channel, q in queries.items():
-        if float(weights.get(channel, 1.0)) <= 0:
-            continue
-        unit = np.asarray(q, dtype=np.float64)
-        unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
-        having = [(r.id, value) for r in records if (value := r.vectors.get(channel))]
-        found = dict(
-            zip(
-                [pid for pid, _ in having],
-                similarities(unit, [value for _, value in having]) if having else [],
-                strict=True,
-            )
-        )
-        if found:
-            sims[channel] = found
+    wanted = {c: q for c, q in queries.items() if float(weights.get(c, 1.0)) > 0}
+    if sims is None:
+        sims = channel_similarities(records, wanted)
+    sims = {c: found for c in wanted if (found := sims.get(c))}
     ranks: dict[VectorName, dict[str, int]] = {}
     for channel, found in sims.items():
         order = sorted(found, key=lambda pid: (-found[pid], pid))

@@ -70,6 +70,7 @@ from service.search.fusion import (
     ChannelCandidates,
     ChannelScore,
     NullScales,
+    ScoredCandidates,
     explain_channel,
     fuse,
 )
@@ -379,8 +380,15 @@ class SearchService:
             )
             return top, explain_channel(channel, top, self.null_scales(bundle))
         queries = {c: vectors[c] for c in channels if float(options.weights.get(c, 1.0)) > 0}
-        source = _one_request(self._store)
-        if source is not None:  # Qdrant's Query API: every channel in one round trip
+        sims: dict[VectorName, dict[str, float]] | None = None
+        adapters = _adapters(self._store)
+        scoring = next((a for a in adapters if isinstance(a, ScoredCandidates)), None)
+        source = next((a for a in adapters if isinstance(a, ChannelCandidates)), None)
+        if scoring is not None:  # the embedded shard: candidates and their cosines, no vectors
+            records, sims = scoring.scored_candidates(
+                where, queries, depth=depth, filter=options.filter
+            )
+        elif source is not None:  # Qdrant's Query API: every channel in one round trip
             records = source.candidates(where, queries, depth=depth, filter=options.filter)
         else:
             found = [
@@ -390,18 +398,15 @@ class SearchService:
             ids = list(dict.fromkeys(h.id for hits in found for h in hits))
             records = self._store.retrieve(where, ids, with_vectors=True)
         scales = self.null_scales(bundle)
-        fused = fuse(records, queries, options.weights, null=scales, depth=depth)
+        fused = fuse(records, queries, options.weights, null=scales, depth=depth, sims=sims)
         return fused.hits[:depth], fused.explain
 
 
-def _one_request(store: VectorStore) -> ChannelCandidates | None:
-    """The store, or the adapter its wrapper passes reads through to (``VersionedStore.inner``:
-    an alias is resolved by the store either way), where it fetches every channel's candidates
-    in one request; None where it searches channel by channel."""
-    for candidate in (store, getattr(store, "inner", None)):
-        if isinstance(candidate, ChannelCandidates):
-            return candidate
-    return None
+def _adapters(store: VectorStore) -> tuple[object, ...]:
+    """The store, and the adapter its wrapper passes reads through to (``VersionedStore.inner``:
+    an alias is resolved by the store either way): where to look for a store's one-request
+    fusion reads (:class:`ScoredCandidates`, :class:`ChannelCandidates`)."""
+    return (store, getattr(store, "inner", None))
 
 
 def _one_vector(value: VectorValue | None) -> list[float] | None:

@@ -254,6 +254,71 @@ class QdrantEdgeStore:
                 found = col.shard.query(request)
         return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
+    def scored_candidates(
+        self,
+        collection: str,
+        queries: Mapping[VectorName, Sequence[float]],
+        *,
+        depth: int,
+        filter: Mapping[str, FilterValue] | None = None,  # noqa: A002
+    ) -> tuple[list[Record], dict[VectorName, dict[str, float]]]:
+        """The union of each channel's top ``depth`` points (payloads, no vectors) and each
+        one's cosine in every queried channel it has (a multivector's best row), scored by the
+        shard: two native calls under one lock — the candidates (a prefetch per channel, united
+        by RRF with ``limit`` their sum, so none is cut), then one exact search per channel
+        restricted to them. Fusion ranks them (``service.search.fusion``); no stored vector
+        crosses into Python (measured: a fused search over 20k points 15.5 → 6.2 ms)."""
+        check_page(depth, 0)
+        if not queries:
+            return [], {}
+        request_filter = edge_filter(filter)
+        self._last_search = time.monotonic()
+        with self._lock:
+            col = self._require(collection)
+            nearest = {}
+            for name, vector in queries.items():
+                values: Any = [float(x) for x in query_vector(col.dims, name, vector)]
+                nearest[name] = qe.Query.Nearest(
+                    [values] if name in col.multi else values, using=name
+                )
+            request = qe.QueryRequest(
+                limit=depth * len(nearest),
+                prefetches=[
+                    qe.Prefetch(limit=depth, query=q, filter=request_filter)
+                    for q in nearest.values()
+                ],
+                query=qe.Fusion.Rrf(k=60),  # type: ignore[arg-type]  # the stub omits Rrf
+                with_payload=True,
+                with_vector=False,
+            )
+            with native_errors("search", collection):
+                found = col.shard.query(request)
+                if not found:
+                    return [], {}
+                only = qe.Filter(must=[qe.HasIdCondition({p.id for p in found})])
+                exact = qe.SearchParams(exact=True)
+                scored = col.shard.query_batch(
+                    qe.QueryBatchRequest(
+                        [
+                            qe.QueryRequest(
+                                limit=len(found),
+                                query=q,
+                                filter=only,
+                                params=exact,
+                                with_payload=False,
+                                with_vector=False,
+                            )
+                            for q in nearest.values()
+                        ]
+                    )
+                )
+        records = [Record(str(p.id), dict(p.payload or {}), {}) for p in found]
+        sims = {
+            name: {str(p.id): float(p.score) for p in hits}
+            for name, hits in zip(nearest, scored, strict=True)
+        }
+        return records, sims
+
     def retrieve(
         self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
     ) -> list[Record]:
@@ -582,9 +647,10 @@ class QdrantEdgeStore:
             return dict(self._require(name).dims)
 
     def aliases(self) -> dict[str, str]:
-        with self._lock:
-            self._check_open()
-            return dict(self._aliases)
+        # No lock (every search reads them; the lock is held through native calls): the map
+        # is replaced whole on every change, never changed in place.
+        self._check_open()
+        return dict(self._aliases)
 
     def update_aliases(self, point: Mapping[str, str], remove: Sequence[str] = ()) -> None:
         with self._lock:

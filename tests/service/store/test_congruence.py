@@ -409,16 +409,18 @@ def test_fused_search_matches_the_numpy_reference(
     info_only: Any,
 ):
     """A "more like this" search in ``hybrid`` fuses the item's own vectors (no embedding): the
-    edge store (a search per channel) and the server store (one Query API request with a prefetch
-    per channel) must both give the reference's ranking and scores."""
-    from service.search.fusion import SCALE_HITS, ChannelCandidates
+    edge store (one request of a prefetch per channel on the shard) and the server store (one
+    Query API request with a prefetch per channel) must both give the reference's ranking and
+    scores."""
+    from service.search.fusion import SCALE_HITS, ChannelCandidates, ScoredCandidates
     from service.search.planner import Query, SearchOptions, SearchService
 
     store = _make(kind, tmp_path)
     try:
         store.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
         store.upsert(COLL, POINTS)
-        assert isinstance(store, ChannelCandidates) == (kind == "server")
+        # every channel in one request: the server's Query API, the shard's prefetches
+        assert isinstance(store, ChannelCandidates if kind == "server" else ScoredCandidates)
         source = POINTS[8]  # it has all three vectors, one caption row
         assert set(FUSED) <= set(source.vectors) and len(source.vectors["caption"]) == 1
         queries = {c: list(np.ravel(source.vectors[c])) for c in FUSED}
@@ -482,27 +484,67 @@ def test_both_stores_give_the_same_fused_answers(
     ],
     ids=["depth 0", "unknown vector", "wrong dim"],
 )
-def test_server_candidates_refuse_bad_input(queries: dict[str, Any], depth: int, kind: ErrorType):
-    store = QdrantServerStore(QdrantClient(":memory:"))
-    try:
-        store.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
-        with pytest.raises(ClipsearchError) as err:
-            store.candidates(COLL, queries, depth=depth)
-        assert err.value.type is kind, err.value.message
-        with pytest.raises(ClipsearchError) as missing:
-            store.candidates("nope", {"image": [1.0] * 16}, depth=5)
-        assert missing.value.type is ErrorType.not_found
-        assert store.candidates(COLL, {}, depth=5) == []
-    finally:
-        store.close()
+def test_one_request_candidates_refuse_bad_input(
+    store: VectorStore, queries: dict[str, Any], depth: int, kind: ErrorType
+):
+    """The server's ``candidates`` and the embedded store's ``scored_candidates``."""
+    fetch = getattr(store, "candidates", None) or store.scored_candidates  # type: ignore[attr-defined]
+    store.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
+    with pytest.raises(ClipsearchError) as err:
+        fetch(COLL, queries, depth=depth)
+    assert err.value.type is kind, err.value.message
+    with pytest.raises(ClipsearchError) as missing:
+        fetch("nope", {"image": [1.0] * 16}, depth=5)
+    assert missing.value.type is ErrorType.not_found
+    assert fetch(COLL, {}, depth=5) in ([], ([], {}))
 
 
-def test_the_served_server_store_fetches_every_channel_in_one_request(
+@pytest.mark.parametrize("flt", [None, {"tags": ["car", "food"]}], ids=["all", "filter"])
+def test_scored_candidates_are_each_channels_top_depth_scored_in_every_channel(
+    tmp_path: Path, flt: dict[str, Any] | None
+):
+    """The embedded store's one-request candidates = the union of each channel's own top
+    ``depth`` search, with their payloads and no vectors, and each one's cosine in every queried
+    channel it has (a caption by its best row) = the numpy cosine of its stored vectors; never a
+    channel it lacks. (The server store reads vectors back instead: ``candidates``.)"""
+    from service.search.fusion import ScoredCandidates
+
+    loaded = _make("edge", tmp_path)
+    loaded.ensure_collection(COLL, DIMS)  # type: ignore[arg-type]
+    loaded.upsert(COLL, POINTS)
+    assert isinstance(loaded, ScoredCandidates)
+    rng = np.random.default_rng(3)
+    queries = {c: _unit(rng, DIMS[c]) for c in ("image", "caption", "description")}
+    depth = 25
+    records, sims = loaded.scored_candidates(COLL, queries, depth=depth, filter=flt)
+    want = {
+        h.id
+        for c, q in queries.items()
+        for h in loaded.search(COLL, c, q, limit=depth, filter=flt)  # type: ignore[arg-type]
+    }
+    assert len(records) == len({r.id for r in records}) == len(want)
+    assert {r.id for r in records} == want
+    assert set(sims) == set(queries)
+    for record in records:
+        point = BY_ID[record.id]
+        assert record.payload == point.payload and record.vectors == {}
+        for channel, q in queries.items():
+            stored = point.vectors.get(channel)
+            if stored is None:
+                assert record.id not in sims[channel]  # type: ignore[index]
+                continue
+            rows = np.atleast_2d(np.asarray(stored, dtype=np.float64))
+            cosine = float(np.max(rows @ np.asarray(q)))  # stored rows and query are unit
+            assert sims[channel][record.id] == pytest.approx(cosine, abs=1e-5)  # type: ignore[index]
+    loaded.close()
+
+
+def test_the_served_stores_fetch_every_channel_in_one_request(
     tmp_path: Path, info_only: Any, monkeypatch: pytest.MonkeyPatch
 ):
-    """As the factory serves it (wrapped in VersionedStore, read through an alias), the server
-    store answers a fused search with one Query API request, never a search per channel, and
-    the same hits as the embedded store channel by channel."""
+    """As the factory serves them (wrapped in VersionedStore, read through an alias), both
+    stores answer a fused search with one request (the server's Query API, the embedded
+    shard's prefetches), never a search per channel and a retrieve, with the same hits."""
     from service.search.planner import Query, SearchOptions, SearchService
     from service.store.versions import VersionedStore
 
@@ -515,7 +557,7 @@ def test_the_served_server_store_fetches_every_channel_in_one_request(
         store.upsert(version, POINTS)
         store.update_aliases({"media": version})
         calls: list[str] = []
-        for name in ("search", "retrieve", "candidates"):
+        for name in ("search", "retrieve", "candidates", "scored_candidates"):
             if hasattr(store.inner, name):
                 monkeypatch.setattr(store.inner, name, _counted(getattr(store.inner, name), calls))
         service = SearchService(info_only, store, "media")
@@ -524,7 +566,7 @@ def test_the_served_server_store_fetches_every_channel_in_one_request(
         answers.append(calls)
     served_hits, served_calls, edge_hits, edge_calls = answers
     assert served_calls == ["retrieve", "candidates"]  # the item's own vectors, then one request
-    assert edge_calls == ["retrieve", "search", "search", "search", "retrieve"]
+    assert edge_calls == ["retrieve", "scored_candidates"]
     assert_hits_close(served_hits.hits, [(h.score, h.id) for h in edge_hits.hits])
     served.close()
     edge.close()
