@@ -95,6 +95,14 @@ class EncoderSettings(BaseModel):
         description="OS priority of bulk preprocessing threads: idle = Linux SCHED_IDLE (they "
         "use only CPU nothing else wants), low = nice 10",
     )
+    bulk_sessions: bool = Field(
+        True,
+        description="on CPU, run bulk image inference on a second session of the image tower, "
+        "made and run by one thread at bulk_priority (so are its ONNX Runtime worker threads): a "
+        "search query's inference and request handling take the cores from an ingest instead "
+        "of sharing them; costs a second copy of the image model in memory. Off, with "
+        "bulk_priority normal, or on a GPU: one image session serves both lanes",
+    )
     max_batch_tokens: int = Field(
         16_384, ge=1, description="token budget of a text batch (items x longest item)"
     )

@@ -109,7 +109,7 @@ class Batcher:
                 "image",
                 self.settings,
                 self.metrics,
-                forward=lambda inputs: engine.forward_images(np.stack(inputs)),
+                forward=lambda inputs, lane: engine.forward_images(np.stack(inputs), lane),
                 emit=self._postprocess,
                 prepare=engine.preprocess_image,
                 prepare_threads=threads,
@@ -221,8 +221,8 @@ class Batcher:
             ) from exc
         return tokens
 
-    def _forward_texts(self, items: list[TokenizedText]) -> Any:
-        return self.engine.forward_texts(items)
+    def _forward_texts(self, items: list[TokenizedText], lane: Lane) -> Any:
+        return self.engine.forward_texts(items, lane)
 
     def _postprocess(self, batch: Batch) -> None:
         """Runs on the core thread right after inference: normalising and splitting a batch

@@ -13,8 +13,9 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +25,7 @@ from service.core.bundle.manifest import Bundle
 from service.core.bundle.preprocess import preprocess_image
 from service.core.bundle.tokenize import TextTokenizer
 from service.core.config import Settings
+from service.core.domain import Lane
 from service.core.embeddings import EncoderInfo, ImageEmbedding, ServedBundle, TextEmbeddings
 from service.core.errors import ClipsearchError, ErrorType, invalid, too_large
 from service.encoder.arrays import (
@@ -37,8 +39,10 @@ from service.encoder.arrays import (
 )
 from service.encoder.image_outputs import ImageOutputs, checked_rows
 from service.encoder.session import batch_profile, create_session, on_gpu, run_bound
+from service.encoder.units import lower_priority
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 __all__ = [
     "EncoderEngine",
@@ -65,6 +69,27 @@ def _check_io(
         )
 
 
+class _BulkRunner:
+    """One thread at the bulk OS priority that makes a bulk copy of a session (ONNX Runtime's
+    worker threads inherit its priority) and runs every bulk forward on it; the tower's core
+    thread waits for each call, so batches stay one at a time as before."""
+
+    def __init__(self, priority: str, make: Callable[[], ort.InferenceSession]) -> None:
+        self._pool = ThreadPoolExecutor(
+            1,
+            thread_name_prefix="bulk-inference",
+            initializer=lower_priority,
+            initargs=(priority,),
+        )
+        self.session: ort.InferenceSession = self._pool.submit(make).result()
+
+    def call(self, run: Callable[[], _T]) -> _T:
+        return self._pool.submit(run).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
 class EncoderEngine:
     """Embeds texts and images with one model bundle."""
 
@@ -73,53 +98,75 @@ class EncoderEngine:
         self.settings = settings
         m = bundle.manifest
         enc = settings.encoder
-        tt, it, de = m.text_tower, m.image_tower, m.description_embedder
+        tt, de = m.text_tower, m.description_embedder
 
-        size = it.image_size
-        self._image = create_session(
-            bundle.path(it.file), enc, batch_profile(enc, {it.input_name: (3, size, size)})
-        )
         self._image_outputs = ImageOutputs(bundle)
-        _check_io(self._image, it.file, [it.input_name], self._image_outputs.names)
-
         self._text_outputs = [tt.output_name]
         if de.source == "text_tower":
             self._text_outputs.append(tt.sentence_output_name or "")
-        text_inputs = self._feed_names(tt.input_ids_name, tt.attention_mask_name)
-        self._text = create_session(
-            bundle.path(tt.file),
-            enc,
-            batch_profile(enc, dict.fromkeys(text_inputs, (tt.max_tokens,))),
-        )
-        _check_io(
-            self._text,
-            tt.file,
-            self._feed_names(tt.input_ids_name, tt.attention_mask_name),
-            self._text_outputs,
-        )
         self._tokenizer = TextTokenizer(
             bundle.path(tt.tokenizer), max_tokens=tt.max_tokens, pad_id=tt.pad_id
         )
-
-        self._desc: ort.InferenceSession | None = None
         self._desc_tokenizer: TextTokenizer | None = None
         if de.source == "onnx" and de.file and de.tokenizer:
-            desc_inputs = self._feed_names(de.input_ids_name, de.attention_mask_name)
-            self._desc = create_session(
-                bundle.path(de.file),
-                enc,
-                batch_profile(enc, dict.fromkeys(desc_inputs, (de.max_tokens,))),
-            )
-            _check_io(
-                self._desc,
-                de.file,
-                self._feed_names(de.input_ids_name, de.attention_mask_name),
-                [de.output_name],
-            )
             self._desc_tokenizer = TextTokenizer(
                 bundle.path(de.tokenizer), max_tokens=de.max_tokens, pad_id=de.pad_id
             )
+        # The image tower's interactive and bulk sessions never run at once: one CPU arena.
+        bulk = enc.bulk_sessions and enc.bulk_priority != "normal"
+        self._image = self._open_image(shared_arena=bulk)
+        self._text, self._desc = self._open_text()
+        # Bulk image inference (an ingest's heavy part) at a lower OS priority, on a session of
+        # its own: ONNX Runtime's worker threads take their priority from the thread that
+        # makes the session (Linux threads inherit it), and the thread that calls run()
+        # computes too, so one thread at bulk_priority makes and runs it. A query's text
+        # inference and request handling then take the cores from it instead of sharing them.
+        # Text stays on one session for both lanes: its bulk batches are short slices that a
+        # query may wait behind, and at idle priority they would wait for everything else.
+        # CPU only: on a GPU the cores are not the contention.
+        self._bulk: _BulkRunner | None = None
+        if bulk and not on_gpu(self._image):
+            self._bulk = _BulkRunner(enc.bulk_priority, lambda: self._open_image(shared_arena=True))
         self._ready = threading.Event()
+
+    def _open_image(self, *, shared_arena: bool = False) -> ort.InferenceSession:
+        it, enc = self.bundle.manifest.image_tower, self.settings.encoder
+        size = it.image_size
+        image = create_session(
+            self.bundle.path(it.file),
+            enc,
+            batch_profile(enc, {it.input_name: (3, size, size)}),
+            shared_arena=shared_arena,
+        )
+        _check_io(image, it.file, [it.input_name], self._image_outputs.names)
+        return image
+
+    def _open_text(self) -> tuple[ort.InferenceSession, ort.InferenceSession | None]:
+        """The text tower's session, and the description embedder's where it is a model."""
+        m, enc = self.bundle.manifest, self.settings.encoder
+        tt, de = m.text_tower, m.description_embedder
+        text_inputs = self._feed_names(tt.input_ids_name, tt.attention_mask_name)
+        text = create_session(
+            self.bundle.path(tt.file),
+            enc,
+            batch_profile(enc, dict.fromkeys(text_inputs, (tt.max_tokens,))),
+        )
+        _check_io(text, tt.file, text_inputs, self._text_outputs)
+        desc: ort.InferenceSession | None = None
+        if de.source == "onnx" and de.file and de.tokenizer:
+            desc_inputs = self._feed_names(de.input_ids_name, de.attention_mask_name)
+            desc = create_session(
+                self.bundle.path(de.file),
+                enc,
+                batch_profile(enc, dict.fromkeys(desc_inputs, (de.max_tokens,))),
+            )
+            _check_io(desc, de.file, desc_inputs, [de.output_name])
+        return text, desc
+
+    @property
+    def bulk_sessions(self) -> bool:
+        """Whether bulk image inference runs on its own session at the bulk priority."""
+        return self._bulk is not None
 
     @staticmethod
     def _feed_names(ids: str, mask: str | None) -> list[str]:
@@ -169,11 +216,15 @@ class EncoderEngine:
         [result] = self.embed_images([buf.getvalue()])
         if isinstance(result, ClipsearchError):
             raise result
+        if self._bulk is not None:  # its session's first run allocates too
+            self.forward_images(self.preprocess_image(buf.getvalue())[None], "bulk")
         self._ready.set()
         logger.info("encoder %s warmed up on %s", self.bundle.manifest.ref, self.provider)
 
     def close(self) -> None:
         self._ready.clear()
+        if self._bulk is not None:
+            self._bulk.close()
 
     # -- text ----------------------------------------------------------------------------
 
@@ -211,8 +262,11 @@ class EncoderEngine:
             for i in range(len(texts))
         ]
 
-    def forward_texts(self, items: Sequence[TokenizedText]) -> tuple[np.ndarray, np.ndarray]:
-        """The core stage: one forward, padded to the longest item → raw (joint, sentence)."""
+    def forward_texts(
+        self, items: Sequence[TokenizedText], lane: Lane = "interactive"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The core stage: one forward, padded to the longest item → raw (joint, sentence).
+        Both lanes run on the same sessions (``lane`` is the tower's, for the image tower)."""
         m = self.bundle.manifest
         tt, de = m.text_tower, m.description_embedder
         ids, mask = pad_batch([it.ids for it in items], tt.pad_id)
@@ -289,10 +343,14 @@ class EncoderEngine:
             bytes(data), self.bundle.manifest.image_tower, limits.max_image_pixels
         )
 
-    def forward_images(self, batch: np.ndarray) -> list[np.ndarray]:
+    def forward_images(self, batch: np.ndarray, lane: Lane = "interactive") -> list[np.ndarray]:
         """The core stage: [n, 3, S, S] model inputs → the tower's raw outputs."""
         it = self.bundle.manifest.image_tower
-        return self._run(self._image, it.file, self._image_outputs.names, {it.input_name: batch})
+        names, feeds = self._image_outputs.names, {it.input_name: batch}
+        if lane == "bulk" and self._bulk is not None:
+            bulk = self._bulk
+            return bulk.call(lambda: self._run(bulk.session, it.file, names, feeds))
+        return self._run(self._image, it.file, names, feeds)
 
     def finish_images(self, outs: list[np.ndarray], n: int) -> list[ImageEmbedding]:
         """The postprocess stage: shape checks, L2 normalisation, class names."""

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # How often a bulk batch held back by another tower's interactive work looks again.
 GATE_POLL_S = 0.002
 
-Forward = Callable[[list[Any]], Any]
+Forward = Callable[[list[Any], Lane], Any]  # a batch's inputs and its lane
 Prepare = Callable[[Any], Any]
 
 
@@ -303,7 +303,7 @@ class TowerScheduler:
     def _run(self, batch: Batch) -> None:
         inputs = [item.prepared for item in batch.items]
         try:
-            batch.outputs = self._forward(inputs)
+            batch.outputs = self._forward(inputs, batch.lane)
         except Exception as exc:
             self._isolate(batch, exc)
             return
@@ -322,7 +322,7 @@ class TowerScheduler:
         errors: list[tuple[Item, ClipsearchError]] = []
         for item in batch.items if len(batch.items) > 1 else []:
             try:
-                outputs = self._forward([item.prepared])
+                outputs = self._forward([item.prepared], batch.lane)
                 self._emit(Batch(self.name, batch.lane, [item], item.length, outputs=outputs))
                 good.append(item)
             except Exception as one:

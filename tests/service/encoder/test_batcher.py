@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 
 from service.core.bundle.manifest import Bundle, load_bundle
 from service.core.config import EncoderSettings, LaneSettings, Settings
+from service.core.domain import Lane
 from service.core.errors import ClipsearchError, ErrorType
 from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine, TokenizedText, pad_batch
@@ -43,15 +44,17 @@ class GatedEngine(EncoderEngine):
         if self.broken is not None:
             raise self.broken
 
-    def forward_texts(self, items: Any) -> tuple[np.ndarray, np.ndarray]:
+    def forward_texts(
+        self, items: Any, lane: Lane = "interactive"
+    ) -> tuple[np.ndarray, np.ndarray]:
         self._core()
         self.text_batches.append([it.length for it in items])
-        return super().forward_texts(items)
+        return super().forward_texts(items, lane)
 
-    def forward_images(self, batch: np.ndarray) -> np.ndarray:
+    def forward_images(self, batch: np.ndarray, lane: Lane = "interactive") -> Any:
         self._core()
         self.image_batches.append(batch.shape[0])
-        return super().forward_images(batch)
+        return super().forward_images(batch, lane)
 
 
 def png(color: tuple[int, int, int], size: int = 40) -> bytes:

@@ -31,7 +31,7 @@ class Towers:
         self.made: list[TowerScheduler] = []
 
     def tower(self, bundle: str, *, held: bool = False) -> TowerScheduler:
-        def forward(inputs: list[Any]) -> Any:
+        def forward(inputs: list[Any], lane: Lane) -> Any:
             self.calls.append(f"{bundle}:{len(inputs)}")
             if held:
                 assert self.hold.wait(30)

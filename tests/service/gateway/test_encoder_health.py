@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.clients.inprocess import InProcessEmbeddingClient
 from service.core.config import EncoderSettings, LaneSettings
+from service.core.domain import Lane
 from service.gateway.state import Components
 from tests.service.gateway.conftest import make_settings, running_client
 from tests.support import wait_until
@@ -45,10 +46,10 @@ def test_a_full_interactive_lane_answers_429_with_retry_after(small: TestClient)
     gate, entered = threading.Event(), threading.Event()
     original = engine.forward_texts
 
-    def held(items: Any) -> Any:
+    def held(items: Any, lane: Lane = "interactive") -> Any:
         entered.set()
         gate.wait(30)
-        return original(items)
+        return original(items, lane)
 
     engine.forward_texts = held
     try:
@@ -74,7 +75,7 @@ def test_readiness_reports_a_broken_encoder_and_its_recovery(small: TestClient) 
     engine = engine_of(small)
     original = engine.forward_texts
 
-    def broken(items: Any) -> Any:
+    def broken(items: Any, lane: Lane = "interactive") -> Any:
         raise RuntimeError("CUDA error: device lost")
 
     engine.forward_texts = broken

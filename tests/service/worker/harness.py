@@ -19,6 +19,7 @@ import numpy as np
 from models.data.scenes import generate_scenes
 from service.core.bundle.manifest import Bundle, load_bundle
 from service.core.config import EncoderSettings, Settings, WorkerSettings
+from service.core.domain import Lane
 from service.encoder.engine import EncoderEngine
 from service.rpc.proto import encoder_pb2_grpc as pb_grpc
 from service.worker.server import WorkerServer
@@ -37,13 +38,13 @@ class GatedEngine(EncoderEngine):
         self.entered.clear()
         self.gate.clear()
 
-    def forward_images(self, batch: np.ndarray) -> np.ndarray:
+    def forward_images(self, batch: np.ndarray, lane: Lane = "interactive") -> list[np.ndarray]:
         if not self.gate.is_set():
             self.entered.set()
             assert self.gate.wait(60), "the test never opened the gate"
         with self._lock:
             self.image_rows += batch.shape[0]
-        return super().forward_images(batch)
+        return super().forward_images(batch, lane)
 
 
 def worker_settings(encoder: EncoderSettings | None = None) -> Settings:
