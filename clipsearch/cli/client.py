@@ -282,10 +282,20 @@ def search_grpc(target: str, body: dict[str, Any], api_key: str | None) -> dict[
     return answer.model_dump(mode="json")
 
 
+def _hit_name(hit: dict[str, Any]) -> str:
+    """How a hit line names its item: the id it was added with (a document's own id, a file
+    document's path), or the point id where the URI column names the item already (a file, a
+    URL, a video segment of one) or it has no media id."""
+    media_id, uri = hit.get("media_id"), hit.get("uri")
+    if not media_id or (uri and (media_id == uri or str(media_id).startswith(uri + "#"))):
+        return str(hit["id"])
+    return display_uri(media_id) if "://" in media_id else str(media_id)
+
+
 def print_hits(result: dict[str, Any], *, as_json: bool = False) -> None:
     """A search answer (``SearchResponse``): a count line on stderr, then one line per hit on
-    stdout: rank, score, kind, id, the whole URI (a video segment's time range as a media
-    fragment, ``#t=start,end``) and the caption; or the answer as JSON."""
+    stdout: rank, score, kind, a name (:func:`_hit_name`), the whole URI (a video segment's
+    time range as a media fragment, ``#t=start,end``) and the caption; or the answer as JSON."""
     if as_json:
         print_json(result)
         return
@@ -296,8 +306,9 @@ def print_hits(result: dict[str, Any], *, as_json: bool = False) -> None:
         err=True,
     )
     kind_width = max((len(hit.get("kind") or "-") for hit in hits), default=1)
-    id_width = max((len(hit["id"]) for hit in hits), default=1)
-    for rank, hit in enumerate(hits, 1):
+    ids = [_hit_name(hit) for hit in hits]
+    id_width = max(map(len, ids), default=1)
+    for rank, (hit, hit_id) in enumerate(zip(hits, ids, strict=True), 1):
         uri = display_uri(hit.get("uri") or "-")
         if hit.get("t_start") is not None and hit.get("t_end") is not None:
             uri = f"{uri}#t={hit['t_start']:g},{hit['t_end']:g}"
@@ -306,7 +317,7 @@ def print_hits(result: dict[str, Any], *, as_json: bool = False) -> None:
         )
         typer.echo(
             f"{rank:>3}  {hit['score']:>7.4f}  {(hit.get('kind') or '-'):<{kind_width}}  "
-            f"{hit['id']:<{id_width}}  {uri}{caption}"
+            f"{hit_id:<{id_width}}  {uri}{caption}"
         )
 
 
@@ -348,7 +359,8 @@ def collections(
             typer.echo(_collection_line(info, width))
     elif action == "delete":
         versions = answer["deleted_versions"]
-        typer.echo(f"deleted collection {answer['collection']}: {len(versions)} versions", err=True)
+        count = f"{len(versions)} version{'' if len(versions) == 1 else 's'}"
+        typer.echo(f"deleted collection {answer['collection']}: {count}", err=True)
         for version in versions:
             typer.echo(version)
     else:

@@ -166,7 +166,10 @@ def _read_text_file(path: Path, name: TextField, limits: LimitsSettings) -> str 
 
 def scan_media(root: Path, limits: LimitsSettings) -> Iterator[SourceRead]:
     """Images and videos under ``root`` (recursive, sorted), each with its optional same-name
-    ``.txt`` caption and ``.desc.txt`` description. Linked directories are not followed.
+    ``.txt`` caption and ``.desc.txt`` description; and text-only documents: a ``KEY.txt``
+    with no image or video named KEY beside it is a document whose text is its description
+    (with a ``KEY.desc.txt`` too, that is the description and ``KEY.txt`` the caption), named by
+    its file URI. Linked directories are not followed.
 
     The file types come from the directory listing itself, so a plain file costs no system
     call here and only a linked one is resolved (2,000 files: ~0.25 s with a resolve and two
@@ -175,8 +178,16 @@ def scan_media(root: Path, limits: LimitsSettings) -> Iterator[SourceRead]:
     for folder, files in _walk(str(root), unlisted.append):
         yield from _unlisted(unlisted)
         names = {f.name for f in files}
+        media = {
+            stem
+            for stem, suffix in map(os.path.splitext, names)
+            if suffix.lower() in MEDIA_IMAGE_SUFFIXES | VIDEO_SUFFIXES
+        }
         for file in files:
             stem, suffix = os.path.splitext(file.name)
+            if suffix == CAPTION_SUFFIX and stem not in media:
+                yield from _text_document(folder, file, stem, names, media, limits)
+                continue
             if suffix.lower() not in MEDIA_IMAGE_SUFFIXES | VIDEO_SUFFIXES:
                 continue
             uri = Path(file.path).as_uri()
@@ -203,6 +214,44 @@ def scan_media(root: Path, limits: LimitsSettings) -> Iterator[SourceRead]:
             caption, description = texts["caption"], texts["description"]
             yield SourceEntry(uri, uri, caption, description, {}, kind_of(file.name))
     yield from _unlisted(unlisted)
+
+
+def _text_document(
+    folder: str,
+    file: os.DirEntry[str],
+    stem: str,
+    names: set[str],
+    media: set[str],
+    limits: LimitsSettings,
+) -> Iterator[SourceRead]:
+    """``KEY.txt`` or ``KEY.desc.txt`` with no image or video KEY beside it: the text-only
+    document KEY (once: from ``KEY.desc.txt`` only when there is no ``KEY.txt``)."""
+    key = stem[: -len(".desc")] if stem.endswith(".desc") else stem
+    if key in media or (key != stem and key + CAPTION_SUFFIX in names):
+        return  # a media file's description, or read with KEY.txt
+    uri = Path(file.path).as_uri()
+    if file.is_symlink() or not file.is_file(follow_symlinks=False):
+        yield SourceError(uri, "a text document must be a regular file, not a link")
+        return
+    try:
+        if key == stem:  # KEY.txt, and KEY.desc.txt when there is one
+            desc = key + DESCRIPTION_SUFFIX  # a name not listed is no file: no stat for it
+            if desc in names and (
+                described := _read_text_file(Path(folder, desc), "description", limits)
+            ):
+                caption = _read_text_file(Path(file.path), "caption", limits)
+                yield SourceEntry(None, uri, caption, described, {}, "text")
+                return
+        text = _read_text_file(Path(file.path), "description", limits)
+        if text is None:
+            raise invalid(f"text document {file.name} is empty")
+    except ClipsearchError as exc:
+        yield SourceError(uri, exc.message)
+        return
+    except OSError as exc:
+        yield SourceError(uri, f"cannot read it: {exc.strerror or exc}")
+        return
+    yield SourceEntry(None, uri, None, text, {}, "text")
 
 
 def _walk(

@@ -170,7 +170,8 @@ def test_cli_results_go_to_stdout_whole_and_as_json(
     folder = src / ("a folder with spaces and a long name " * 3).strip()
     write_demo_dataset(folder, n=3, seed=11)
     long_name = folder / ("scene-with-a-very-long-file-name-" * 4 + ".png")
-    (folder / "scene-0000.png").rename(long_name)
+    for suffix in (".png", ".txt", ".desc.txt"):  # its captions keep with it
+        (folder / f"scene-0000{suffix}").rename(long_name.with_suffix(suffix))
 
     ingested = _cli("ingest", str(folder), "--json", "--server", url, env=env)
     assert ingested.returncode == 0, ingested.stderr

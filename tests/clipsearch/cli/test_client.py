@@ -17,7 +17,7 @@ def _answer() -> dict[str, object]:
     return {
         "hits": [
             {"id": "5f25b42a-7514-58f4-84f9-09ca8774c266", "score": 0.8125, "kind": "image",
-             "uri": Path(LONG).as_uri(), "caption": 'a "sunny" beach'},
+             "uri": Path(LONG).as_uri(), "caption": 'a "sunny" beach', "media_id": "beach-7"},
             {"id": "v1:3", "score": -0.05, "kind": "video_segment",
              "uri": "https://example.org/clip.mp4", "t_start": 12.0, "t_end": 16.5},
             {"id": "doc-1", "score": 0.5, "kind": None, "uri": None},
@@ -36,13 +36,13 @@ def test_hits_print_one_whole_line_each(capsys: pytest.CaptureFixture[str]) -> N
     lines = out.splitlines()
     assert len(lines) == 3
     first, video, doc = (line.split() for line in lines)
-    assert first[:4] == ["1", "0.8125", "image", "5f25b42a-7514-58f4-84f9-09ca8774c266"]
+    assert first[:4] == ["1", "0.8125", "image", "beach-7"]  # the id it was added with
     assert lines[0].endswith(f'{LONG}  "a \\"sunny\\" beach"')  # the path whole, spaces and all
     assert video[:4] == ["2", "-0.0500", "video_segment", "v1:3"]
     assert video[4] == "https://example.org/clip.mp4#t=12,16.5"
     assert doc == ["3", "0.5000", "-", "doc-1", "-"]
     # The columns line up: the ids start at one offset.
-    starts = {line.index(h) for line, h in zip(lines, ("5f25", "v1:3", "doc-1"), strict=True)}
+    starts = {line.index(h) for line, h in zip(lines, ("beach-7", "v1:3", "doc-1"), strict=True)}
     assert len(starts) == 1
 
 

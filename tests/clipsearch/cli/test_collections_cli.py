@@ -120,7 +120,7 @@ def test_a_collection_is_created_filled_searched_and_deleted_from_the_cli(
     deleted = cli("collections", "delete", "alpha", *server)
     assert deleted.exit_code == 0, deleted.output
     assert deleted.stdout.splitlines() == [v["name"] for v in shown["versions"]]
-    assert deleted.stderr.startswith("deleted collection alpha: 1 versions")
+    assert deleted.stderr.startswith("deleted collection alpha: 1 version\n")
     gone = cli("collections", "show", "alpha", *server)
     assert gone.exit_code == 1 and not gone.stdout
     assert "error 404: not_found: collection 'alpha' does not exist" in gone.stderr

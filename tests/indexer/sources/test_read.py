@@ -81,14 +81,55 @@ def test_spec_rejects(spec: object) -> None:
 def test_directory_yields_images_and_videos_with_texts(root: Path, settings: Settings) -> None:
     entries = _read({"directory": str(root)}, settings)
     assert all(isinstance(e, SourceEntry) for e in entries)
-    by_name = {Path(e.uri or "").name: e for e in entries if isinstance(e, SourceEntry)}
-    assert sorted(by_name) == ["a.png", "b.JPG", "clip.mp4"]
+    by_name = {Path(e.uri or e.id).name: e for e in entries if isinstance(e, SourceEntry)}
+    assert sorted(by_name) == ["a.png", "b.JPG", "clip.mp4", "orphan.txt"]
+    # A .txt with no image or video of its name is a text-only document, named by its file.
+    orphan = by_name["orphan.txt"]
+    assert (orphan.kind, orphan.uri, orphan.id) == ("text", None, (root / "orphan.txt").as_uri())
+    assert (orphan.caption, orphan.description) == (None, "a caption without its image")
     a = by_name["a.png"]
     assert (a.caption, a.description) == ("a red cube", "a scene with one red cube")
     assert a.kind == "image"
     assert a.id == a.uri == (root / "a.png").as_uri()
     assert by_name["clip.mp4"].kind == "video"
     assert by_name["b.JPG"].caption is None
+
+
+def test_directory_text_documents(tmp_path: Path) -> None:
+    """Lone texts: KEY.txt is a document (its text the description); with a lone KEY.desc.txt
+    too, that is the description and KEY.txt the caption; a lone KEY.desc.txt alone is a
+    document; an empty one, one past the limit, a link: each its own error, the rest read."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "recipe.txt").write_text("lemon cake: flour, sugar, three lemons\n")
+    (folder / "trip.txt").write_text("a train to Geneva")
+    (folder / "trip.desc.txt").write_text("notes from a rail journey through the Alps")
+    (folder / "only.desc.txt").write_text("a description kept on its own")
+    (folder / "empty.txt").write_text("  \n")
+    (folder / "long.txt").write_text("x" * 10_001)
+    (folder / "link.txt").symlink_to(folder / "recipe.txt")
+    (folder / "photo.png").write_bytes(b"png")
+    (folder / "photo.txt").write_text("a caption, not a document")
+    settings = Settings(sources=SourcesSettings(allowed_roots=[folder]))
+    read = _read({"directory": str(folder)}, settings)
+    docs = {Path(e.id).name: e for e in read if isinstance(e, SourceEntry) and e.kind == "text"}
+    assert sorted(docs) == ["only.desc.txt", "recipe.txt", "trip.txt"]
+    assert (docs["recipe.txt"].caption, docs["recipe.txt"].description) == (
+        None,
+        "lemon cake: flour, sugar, three lemons",
+    )
+    assert (docs["trip.txt"].caption, docs["trip.txt"].description) == (
+        "a train to Geneva",
+        "notes from a rail journey through the Alps",
+    )
+    assert docs["only.desc.txt"].description == "a description kept on its own"
+    [photo] = [e for e in read if isinstance(e, SourceEntry) and e.kind == "image"]
+    assert photo.caption == "a caption, not a document"
+    errors = {Path(e.item).name: e.reason for e in read if isinstance(e, SourceError)}
+    assert sorted(errors) == ["empty.txt", "link.txt", "long.txt"]
+    assert "is empty" in errors["empty.txt"]
+    assert "not a link" in errors["link.txt"]
+    assert "longer than 2000 characters (limits.max_text_chars)" in errors["long.txt"]
 
 
 def test_directory_outside_roots_is_forbidden(tmp_path: Path, settings: Settings) -> None:
@@ -107,7 +148,7 @@ def test_directory_caption_over_the_limit_fails_only_that_image(
     errors = [e for e in entries if isinstance(e, SourceError)]
     assert [Path(e.item).name for e in errors] == ["a.png"]
     assert "10001 characters; the limit is 10000 (limits.max_caption_chars)" in errors[0].reason
-    assert len(entries) == 3
+    assert len(entries) == 4
 
 
 def test_directory_link_leaving_the_root_is_reported(
@@ -136,8 +177,11 @@ def test_directory_walk_order_links_and_special_files(
     (root / "linked-folder").symlink_to(outside, target_is_directory=True)
     os.mkfifo(root / "pipe.png")
     reads = _read({"directory": str(root)}, settings)
-    names = [Path((r.uri if isinstance(r, SourceEntry) else r.item) or "").name for r in reads]
-    assert names == ["a.png", "pipe.png", "same.png", "z-first.png", "b.JPG", "clip.mp4", "c.webp"]
+    names = [Path(r.uri or r.id if isinstance(r, SourceEntry) else r.item).name for r in reads]
+    assert names == [
+        *("a.png", "orphan.txt", "pipe.png", "same.png", "z-first.png"),
+        *("b.JPG", "clip.mp4", "c.webp"),
+    ]
     by_name = dict(zip(names, reads, strict=True))
     assert isinstance(by_name["same.png"], SourceEntry)
     pipe = by_name["pipe.png"]
@@ -390,4 +434,4 @@ def test_an_unlistable_folder_is_reported(
     errors = [e for e in entries if isinstance(e, SourceError)]
     assert [e.item for e in errors] == [str(locked)]
     assert "cannot list the folder: Permission denied" in errors[0].reason
-    assert len(entries) == 4  # the three media files still come through
+    assert len(entries) == 5  # the three media files and the text document still come through

@@ -129,3 +129,30 @@ def test_bad_job_paging(client: TestClient) -> None:
         error = response.json()["error"]
         assert error["type"] == "invalid_input"
         assert needle in error["message"]
+
+
+def test_a_lone_text_file_in_a_folder_is_a_searchable_document(
+    client: TestClient, components: Components, gateway_dir: Path
+) -> None:
+    """Mixed data in one folder: a captioned picture, an uncaptioned one, and a note with no
+    picture of its name, which is indexed as a text-only document (its text the description),
+    found by a text→description search and named by its file."""
+    folder = gateway_dir / "src" / "mixed"
+    folder.mkdir(parents=True)
+    (folder / "red.png").write_bytes(png((200, 0, 0)))
+    (folder / "red.txt").write_text("a red square")
+    (folder / "blue.png").write_bytes(png((0, 0, 200)))
+    (folder / "recipe.txt").write_text("lemon cake with flour, sugar and three lemons")
+    (folder / "empty.txt").write_text("\n")
+    before = components.store.count(components.collection)
+    job = _wait(client, client.post("/v1/ingest", json={"source": str(folder)}).json()["job_id"])
+    assert (job["total"], job["done"], job["failed"]) == (4, 3, 1)
+    assert [e["item"] for e in job["errors"]] == [(folder / "empty.txt").as_uri()]
+    assert "empty" in job["errors"][0]["reason"]
+    assert components.store.count(components.collection) == before + 3
+    hits = client.post(
+        "/v1/search", json={"text": "lemon cake recipe", "mode": "description", "limit": 1}
+    ).json()["hits"]
+    assert hits[0]["media_id"] == (folder / "recipe.txt").as_uri()
+    assert hits[0]["kind"] == "text" and hits[0]["uri"] is None
+    assert hits[0]["description"] == "lemon cake with flour, sugar and three lemons"
