@@ -16,7 +16,7 @@ from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.gateway.ratelimit import RateLimiter
 from service.search.planner import SearchService
-from service.store.versions import VersionedStore
+from service.store.versions import NEXT, PREVIOUS, VersionedStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,12 @@ class Components:
         exist: (not_found) otherwise, word for word what a key that cannot see it is told."""
         if not name or name == self.collection:
             return self.collection
-        if name in self._searches or name in self.store.names():
+        # A search service made for it, or its alias (read through the alias cache; a
+        # rollout's .next/.previous is no collection), before a fresh listing of the store (a
+        # collection from before versioning has no alias).
+        if name.endswith((NEXT, PREVIOUS)):
+            raise ClipsearchError(ErrorType.not_found, f"collection {name!r} does not exist")
+        if name in self._searches or name in self.store.aliases() or name in self.store.names():
             return name
         raise ClipsearchError(ErrorType.not_found, f"collection {name!r} does not exist")
 

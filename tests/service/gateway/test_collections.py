@@ -139,6 +139,22 @@ def test_unknown_collections_are_404_everywhere(client: TestClient) -> None:
         assert "nope" in answer.json()["error"]["message"]
 
 
+def test_a_rollouts_next_version_is_no_collection(client: TestClient) -> None:
+    """``media.next`` (the alias a rollout builds through) is not a collection a call can
+    name, whatever the alias cache holds."""
+    store = client.app.state.runtime.components.store  # type: ignore[attr-defined]
+    current = store.aliases(fresh=True)["media"]
+    store.update_aliases({"media.next": current})
+    try:
+        for name in ("media.next", "media.previous"):
+            answer = client.post("/v1/search", json={"text": "red", "collection": name})
+            assert answer.status_code == 404, answer.text
+            assert name in answer.json()["error"]["message"]
+    finally:
+        store.update_aliases({}, remove=["media.next"])
+    assert "media.next" not in store.aliases(fresh=True)
+
+
 def test_the_configured_collection_cannot_be_deleted(client: TestClient) -> None:
     answer = client.delete("/v1/collections/media")
     assert answer.status_code == 409

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from loadtests.procs import stop
 from service.core.config import BrokerSettings
 from tests.indexer.distributed.test_batches import write_images
 from tests.redis_server import redis_server
@@ -54,36 +55,44 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> It
         settings = settings.model_copy(
             update={"broker": settings.broker.model_copy(update={"url": url})}
         )
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO_ROOT),
-            "CLIPSEARCH_BROKER__URL": url,
-            "CLIPSEARCH_BUNDLE": str(tiny_bundle_dir),
-            "CLIPSEARCH_DATA_DIR": str(base / "worker-data"),
-            "CLIPSEARCH_SOURCES__ALLOWED_ROOTS": str(base / "src"),
-            "CLIPSEARCH_ENCODER__PREPROCESS_THREADS": "1",
-        }
-        log_path = base / "indexer.log"
-        with log_path.open("wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "clipsearch", "indexer", "--name", "w1@%h"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
         client = redis.Redis.from_url(url)
-        try:
-            for test_client in running_client(settings):
-                yield Setup(test_client, client, base / "src", outside, worker, log_path)
-        finally:
-            worker.send_signal(signal.SIGTERM)
+        with indexer_process(base, url, tiny_bundle_dir, str(base / "src")) as (worker, log_path):
             try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(timeout=30)
-            client.close()
+                for test_client in running_client(settings):
+                    yield Setup(test_client, client, base / "src", outside, worker, log_path)
+            finally:
+                client.close()
+
+
+@contextmanager
+def indexer_process(
+    base: Path, broker_url: str, bundle: Path, roots: str, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """One real ``clipsearch indexer`` on ``broker_url`` (its log in ``base/indexer.log``),
+    with ``env`` over the common settings; stopped (SIGTERM, then SIGKILL) on leaving."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "CLIPSEARCH_BROKER__URL": broker_url,
+        "CLIPSEARCH_BUNDLE": str(bundle),
+        "CLIPSEARCH_DATA_DIR": str(base / "worker-data"),
+        "CLIPSEARCH_SOURCES__ALLOWED_ROOTS": roots,
+        "CLIPSEARCH_ENCODER__PREPROCESS_THREADS": "1",
+        **env,
+    }
+    log_path = base / "indexer.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "clipsearch", "indexer", "--name", "w1@%h"],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield worker, log_path
+    finally:
+        stop(worker)
 
 
 def wait_done(setup: Setup, job_id: str) -> dict[str, Any]:

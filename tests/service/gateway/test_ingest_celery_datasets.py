@@ -5,9 +5,7 @@ server on the loopback (the indexer reads S3 through the standard AWS variables)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +17,15 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from loadtests.procs import stop
 from loadtests.s3server import aws_env, moto_s3, upload
 from service.core.config import BrokerSettings, SourcesSettings
 from tests.indexer.sources.datasets_support import caption_of, write_shards
 from tests.redis_server import redis_server
 from tests.service.gateway.conftest import make_settings, running_client
-from tests.service.gateway.test_ingest_celery import wait_done
+from tests.service.gateway.test_ingest_celery import indexer_process, wait_done
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 BUCKET = "lake"
 
 
@@ -67,32 +63,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> It
                 "sources": SourcesSettings.model_validate({"allowed_roots": roots}),
             }
         )
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO_ROOT),
-            "CLIPSEARCH_BROKER__URL": url,
-            "CLIPSEARCH_BROKER__PLAN_BATCH_SIZE": "8",
-            "CLIPSEARCH_BUNDLE": str(tiny_bundle_dir),
-            "CLIPSEARCH_DATA_DIR": str(base / "worker-data"),
-            "CLIPSEARCH_SOURCES__ALLOWED_ROOTS": roots,
-            "CLIPSEARCH_ENCODER__PREPROCESS_THREADS": "1",
-        }
-        log_path = base / "indexer.log"
-        with log_path.open("wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "clipsearch", "indexer", "--name", "w1@%h"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with indexer_process(
+            base, url, tiny_bundle_dir, roots, CLIPSEARCH_BROKER__PLAN_BATCH_SIZE="8"
+        ) as (worker, log_path):
             for client in running_client(settings):
                 yield Setup(
                     client, base / "src", worker, log_path, redis.Redis.from_url(url), endpoint
                 )
-        finally:
-            stop(worker)
 
 
 def run_job(setup: Setup, source: dict[str, Any]) -> dict[str, Any]:
