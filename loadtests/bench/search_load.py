@@ -7,7 +7,9 @@ text-only documents ingested into it as one job per 5,000 (their descriptions ma
 vocabulary, every one different); the text tower's ceiling measured in-process on the bundle's
 own ``text.onnx`` (``loadtests/peers/ceiling.py``: batch 32, the peers' sentences, the server's
 session settings); then the locust ``search`` profile (16 closed-loop users, text queries in
-mixed modes) through its CLI. Writes ``bench-results/search_load.json``. ::
+mixed modes) through its CLI, once the maintenance thread's HNSW index covers the collection
+(``--index-wait``: the steady state of a collection this size; 0 measures at once, brute force
+until the build swaps in). Writes ``bench-results/search_load.json``. ::
 
     python -m loadtests.bench.search_load --documents 20000
 """
@@ -79,6 +81,30 @@ def points(url: str) -> int:
     return found
 
 
+def index_state(url: str) -> dict[str, Any]:
+    """The served version's points and index (``GET /v1/collections/media``): points the index
+    covers and whether a build runs (absent where the store manages its index itself)."""
+    with urllib.request.urlopen(f"{url}/v1/collections/media", timeout=30) as answer:
+        info = json.loads(answer.read())
+    current = next(v for v in info["versions"] if v["role"] == "current")
+    return {"points": current["points"], **(current.get("index") or {})}
+
+
+def wait_indexed(url: str, timeout_s: float) -> tuple[float, dict[str, Any]]:
+    """Seconds until the maintenance thread's HNSW build covers every point of the served
+    version (at most ``timeout_s``), and the index state then."""
+    began = time.perf_counter()
+    state = index_state(url)
+    while (
+        "indexed_points" in state
+        and (state["building"] or state["indexed_points"] < state["points"])
+        and time.perf_counter() - began < timeout_s
+    ):
+        time.sleep(2.0)
+        state = index_state(url)
+    return time.perf_counter() - began, state
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.bench.search_load", description=__doc__
@@ -87,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-time", default="60s", help="the locust run (locust's format)")
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--ceiling-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--index-wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the HNSW index to cover the collection before the run (the "
+        "steady state of a collection this size); 0 = measure at once, brute force until the "
+        "maintenance thread's build swaps in",
+    )
     parser.add_argument(
         "--bundle",
         type=Path,
@@ -105,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         took = ingest_documents(url, args.documents, api_key, timeout_s=3600)
         size = points(url)
         print(f"{args.documents} documents ingested in {took:.0f} s: {size} points", flush=True)
+        waited, index = (
+            wait_indexed(url, args.index_wait) if args.index_wait else (0.0, index_state(url))
+        )
+        print(f"index before the run (after {waited:.0f} s): {index}", flush=True)
         top = ceiling(
             Path(sys.executable),
             args.bundle / "text.onnx",
@@ -128,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "documents": args.documents,
         "points": size,
         "ingest_s": round(took, 1),
+        "index_wait_s": round(waited, 1),
+        "index_at_start": index,
         "users": args.users,
         "run_time": args.run_time,
         "queries_per_s": round(per_s, 1),

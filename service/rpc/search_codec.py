@@ -256,6 +256,8 @@ def collection_to_proto(info: Mapping[str, Any]) -> pb.Collection:
                 setattr(part, name, version[name])
         if version.get("settings") is not None:
             part.settings_json = json.dumps(version["settings"], separators=(",", ":"))
+        if version.get("index") is not None:
+            part.index.CopyFrom(pb.VersionIndex(**version["index"]))
     return message
 
 
@@ -279,6 +281,15 @@ def collection_from_proto(message: pb.Collection) -> dict[str, Any]:
             "points": v.points,
             "vectors": dict(v.vectors),
             "settings": json.loads(v.settings_json) if v.HasField("settings_json") else None,
+            "index": (
+                {
+                    "indexed_points": v.index.indexed_points,
+                    "building": v.index.building,
+                    "segments": v.index.segments,
+                }
+                if v.HasField("index")
+                else None
+            ),
         }
         for v in message.versions
     ]

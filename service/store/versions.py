@@ -280,6 +280,7 @@ class VersionedStore:
                 "points": self.inner.count(v.name),
                 "vectors": self.inner.vector_dims(v.name),
                 "settings": self.inner.collection_metadata(v.name).get(METADATA_KEY),
+                "index": self._index(v.name),
             }
             for v in versions
         ]
@@ -294,6 +295,14 @@ class VersionedStore:
             "bundle": now["bundle"] if now else None,
             "versions": rows,
         }
+
+    def _index(self, version: str) -> dict[str, Any] | None:
+        """The embedded store's index state of ``version``; None for a store without one."""
+        state = getattr(self.inner, "index_state", None)
+        if state is None:
+            return None
+        found = state(version)
+        return {k: found[k] for k in ("indexed_points", "building", "segments")}
 
     def _set_aliases(self, point: Mapping[str, str], remove: Sequence[str] = ()) -> None:
         self.inner.update_aliases(point, remove)

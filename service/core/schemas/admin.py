@@ -166,6 +166,16 @@ class GoldenListed(BaseModel):
     queries: list[GoldenQuery] = Field(description="empty without a golden set")
 
 
+class VersionIndex(BaseModel):
+    indexed_points: int = Field(
+        description="points the last HNSW build covered; points written since are searched "
+        "brute force until the next build (the maintenance thread starts one once a version "
+        "holds 20,000 points and those in no graph reach 20,000 or 2 % of it)"
+    )
+    building: bool = Field(description="a build runs out of process and swaps in when done")
+    segments: int
+
+
 class CollectionVersion(BaseModel):
     name: str
     number: int = Field(description="0 for a collection created before versioning")
@@ -177,6 +187,11 @@ class CollectionVersion(BaseModel):
         None,
         description="the cluster-wide settings it was built with (bundle, video segmenting, "
         "caption chunking); null for a version made before versions recorded them",
+    )
+    index: VersionIndex | None = Field(
+        None,
+        description="the embedded store's index of this version; null where the store "
+        "manages its index itself (a Qdrant server)",
     )
 
 

@@ -339,7 +339,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class CollectionVersion(_message.Message):
-    __slots__ = ("name", "number", "bundle", "role", "points", "vectors", "settings_json")
+    __slots__ = ("name", "number", "bundle", "role", "points", "vectors", "settings_json", "index")
     class VectorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -354,6 +354,7 @@ class CollectionVersion(_message.Message):
     POINTS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
     name: str
     number: int
     bundle: str
@@ -361,7 +362,18 @@ class CollectionVersion(_message.Message):
     points: int
     vectors: _containers.ScalarMap[str, int]
     settings_json: str
-    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., bundle: _Optional[str] = ..., role: _Optional[str] = ..., points: _Optional[int] = ..., vectors: _Optional[_Mapping[str, int]] = ..., settings_json: _Optional[str] = ...) -> None: ...
+    index: VersionIndex
+    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., bundle: _Optional[str] = ..., role: _Optional[str] = ..., points: _Optional[int] = ..., vectors: _Optional[_Mapping[str, int]] = ..., settings_json: _Optional[str] = ..., index: _Optional[_Union[VersionIndex, _Mapping]] = ...) -> None: ...
+
+class VersionIndex(_message.Message):
+    __slots__ = ("indexed_points", "building", "segments")
+    INDEXED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    indexed_points: int
+    building: bool
+    segments: int
+    def __init__(self, indexed_points: _Optional[int] = ..., building: _Optional[bool] = ..., segments: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
     __slots__ = ("name", "current", "building", "previous", "points", "vectors", "bundle", "served", "versions", "default", "domain", "intended_use")

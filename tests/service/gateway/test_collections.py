@@ -155,6 +155,21 @@ def test_a_rollouts_next_version_is_no_collection(client: TestClient) -> None:
     assert "media.next" not in store.aliases(fresh=True)
 
 
+def test_a_version_shows_its_index_and_a_build_covers_its_points(client: TestClient) -> None:
+    """The embedded store's index state per version, through the API: brute force until the
+    maintenance thread's out-of-process build (run here directly) covers every point."""
+    _post_item(client, "green", "a green square for the index")
+    version = client.get("/v1/collections/media").json()["versions"][0]
+    assert version["index"]["building"] is False and version["index"]["segments"] >= 1
+    assert version["index"]["indexed_points"] == 0  # far below the maintenance threshold
+    store = client.app.state.runtime.components.store  # type: ignore[attr-defined]
+    assert store.inner.build_index(version["name"])
+    built = client.get("/v1/collections/media").json()["versions"][0]
+    assert built["points"] == version["points"] >= 1
+    assert built["index"]["indexed_points"] == built["points"]
+    assert built["index"]["building"] is False
+
+
 def test_the_configured_collection_cannot_be_deleted(client: TestClient) -> None:
     answer = client.delete("/v1/collections/media")
     assert answer.status_code == 409
