@@ -151,8 +151,9 @@ def create_session(
     ``shared_arena``: CPU working memory comes from one arena shared by every session opened
     so, instead of an arena per session, which grows to its own largest batch and never
     shrinks: two sessions of one model that never run at once (an image tower's interactive
-    and bulk sessions) then hold the memory of one (measured: the photo bundle's image tower
-    after a batch of 64 and batches up to 32, 1,153 MB with an arena each, 848 MB shared)."""
+    and bulk sessions) then hold the memory of one (``python -m loadtests.bench.bulk_memory``:
+    the photo bundle's engine after a batch of 64 and batches up to 32, 1,270 MB with an arena
+    each, 948 MB shared, 894 MB with one image session)."""
     path = Path(path)
     chain = provider_chain(settings, ort.get_available_providers(), profile)
     options = session_options(settings)
