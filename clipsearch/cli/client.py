@@ -195,6 +195,8 @@ def _summary(job: dict[str, Any]) -> None:
     typer.echo(_job_line(job))
     for err in job["errors"]:
         typer.echo(f"  failed {display_uri(err['item'])}: {err['reason']}")
+    if job.get("redelivered"):
+        typer.echo(f"  {job['redelivered']} tasks the broker lost were sent again")
     if job["state"] not in ("completed", "queued", "running"):
         error = job.get("error")
         typer.echo(f"job ended {job['state']}" + (f": {error}" if error else ""))

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlparse
 from pydantic import ValidationError
 
 from indexer.distributed import units
+from indexer.distributed.progress import item_id
 from indexer.distributed.stream import PointStream
 from indexer.sources.datasets import is_dataset
 from indexer.sources.objects import ReadMetrics
@@ -50,14 +51,6 @@ class BatchOutcome:
     failed: list[dict[str, Any]]  # {"item", "reason", "entry"?}
     skipped: list[str] = field(default_factory=list)  # already indexed, same content
     stopped: str | None = None  # why the task did nothing (cancelled, another attempt)
-
-
-def item_id(entry: object) -> str:
-    """The entry's name in job progress: its ``id``, else its ``uri`` (a malformed entry: its
-    text, so that it still fails by name instead of failing its whole batch)."""
-    if isinstance(entry, Mapping):
-        return str(entry.get("id") or entry.get("uri") or "")
-    return repr(entry)[:200]
 
 
 def _local_path(uri: str, settings: Settings) -> Path:

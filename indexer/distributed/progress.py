@@ -2,9 +2,12 @@
 
 ``clipsearch:job:<id>`` is a hash (``total``, ``done``, ``failed``, ``skipped``, ``run``,
 ``started_at``, ``updated_at``, ``counts`` (how many counts moved it), ``waiting_for_writer_at``,
-``retrying_until``, ``cancelled``, ``resume``); beside it
-the sets of items counted done and failed, a capped hash of failure reasons and a capped hash of
-the failed entries themselves (for ``retry-failed``). Counting goes through the sets, so a
+``retrying_until``, ``cancelled``, ``resume``, ``redelivered``); beside it
+the sets of items counted done and failed, a capped hash of failure reasons, a capped hash of
+the failed entries themselves (for ``retry-failed``) and the plan: every ``index_batch`` task the
+planner sent, by number (``record_batch``), so that a task the broker lost can be sent again
+(``indexer.jobs.lost_tasks``). The plan costs about what the tasks' messages cost while queued; the
+gateway deletes it once the job has ended. Counting goes through the sets, so a
 redelivered stream entry adds nothing, and an item that failed once and then succeeds (a retry)
 moves from failed to done. The sets cost about (item id length + 50) bytes an item.
 
@@ -113,7 +116,13 @@ def _keys(job_id: str) -> list[str]:
         f"{base}:errors",
         f"{base}:entries",
         f"{base}:units",
+        plan_key(job_id),
     ]
+
+
+def plan_key(job_id: str) -> str:
+    """The job's plan: ``{batch number: JSON list of the task's entries}``."""
+    return f"{job_key(job_id)}:plan"
 
 
 @dataclass(frozen=True)
@@ -223,6 +232,46 @@ class JobProgress:
             return None
         return int(moved[0]), int(moved[1])
 
+    def record_batch(self, job_id: str, number: int, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Keep one task of the plan before it is sent (a plan run twice writes the same)."""
+        self.redis.hset(plan_key(job_id), str(number), json.dumps(list(entries)))
+
+    def forget_plan(self, job_id: str) -> None:
+        """The job has ended: no task of it will be sent again."""
+        self.redis.delete(plan_key(job_id))
+
+    def missing_batches(self, job_id: str) -> list[list[dict[str, Any]]]:
+        """The planned tasks whose items are not all counted, each with just its uncounted
+        entries; a dataset unit's task is missing while its unit is not read to the end."""
+        keys = _keys(job_id)
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys[6])  # type: ignore[assignment]
+        planned = [json.loads(raw[n]) for n in sorted(raw, key=int)]
+        names = [item_id(e) for batch in planned for e in batch]
+        if not names:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.smismember(keys[1], names)
+        pipe.smismember(keys[2], names)
+        pipe.smismember(keys[5], names)
+        done, failed, units_read = pipe.execute()
+        counted = iter(
+            (bool(d) or bool(f), bool(u)) for d, f, u in zip(done, failed, units_read, strict=True)
+        )
+        missing: list[list[dict[str, Any]]] = []
+        for batch in planned:
+            left = []
+            for entry in batch:
+                item_counted, unit_read = next(counted)
+                unit = isinstance(entry, dict) and "unit" in entry
+                if not (unit_read if unit else item_counted):
+                    left.append(entry)
+            if left:
+                missing.append(left)
+        return missing
+
+    def mark_redelivered(self, job_id: str, tasks: int) -> None:
+        self.redis.hincrby(job_key(job_id), "redelivered", tasks)
+
     def mark_failed(self, job_id: str, reason: str) -> None:
         """The job as a whole could not run (its source could not be read)."""
         self.redis.hset(job_key(job_id), "error", reason)
@@ -280,6 +329,8 @@ class JobProgress:
             "cancelled": bool(values.get("cancelled")),
             "started_at": float(started) if started else None,
             "updated_at": float(values.get("updated_at", 0)) or None,
+            "submitted_at": float(values.get("submitted_at", 0)) or None,
+            "redelivered": int(values.get("redelivered", 0)),
         }
 
     def failed_entries(self, job_id: str) -> list[dict[str, Any]]:
@@ -318,6 +369,15 @@ class JobProgress:
                 pipe.hincrby(job_key(job_id), "skipped", read - failed)
                 pipe.hincrby(job_key(job_id), "failed", failed)
                 pipe.execute()
+
+
+def item_id(entry: object) -> str:
+    """A task entry's name in job progress: its ``id``, else its ``uri`` (a malformed entry: its
+    text, so that it still fails by name instead of failing its whole batch). A dataset unit's
+    entry is named by its unit, which is its ``id``."""
+    if isinstance(entry, Mapping):
+        return str(entry.get("id") or entry.get("uri") or "")
+    return repr(entry)[:200]
 
 
 def _stalled(values: dict[str, str], now: float) -> bool:

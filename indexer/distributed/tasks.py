@@ -7,6 +7,7 @@ from ``service.core.tasks`` so senders need neither this module nor Celery's reg
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 from typing import Any
@@ -117,12 +118,17 @@ def register_tasks(app: Celery, resources: IndexerResources) -> None:
         collection_settings: dict[str, Any] | None = None,
         bundles: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        numbers = itertools.count()
+
         def send_batch(entries: list[dict[str, Any]]) -> None:
             kwargs: dict[str, Any] = {"run": run} if run else {}
             if collection_settings is not None:
                 kwargs["collection_settings"] = collection_settings
             if bundles:
                 kwargs["bundles"] = bundles
+            # Kept before it is sent: a task the broker loses is sent again from the plan
+            # (indexer.jobs.lost_tasks). Planning twice numbers the same batches the same.
+            resources.stream().jobs.record_batch(job_id, next(numbers), entries)
             app.send_task(
                 INDEX_BATCH, args=[job_id, collection, entries], kwargs=kwargs, queue=INDEX_QUEUE
             )

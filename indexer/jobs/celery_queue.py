@@ -22,6 +22,9 @@ holds also for a job nobody asked about before Redis lost it.
   gateway, out of the workers' reach.
 * ``retry_failed``: a new job over the failed items' task entries (kept in Redis by the writer).
 
+A task the broker lost (a worker killed in the instant it took it) is sent again by the settler
+(``indexer.jobs.lost_tasks``); the job's ``redelivered`` counts such tasks.
+
 Redis away: the settler's ping (every ``SETTLE_INTERVAL_S``) keeps whether Redis answers, which
 ``ready()`` returns without asking Redis. Meanwhile ``submit`` refuses at once with
 (unavailable) naming Redis and its URL (no password), leaving no record of the refused job;
@@ -46,6 +49,7 @@ from celery import Celery
 from pydantic import ValidationError
 
 from indexer.distributed.stream import PointStream
+from indexer.jobs.lost_tasks import LostTasks
 from indexer.jobs.records import (
     MirroredRecords,
     job_collection,
@@ -69,6 +73,11 @@ ENDED = frozenset({"completed", "failed", "cancelled"})
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 # Record fields that are the gateway's own bookkeeping, not the job's status.
 _PRIVATE = frozenset({"params", "run", "final", "failed_entries"})
+# What an ended job's record keeps of its status.
+_FINAL = (
+    *("state", "total", "done", "failed", "skipped", "errors", "error"),
+    *("rate_per_s", "eta_s", "redelivered"),
+)
 # How often the settler looks at the jobs not yet seen ended (one Redis read each).
 SETTLE_INTERVAL_S = 2.0
 INTERRUPTED = (
@@ -100,6 +109,7 @@ def job_state(
         skipped=progress.get("skipped", 0),
         errors=progress["errors"],
         waiting_for_writer=bool(progress.get("waiting_for_writer")),
+        redelivered=progress.get("redelivered", 0),
     )
     if progress.get("units_total"):  # a dataset job: shards or row ranges
         status.update(
@@ -177,6 +187,8 @@ class CeleryJobQueue:
         # outcome must not write back a record that a retry has just given a new run.
         self._lock = threading.RLock()
         self._open = {r["id"] for r in self._files.load_all() if _unsettled(r)}
+        # Tasks the broker lost (a worker killed as it took them) are sent again.
+        self._lost = LostTasks(stream.jobs, self._send, self._task_kwargs)
         self._stop = threading.Event()
         # Whether Redis answered the settler's last ping: readiness and submit read this, never
         # Redis itself on a request's path. A first ping now (a refused connection fails fast).
@@ -206,6 +218,10 @@ class CeleryJobQueue:
         return job_id
 
     def status(self, job_id: str) -> dict[str, Any]:
+        return self._status(job_id)[2]
+
+    def _status(self, job_id: str) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+        """The job's record, its live progress (None once ended or lost) and its status."""
         with self._lock:
             record = self._record(job_id)
             try:
@@ -218,9 +234,9 @@ class CeleryJobQueue:
                     self._keep_seen(record, status)
             except redis.RedisError as exc:
                 if record.get("final"):  # an ended job's outcome is in its record
-                    return job_state(record, None)
+                    return record, None, job_state(record, None)
                 raise self._unreachable() from exc
-            return status
+            return record, progress, status
 
     def list_jobs(
         self, *, limit: int, offset: int, where: Callable[[str | None], bool] | None = None
@@ -247,16 +263,22 @@ class CeleryJobQueue:
             todo = sorted(self._open)
         for job_id in todo:
             try:
-                state = self.status(job_id)["state"]
+                record, progress, status = self._status(job_id)
+                state = status["state"]
+                if progress is not None and state in ("queued", "running"):
+                    self._lost.check(record, progress, state, interval_s=SETTLE_INTERVAL_S)
             except ClipsearchError as exc:
                 if exc.type is ErrorType.not_found:
                     with self._lock:
                         self._open.discard(job_id)
                     continue
                 return  # Redis is unreachable: try them all again next time
+            except redis.RedisError:
+                return
             if state in ENDED or state == "interrupted":
                 with self._lock:
                     self._open.discard(job_id)
+                self._lost.forget(job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Stop a queued or running job: tasks not yet started do nothing; what is indexed
@@ -332,17 +354,7 @@ class CeleryJobQueue:
     def _enqueue(self, record: dict[str, Any], *, resume: bool) -> None:
         """Start an attempt: a new run in the record and in Redis, then the plan task."""
         job_id, params = record["id"], record["params"]
-        kwargs: dict[str, Any] = {}
-        if self._recorded_settings is not None:  # read per job: a promote may change them
-            recorded = self._recorded_settings(params["collection"])
-            if recorded is not None:
-                kwargs["collection_settings"] = dict(recorded)
-        if self._write_bundles is not None:  # read per job: a rollout may have begun
-            bundles = self._write_bundles(params["collection"])
-            # One configured bundle: the indexers' own, as before (an indexer of an older
-            # release knows no ``bundles`` and would fail the task).
-            if len(bundles) > 1 or any(b.get("spec") for b in bundles):
-                kwargs["bundles"] = bundles
+        kwargs = self._task_kwargs(params)
         if self._writes is not None:  # before any task can append to its stream
             self._writes(params["collection"])
         run = uuid.uuid4().hex
@@ -370,6 +382,25 @@ class CeleryJobQueue:
         self._persist(record)
         with self._lock:
             self._open.add(job_id)
+
+    def _task_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What every task of a job carries besides its run: the collection's recorded
+        settings and the bundles to embed with."""
+        kwargs: dict[str, Any] = {}
+        if self._recorded_settings is not None:  # read per job: a promote may change them
+            recorded = self._recorded_settings(params["collection"])
+            if recorded is not None:
+                kwargs["collection_settings"] = dict(recorded)
+        if self._write_bundles is not None:  # read per job: a rollout may have begun
+            bundles = self._write_bundles(params["collection"])
+            # One configured bundle: the indexers' own, as before (an indexer of an older
+            # release knows no ``bundles`` and would fail the task).
+            if len(bundles) > 1 or any(b.get("spec") for b in bundles):
+                kwargs["bundles"] = bundles
+        return kwargs
+
+    def _send(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self._app.send_task(task, args=args, kwargs=kwargs, queue=INDEX_QUEUE)
 
     def _ping(self) -> bool:
         try:
@@ -414,8 +445,7 @@ class CeleryJobQueue:
     def _keep_final(self, record: dict[str, Any], status: dict[str, Any]) -> None:
         """Keep an ended job's outcome in its record: a later Redis restart must not turn a
         finished job into an interrupted one."""
-        keys = ("state", "total", "done", "failed", "skipped", "errors", "error", "rate_per_s")
-        final = {k: status[k] for k in (*keys, "eta_s") if k in status}
+        final = {k: status[k] for k in _FINAL if k in status}
         if record.get("final") == final:
             return
         record.update(
@@ -424,6 +454,7 @@ class CeleryJobQueue:
             updated_at=now_iso(),
         )
         self._persist(record)
+        self._stream.jobs.forget_plan(record["id"])  # no task of it is sent again
 
     def _checked_source(self, source: object) -> SourceSpec:
         try:

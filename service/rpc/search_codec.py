@@ -38,7 +38,7 @@ _OPTIONAL_JOB_FIELDS = (
     "shards_done",
     "shards_read",
 )
-_JOB_COUNTS = ("total", "done", "failed", "skipped", "attempt")
+_JOB_COUNTS = ("total", "done", "failed", "skipped", "attempt", "redelivered")
 QUERY_FIELDS = ("text", "image", "image_url", "item_id")
 SOURCE_KINDS = ("directory", "manifest", "manifest_lines", "urls", "webdataset", "table")
 

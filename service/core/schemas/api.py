@@ -281,6 +281,11 @@ class JobStatus(BaseModel):
         0, description="of done: items a resumed job found indexed already with the same content"
     )
     attempt: int = Field(1, description="runs of this job: POST /v1/jobs/{id}/retry adds one")
+    redelivered: int = Field(
+        0,
+        description="tasks of this job the broker lost (a worker killed as it took them), "
+        "found by the gateway and sent again (the Celery path)",
+    )
     rate_per_s: float | None = None
     eta_s: float | None = None
     waiting_for_writer: bool = Field(

@@ -285,7 +285,7 @@ class JobError(_message.Message):
     def __init__(self, item: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "state", "total", "done", "failed", "skipped", "attempt", "rate_per_s", "eta_s", "waiting_for_writer", "errors", "error", "created_at", "updated_at", "shards_total", "shards_done", "total_known", "shards_read", "collection")
+    __slots__ = ("id", "kind", "state", "total", "done", "failed", "skipped", "attempt", "rate_per_s", "eta_s", "waiting_for_writer", "errors", "error", "created_at", "updated_at", "shards_total", "shards_done", "total_known", "shards_read", "collection", "redelivered")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +306,7 @@ class Job(_message.Message):
     TOTAL_KNOWN_FIELD_NUMBER: _ClassVar[int]
     SHARDS_READ_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    REDELIVERED_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     state: str
@@ -326,7 +327,8 @@ class Job(_message.Message):
     total_known: bool
     shards_read: int
     collection: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., skipped: _Optional[int] = ..., attempt: _Optional[int] = ..., rate_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., waiting_for_writer: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., error: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., shards_total: _Optional[int] = ..., shards_done: _Optional[int] = ..., total_known: _Optional[bool] = ..., shards_read: _Optional[int] = ..., collection: _Optional[str] = ...) -> None: ...
+    redelivered: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., skipped: _Optional[int] = ..., attempt: _Optional[int] = ..., rate_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., waiting_for_writer: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., error: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., shards_total: _Optional[int] = ..., shards_done: _Optional[int] = ..., total_known: _Optional[bool] = ..., shards_read: _Optional[int] = ..., collection: _Optional[str] = ..., redelivered: _Optional[int] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token", "total_size")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.cli.client import display_uri, print_hits
+from clipsearch.cli.client import _summary, display_uri, print_hits
 
 LONG = "/home/me/Pictures/summer holidays 2026/" + "a-very-long-file-name-" * 6 + "beach.jpg"
 
@@ -64,3 +64,18 @@ def test_display_uri() -> None:
     assert display_uri("file:///tmp/a%23b%25c.png") == "/tmp/a#b%c.png"
     assert display_uri("https://example.org/a%20b.png") == "https://example.org/a%20b.png"
     assert display_uri("s3://bucket/key.png") == "s3://bucket/key.png"
+
+
+def test_a_job_summary_names_its_failures_and_tasks_sent_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job = {"id": "j", "state": "completed", "done": 11, "failed": 1, "total": 12, "skipped": 0}
+    errors = [{"item": "file:///tmp/a%20b.png", "reason": "not an image"}]
+    _summary({**job, "errors": errors, "redelivered": 2})
+    assert capsys.readouterr().out.splitlines() == [
+        "job j: completed, 11 indexed, 1 failed, 12 in all",
+        "  failed /tmp/a b.png: not an image",
+        "  2 tasks the broker lost were sent again",
+    ]
+    _summary({**job, "errors": [], "redelivered": 0})
+    assert "sent again" not in capsys.readouterr().out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,8 @@ import pytest
 
 from indexer.distributed.stream import PointStream
 from indexer.jobs.celery_queue import SETTLE_INTERVAL_S, CeleryJobQueue, job_state
-from service.core.config import BrokerSettings, Settings, SourcesSettings
 from service.core.errors import ClipsearchError, ErrorType
 from service.core.tasks import INDEX_QUEUE
-from tests.redis_server import redis_server
 from tests.support import wait_until
 
 RECORD: dict[str, Any] = {
@@ -88,25 +85,6 @@ def test_progress_of_another_run_is_not_this_job() -> None:
 def test_a_record_that_never_reached_the_broker_keeps_its_state() -> None:
     status = job_state({**RECORD, "state": "failed", "error": "could not enqueue"}, None)
     assert (status["state"], status["error"]) == ("failed", "could not enqueue")
-
-
-@pytest.fixture()
-def queue(tmp_path: Path) -> Iterator[tuple[CeleryJobQueue, PointStream, Path]]:
-    root = tmp_path / "src"
-    (root / "photos").mkdir(parents=True)
-    with redis_server(tmp_path / "redis") as url:
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            broker=BrokerSettings(url=url),
-            sources=SourcesSettings(allowed_roots=[root]),
-        )
-        stream = PointStream(url, settings.broker)
-        jobs = CeleryJobQueue(settings, PointStream(url, settings.broker))
-        try:
-            yield jobs, stream, root
-        finally:
-            jobs.close()
-            stream.close()
 
 
 def test_status_follows_redis_progress(queue: tuple[CeleryJobQueue, PointStream, Path]) -> None:
