@@ -228,19 +228,6 @@ def fused_score(scored: Sequence[ChannelScore]) -> float:
     return sum(s.weight * s.relevance for s in scored) / weight_sum
 
 
-def _channel_score(
-    channel: VectorName,
-    sim: float,
-    scale: ChannelScale,
-    rank: int | None,
-    weight: float,
-    payload: Mapping[str, object],
-) -> ChannelScore:
-    z = scale.standardise(sim)
-    weight *= evidence(channel, payload)
-    return ChannelScore(channel, sim, z, rank, weight, relevance(channel, payload, z))
-
-
 def channel_similarities(
     records: Sequence[Record],
     queries: Mapping[VectorName, Sequence[float]],
@@ -258,6 +245,14 @@ def channel_similarities(
     return sims
 
 
+def _probabilities(curve: RelevanceCurve, standardised: np.ndarray) -> np.ndarray:
+    """:meth:`RelevanceCurve.probability` of each score (the same two stable branches)."""
+    x = curve.slope * standardised + curve.intercept
+    e = np.exp(-np.abs(x))
+    out: np.ndarray = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return out
+
+
 def fuse(
     records: Sequence[Record],
     queries: Mapping[VectorName, Sequence[float]],
@@ -266,6 +261,7 @@ def fuse(
     null: NullScales,
     depth: int | None = None,
     sims: Mapping[VectorName, Mapping[str, float]] | None = None,
+    explain: bool = True,
 ) -> Fused:
     """``records`` (the candidates) ranked by their fused score, best first.
 
@@ -273,35 +269,62 @@ def fuse(
     (:class:`ScoredCandidates`); without it they are computed from the records' vectors.
     A channel of ``queries`` with a weight of 0, or that no candidate has, is left out. A
     hit's rank in a channel is its place among the candidates by that channel's similarity,
-    exact for the channel's top ``depth`` (which the candidates hold); below, None."""
+    exact for the channel's top ``depth`` (which the candidates hold); below, None.
+    ``explain``: False leaves ``Fused.explain`` empty (a search that does not show it).
+
+    Every candidate is scored at once per channel (arrays over the candidates): a fused search
+    scores up to ``depth`` x channels candidates, and objects per candidate and channel cost
+    more than the search itself."""
     wanted = {c: q for c, q in queries.items() if float(weights.get(c, 1.0)) > 0}
     if sims is None:
         sims = channel_similarities(records, wanted)
     sims = {c: found for c in wanted if (found := sims.get(c))}
+    n = len(records)
+    ids = [r.id for r in records]
+    weight_sum = np.zeros(n)
+    weighted = np.zeros(n)
+    columns: dict[VectorName, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    for channel, found in sims.items():
+        sim = np.fromiter((found.get(pid, math.nan) for pid in ids), np.float64, n)
+        present = ~np.isnan(sim)
+        scale = null.get(channel, UNCALIBRATED)
+        z = (sim - scale.mean) / scale.spread
+        kinds = [evidence_kind(channel, r.payload) for r in records]
+        prob = np.empty(n)
+        for kind in set(kinds):
+            mask = np.fromiter((k == kind for k in kinds), bool, n)
+            prob[mask] = _probabilities(RELEVANCE[kind], z[mask])
+        base = float(weights.get(channel, 1.0))
+        weight = np.fromiter((base * evidence(channel, r.payload) for r in records), np.float64, n)
+        weight[~present] = 0.0
+        weight_sum += weight
+        weighted += np.where(present, weight * prob, 0.0)
+        columns[channel] = (sim, z, weight, prob)
+    kept = [i for i in range(n) if weight_sum[i] > 0]
+    score = np.divide(weighted, weight_sum, out=np.zeros(n), where=weight_sum > 0).tolist()
+    kept.sort(key=lambda i: (-score[i], ids[i]))
+    hits = [StoredHit(id=ids[i], score=score[i], payload=records[i].payload) for i in kept]
+    if not explain:
+        return Fused(hits, {})
     ranks: dict[VectorName, dict[str, int]] = {}
     for channel, found in sims.items():
         order = sorted(found, key=lambda pid: (-found[pid], pid))
         ranks[channel] = {pid: n for n, pid in enumerate(order[:depth], start=1)}
-    hits, explain = [], {}
-    for record in records:
-        scored = tuple(
-            _channel_score(
+    out: dict[str, tuple[ChannelScore, ...]] = {}
+    for i in kept:
+        out[ids[i]] = tuple(
+            ChannelScore(
                 channel,
-                sim,
-                null.get(channel, UNCALIBRATED),
-                ranks[channel].get(record.id),
-                float(weights.get(channel, 1.0)),
-                record.payload,
+                float(sim[i]),
+                float(z[i]),
+                ranks[channel].get(ids[i]),
+                float(weight[i]),
+                float(prob[i]),
             )
-            for channel, found in sims.items()
-            if (sim := found.get(record.id)) is not None
+            for channel, (sim, z, weight, prob) in columns.items()
+            if not math.isnan(sim[i])
         )
-        if scored:
-            score = fused_score(scored)
-            hits.append(StoredHit(id=record.id, score=score, payload=record.payload))
-            explain[record.id] = scored
-    hits.sort(key=lambda h: (-h.score, h.id))
-    return Fused(hits, explain)
+    return Fused(hits, out)
 
 
 def explain_channel(

@@ -168,6 +168,11 @@ class SearchService:
         self._store = store
         self._collection = collection
         self._nulls = nulls if nulls is not None else NullCache()
+        # The store's one-request fusion reads, looked up once (a runtime Protocol check on
+        # every search costs more than the lookup is worth).
+        adapters = _adapters(store)
+        self._scoring = next((a for a in adapters if isinstance(a, ScoredCandidates)), None)
+        self._source = next((a for a in adapters if isinstance(a, ChannelCandidates)), None)
 
     def version(self, version: str | None = None) -> tuple[str, str | None]:
         """The collection version a search reads (``version``, or the one the alias names
@@ -372,7 +377,7 @@ class SearchService:
         bundle: str | None = None,
     ) -> tuple[list[StoredHit], dict[str, tuple[ChannelScore, ...]]]:
         """The top ``depth`` hits of one channel (by cosine), or of several fused
-        (``fusion.fuse``), best first; and each hit's explanation."""
+        (``fusion.fuse``), best first; and each hit's explanation (a fused one's when asked)."""
         if len(channels) == 1:
             channel = channels[0]
             top = self._store.search(
@@ -381,15 +386,12 @@ class SearchService:
             return top, explain_channel(channel, top, self.null_scales(bundle))
         queries = {c: vectors[c] for c in channels if float(options.weights.get(c, 1.0)) > 0}
         sims: dict[VectorName, dict[str, float]] | None = None
-        adapters = _adapters(self._store)
-        scoring = next((a for a in adapters if isinstance(a, ScoredCandidates)), None)
-        source = next((a for a in adapters if isinstance(a, ChannelCandidates)), None)
-        if scoring is not None:  # the embedded shard: candidates and their cosines, no vectors
-            records, sims = scoring.scored_candidates(
+        if self._scoring is not None:  # the embedded shard: candidates and cosines, no vectors
+            records, sims = self._scoring.scored_candidates(
                 where, queries, depth=depth, filter=options.filter
             )
-        elif source is not None:  # Qdrant's Query API: every channel in one round trip
-            records = source.candidates(where, queries, depth=depth, filter=options.filter)
+        elif self._source is not None:  # Qdrant's Query API: every channel in one round trip
+            records = self._source.candidates(where, queries, depth=depth, filter=options.filter)
         else:
             found = [
                 self._store.search(where, c, q, limit=depth, filter=options.filter)
@@ -398,7 +400,15 @@ class SearchService:
             ids = list(dict.fromkeys(h.id for hits in found for h in hits))
             records = self._store.retrieve(where, ids, with_vectors=True)
         scales = self.null_scales(bundle)
-        fused = fuse(records, queries, options.weights, null=scales, depth=depth, sims=sims)
+        fused = fuse(
+            records,
+            queries,
+            options.weights,
+            null=scales,
+            depth=depth,
+            sims=sims,
+            explain=options.explain,
+        )
         return fused.hits[:depth], fused.explain
 
 

@@ -98,6 +98,10 @@ def test_fusion_matches_the_reference_with_the_store_in_the_loop(store: QdrantEd
             assert c.relevance == pytest.approx(curve.probability(c.standardised))
     beyond = [c for parts in got.explain.values() for c in parts if c.rank is None]
     assert beyond  # re-scored outside a channel's top: its rank there is not known
+    # A search that does not show explain gets the same ranking without it.
+    quiet = fuse(records, queries, weights, null=null, depth=depth, explain=False)  # type: ignore[arg-type]
+    assert [(h.id, h.score) for h in quiet.hits] == [(h.id, h.score) for h in got.hits]
+    assert quiet.explain == {}
 
 
 def test_a_one_vector_item_best_in_its_channel_ranks_first() -> None:
