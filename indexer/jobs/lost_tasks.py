@@ -6,11 +6,14 @@ between popping a message off the queue (``BRPOP``) and recording it takes the m
 (celery/celery#4354, celery/kombu#305): nothing is left to redeliver, and the job would wait for
 those items forever.
 
-So a job that makes no progress is checked for work still in flight: a message in the index
-queue (any priority), an unacknowledged message naming the job, an entry in its collection's
-points stream (the writer has yet to count it). With none of those, seen twice a settle interval
-apart (a message in that instant of its delivery is in neither place only for microseconds), the
-job's own work is lost:
+So a job that makes no progress is checked for work still in flight: a message naming the job
+in the index queue (any priority; with more than :data:`SCAN_QUEUED` queued, any message, as
+reading them all would cost more than waiting), an unacknowledged message naming the job, an
+entry in its collection's points stream (the writer has yet to count it). One Redis transaction
+reads all of them, so a message moving from the queue to the unacknowledged hash is seen in one
+place or the other. With none of those, seen twice a settle interval apart (a message in that
+instant of its delivery is in neither place only for microseconds), the job's own work is lost —
+also while other jobs' tasks keep the queue busy:
 
 * a job still queued (its plan task lost): ``plan_job`` is sent again, which is harmless;
 * a running job: each planned ``index_batch`` task (the planner keeps the plan in Redis,
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 _PRIORITY_STEPS = (0, 3, 6, 9)
 _PRIORITY_SEP = "\x06\x16"
 _UNACKED = "unacked"
+# Up to this many queued messages are read for the job's id (a message is ~2 KB); beyond, any
+# queued message may be the job's and the check waits for the queue to shorten.
+SCAN_QUEUED = 2_000
 # A queued job (its plan task not run) is checked once it has waited this long.
 QUEUED_CHECK_S = STALLED_MIN_S
 # How long one replica holds a job's redelivery: others leave the job alone meanwhile. Once
@@ -54,19 +60,38 @@ def queue_names(queue: str = INDEX_QUEUE) -> list[str]:
     return [queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS]
 
 
-def in_flight(client: redis.Redis, job_id: str, collection: str) -> str | None:
-    """What of the job may still be on its way, or None: any message waiting in the index queue
-    (it may be the job's), an unacknowledged message of the job, an entry in the points stream
-    of its collection (any job's: the writer may be behind or away)."""
+def _queued(client: redis.Redis, names: list[str]) -> int:
     pipe = client.pipeline(transaction=False)
-    for name in queue_names():
+    for name in names:
         pipe.llen(name)
+    return sum(pipe.execute())
+
+
+def in_flight(client: redis.Redis, job_id: str, collection: str) -> str | None:
+    """What of the job may still be on its way, or None: a message of the job waiting in the
+    index queue (any message, with more than :data:`SCAN_QUEUED` queued), an unacknowledged
+    message of the job, an entry in the points stream of its collection (any job's: the writer
+    may be behind or away)."""
+    names = queue_names()
+    queued = _queued(client, names)
+    if queued > SCAN_QUEUED:  # reading them would cost more than waiting for them
+        return f"{queued} tasks queued"
+    pipe = client.pipeline(transaction=True)  # one snapshot: a delivery is seen on one side
+    for name in names:
+        pipe.llen(name)
+    for name in names:
+        pipe.lrange(name, 0, SCAN_QUEUED)
     pipe.hvals(_UNACKED)
     pipe.xlen(stream_key(collection))
-    *lengths, unacked, backlog = pipe.execute()
-    if any(lengths):
+    answers = pipe.execute()
+    lengths, queues = answers[: len(names)], answers[len(names) : 2 * len(names)]
+    unacked, backlog = answers[-2:]
+    if sum(lengths) > SCAN_QUEUED:  # grew meanwhile: not all of it was read
         return f"{sum(lengths)} tasks queued"
     needle = job_id.encode()
+    queued = sum(needle in message for messages in queues for message in messages)
+    if queued:
+        return f"{queued} of its tasks queued"
     held = sum(needle in message for message in unacked)
     if held:
         return f"{held} of its tasks held by workers"

@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from indexer.distributed.stream import PointStream, stream_key
+from indexer.jobs import lost_tasks
 from indexer.jobs.celery_queue import CeleryJobQueue
-from indexer.jobs.lost_tasks import in_flight
+from indexer.jobs.lost_tasks import in_flight, queue_names
 from service.core.tasks import INDEX_QUEUE
 from tests.indexer.jobs.test_celery_queue import plan_messages, submit_photos
 
@@ -54,7 +57,7 @@ def test_a_lost_plan_task_is_sent_again_with_the_same_run(queue: Queue) -> None:
     assert args[0] == job_id and again["run"] == kwargs["run"]
     assert jobs.status(job_id)["redelivered"] == 1
     # Now in the queue: in flight, nothing more is sent.
-    assert in_flight(stream.redis, job_id, "media") == "1 tasks queued"
+    assert in_flight(stream.redis, job_id, "media") == "1 of its tasks queued"
     assert check(jobs, job_id) == 0 and check(jobs, job_id) == 0
 
 
@@ -71,9 +74,11 @@ def test_only_the_uncounted_items_of_a_lost_batch_go_out_again(queue: Queue) -> 
     age(stream, job_id, 60.0)
     # Anything that may still be on its way holds it back: a queued message, an unacknowledged
     # one of this job, an entry the writer has not counted yet.
-    stream.redis.lpush(INDEX_QUEUE, b"{}")
+    mine = json.dumps({"headers": {"argsrepr": f"('{job_id}', 'media', [...])"}, "body": "..."})
+    stream.redis.lpush(queue_names()[2], mine)  # a message of the job, at a priority step
+    assert in_flight(stream.redis, job_id, "media") == "1 of its tasks queued"
     assert check(jobs, job_id) == 0 and check(jobs, job_id) == 0
-    stream.redis.delete(INDEX_QUEUE)
+    stream.redis.delete(queue_names()[2])
     held = json.dumps([{"headers": {"argsrepr": f"('{job_id}', 'media', [...])"}}, "", "x"])
     stream.redis.hset("unacked", "tag", held)
     assert in_flight(stream.redis, job_id, "media") == "1 of its tasks held by workers"
@@ -99,6 +104,26 @@ def test_only_the_uncounted_items_of_a_lost_batch_go_out_again(queue: Queue) -> 
     ((args, _),) = sent_again(stream)
     assert args[2] == [b]
     assert jobs.status(job_id)["redelivered"] == 3
+
+
+def test_other_jobs_queued_tasks_do_not_hide_a_lost_one_unless_too_many_to_read(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose task was lost while other jobs keep the queue busy is found without waiting
+    for the queue to drain; a queue longer than the scan limit is taken as in flight."""
+    jobs, stream, root = queue
+    job_id = submit_photos(jobs, root)
+    sent_again(stream)  # its plan task: lost
+    other = json.dumps({"headers": {"argsrepr": "('another-job', 'media', [...])"}})
+    for _ in range(3):
+        stream.redis.lpush(INDEX_QUEUE, other)
+    assert in_flight(stream.redis, job_id, "media") is None
+    age(stream, job_id, 60.0)
+    assert check(jobs, job_id) == 0 and check(jobs, job_id) == 1  # sent again meanwhile
+    assert stream.redis.llen(INDEX_QUEUE) == 4
+    assert in_flight(stream.redis, job_id, "media") == "1 of its tasks queued"
+    monkeypatch.setattr(lost_tasks, "SCAN_QUEUED", 2)
+    assert in_flight(stream.redis, job_id, "media") == "4 tasks queued"  # too many to read
 
 
 def test_a_job_that_moves_or_ended_is_left_alone_and_its_plan_goes(queue: Queue) -> None:
