@@ -128,6 +128,69 @@ def run_locust(
     return LocustRun(done.returncode, out, summarise(out))
 
 
+def gc_pauses(url: str, api_key: str | None) -> dict[str, dict[str, float]] | None:
+    """The service's garbage-collector pauses so far (``clipsearch_gc_pause_seconds`` on its
+    /metrics): per generation, the cumulative count at each bucket bound (``+Inf``: all). None
+    where /metrics cannot be read or has no such histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        request = urllib.request.Request(f"{url}/metrics", headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read().decode("utf-8")
+    except (OSError, urllib.error.HTTPError):
+        return None
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "clipsearch_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                by_bound = found.setdefault(sample.labels["generation"], {})
+                by_bound[sample.labels["le"]] = sample.value
+    return found or None
+
+
+def gc_during(
+    before: dict[str, dict[str, float]] | None, after: dict[str, dict[str, float]] | None
+) -> dict[str, dict[str, float | None]]:
+    """Per generation: the collections between two :func:`gc_pauses` readings and the bucket
+    bound (ms) that held the longest of them (None: above the highest bound, or none ran)."""
+    if after is None:
+        return {}
+    during: dict[str, dict[str, float | None]] = {}
+    for generation, buckets in sorted(after.items()):
+        start = (before or {}).get(generation, {})
+        delta = {le: count - start.get(le, 0.0) for le, count in buckets.items()}
+        total = delta.get("+Inf", 0.0)
+        bounds = sorted((float(le), le) for le in delta if le != "+Inf")
+        longest = next((bound for bound, le in bounds if delta[le] >= total), None)
+        during[generation] = {
+            "collections": total,
+            "longest_at_most_ms": None if not total or longest is None else longest * 1e3,
+        }
+    return during
+
+
+def gc_line(during: dict[str, dict[str, float | None]]) -> str:
+    if not during:
+        return "garbage collector: no figures on /metrics"
+    parts = []
+    for generation, figures in during.items():
+        longest = figures["longest_at_most_ms"]
+        count = int(figures["collections"] or 0)
+        bound = (
+            ""
+            if not count
+            else f", each ≤ {longest:g} ms"
+            if longest
+            else ", the longest above the highest bucket"
+        )
+        parts.append(f"generation {generation}: {count}{bound}")
+    return "garbage collections during the run: " + "; ".join(parts)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -254,11 +317,13 @@ def embedded_demo(
     scenes: int = 60,
     ready_s: float = 300,
     started: list[int] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """``clipsearch demo`` (the default bundle) on a free loopback port over fresh demo data in
     ``data_dir``, its demo ingest finished; yields its URL, stops it on exit. The service's pid is
-    appended to ``started`` (when given) as soon as it runs."""
-    env = service_env(api_key)
+    appended to ``started`` (when given) as soon as it runs; ``extra_env`` is added to its
+    environment (settings to compare)."""
+    env = {**service_env(api_key), **(extra_env or {})}
     made = subprocess.run(
         [sys.executable, "-m", "clipsearch", "models", "demo-data", "--data-dir", str(data_dir),
          "--scenes", str(scenes)],
@@ -318,32 +383,51 @@ def main(argv: list[str] | None = None) -> int:
         "--rss-warmup", type=float, default=60.0,
         help="seconds before the service's RSS growth is measured from (embedded only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for the embedded service (repeatable), e.g. "
+        "CLIPSEARCH_STARTUP__GC_FREEZE=false",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    extra_env = {}
+    for item in args.service_env:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            parser.error(f"--service-env takes NAME=VALUE, not {item!r}")
+        extra_env[name] = value
     profile = PROFILES[args.profile]
     out = (args.out or RESULTS / profile.name).resolve()
     api_key = os.environ.get("CLIPSEARCH_API_KEY") or None
     if args.host:
+        before = gc_pauses(args.host.rstrip("/"), api_key)
         run = run_locust(
             profile, args.host.rstrip("/"), out, api_key=api_key, run_time=args.run_time,
             users=args.users,
         )  # fmt: skip
+        during = gc_during(before, gc_pauses(args.host.rstrip("/"), api_key))
     else:
         with tempfile.TemporaryDirectory(prefix="clipsearch-loadtest-") as tmp:
             data = Path(tmp) / "data"
             pids: list[int] = []
-            with embedded_demo(data, api_key=api_key, scenes=args.scenes, started=pids) as url:
+            with embedded_demo(
+                data, api_key=api_key, scenes=args.scenes, started=pids, extra_env=extra_env
+            ) as url:
                 print(f"{profile.name}: {profile.about}\nservice: {url} (demo data in {data})")
                 images = {"LOADTEST_IMAGES": str(data / "demo")}
+                before = gc_pauses(url, api_key)
                 with RssSampler(pids[0], warmup_s=args.rss_warmup) as rss:
                     run = run_locust(
                         profile, url, out, api_key=api_key, env=images, run_time=args.run_time,
                         users=args.users,
                     )  # fmt: skip
+                during = gc_during(before, gc_pauses(url, api_key))
             shutil.copy(data / "serve.log", out / "serve.log")
             summary = rss.summary()
             memory = {"summary": summary, "samples": rss.samples}
             (out / "memory.json").write_text(json.dumps(memory, indent=1) + "\n")
             print(memory_line(summary))
+    (out / "gc.json").write_text(json.dumps(during, indent=1) + "\n")
+    print(gc_line(during))
     print(report_line(run))
     if run.returncode != 0:
         print(f"locust exited {run.returncode}: see {out / 'locust.log'}", file=sys.stderr)

@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # `serve` opens the gRPC search port (50052) by default; a gateway a test starts listens there
 # only when the test asks for it, so two gateways (or a developer's own) never clash.
 os.environ.setdefault("CLIPSEARCH_GRPC_PORT", "0")
+# A service started inside the test process would freeze the whole test session's objects
+# (service.core.collector); the tests that start real processes ask for it where they check it.
+os.environ.setdefault("CLIPSEARCH_STARTUP__GC_FREEZE", "false")
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from celery import Celery, signals
 from indexer.distributed.probes import ProbeServer
 from indexer.distributed.resources import IndexerResources
 from indexer.distributed.tasks import MAX_COUNTDOWN_S, register_tasks
+from service.core.collector import freeze_started
 from service.core.config import Settings
 from service.core.errors import invalid
 from service.core.tasks import INDEX_BATCH, INDEX_QUEUE
@@ -85,9 +86,22 @@ def make_celery(settings: Settings, resources: IndexerResources | None = None) -
     if resources is not None:
         register_tasks(app, resources)
         _count_tasks(app, resources)
+        if resources.settings.startup.gc_freeze:
+            _freeze_when_ready(app)
         if broker.probe_port:
             _serve_probes_with_the_worker(app, resources, broker.probe_host, broker.probe_port)
     return app
+
+
+def _freeze_when_ready(app: Celery) -> None:
+    """Once the worker consumes, what it keeps for life leaves the garbage collector's scans
+    (service.core.collector; pools ``solo`` and ``threads``: the tasks run in this process)."""
+
+    def ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            freeze_started("indexer worker started")
+
+    signals.worker_ready.connect(ready, weak=False)
 
 
 def _count_tasks(app: Celery, resources: IndexerResources) -> None:

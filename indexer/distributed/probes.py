@@ -26,6 +26,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from service.core.collector import PAUSES
+
 log = logging.getLogger(__name__)
 
 # (ok, reason when not ok)
@@ -110,6 +112,7 @@ class IndexerMetrics:
         self.ready = Gauge(
             "clipsearch_indexer_ready", "1 when the indexer takes tasks", registry=self.registry
         )
+        PAUSES.expose(self.registry)  # the process's garbage-collector pauses
 
 
 class ProbeServer:

@@ -240,7 +240,7 @@ class StartupSettings(BaseModel):
     probes: a dependency not there yet is tried again with doubling waits up to ``backoff_max_s``,
     for as long as it takes; readiness is re-checked in the background every
     ``health_interval_s``; ``/health/live`` fails once that check has not completed for
-    ``stall_s`` (the process is wedged)."""
+    ``stall_s`` (the process is wedged); ``gc_freeze``: see :mod:`service.core.collector`."""
 
     backoff_max_s: float = Field(
         5.0, gt=0, description="longest wait between two tries to reach a dependency"
@@ -250,6 +250,12 @@ class StartupSettings(BaseModel):
     )
     stall_s: float = Field(
         60.0, gt=0, description="/health/live fails once no readiness check completed this long"
+    )
+    gc_freeze: bool = Field(
+        True,
+        description="once started, move the objects the process keeps for life out of Python's "
+        "garbage-collector scans (gc.freeze): a full collection of them held the GIL ~100 ms "
+        "every few seconds under load (service/core/collector.py)",
     )
 
 

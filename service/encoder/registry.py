@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from service.core.bundle.manifest import Bundle
+from service.core.collector import refreeze
 from service.core.config import Settings
 from service.core.domain import Lane
 from service.core.embeddings import EncoderHealth, EncoderInfo, ServedBundle
@@ -225,6 +226,8 @@ class BundleRegistry:
         self._drain(served, time.monotonic() + grace)
         served.batcher.close(remove_metrics=True)
         served.engine.close()
+        del served
+        refreeze(f"dropping bundle {bundle}")  # frozen at start-up, its objects can go now
         log.info("bundle %s dropped", bundle)
 
     def _reserve(self, ref: str) -> None:

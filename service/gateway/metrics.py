@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.core.collector import PAUSES
+
 
 class GatewayMetrics:
     def __init__(self) -> None:
@@ -35,3 +37,4 @@ class GatewayMetrics:
         self.ready = Gauge(
             "clipsearch_ready", "1 when the gateway is ready to serve", registry=self.registry
         )
+        PAUSES.expose(self.registry)  # the process's garbage-collector pauses

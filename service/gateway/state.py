@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from service.clients.admin import Reindexer
 from service.clients.base import EmbeddingClient, JobQueue, PointsWriter
+from service.core.collector import freeze_started
 from service.core.config import Settings
 from service.core.errors import ClipsearchError, ErrorType
 from service.gateway.ratelimit import RateLimiter
@@ -199,6 +200,8 @@ class Runtime:
             return
         finally:
             _current.progress = None
+        if self.settings.startup.gc_freeze:
+            freeze_started("gateway started")  # before it is ready: no request pays for it
         self._state = self._check(components)
         self._beat = time.monotonic()
         self._components = components

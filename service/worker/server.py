@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from prometheus_client import Gauge, start_http_server
 
+from service.core.collector import PAUSES, freeze_started
 from service.core.config import Settings
 from service.encoder.batcher import Batcher
 from service.encoder.engine import EncoderEngine
@@ -78,6 +79,7 @@ class WorkerServer:
             "clipsearch_worker_ready", "1 while Health answers ready", registry=metrics_registry
         )
         ready.set_function(lambda: 1.0 if self.servicer.health().ready else 0.0)
+        PAUSES.expose(metrics_registry)  # the process's garbage-collector pauses
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.Server | None = None
@@ -133,6 +135,8 @@ class WorkerServer:
                 self._start_metrics(w.host, w.metrics_port)
             if warmup:
                 self.registry.warmup()
+            if self.settings.startup.gc_freeze:
+                freeze_started("encoder worker started")
         except BaseException:
             self.stop(grace=0)  # the batcher's threads and any bound port go too
             raise

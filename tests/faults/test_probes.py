@@ -25,7 +25,11 @@ PROBE_PORT = free_port()
 
 @pytest.fixture(name="d")
 def deployment_fixture(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Deployment]:
-    env = {**CELERY_SMALL_STEPS, "CLIPSEARCH_BROKER__PROBE_PORT": str(PROBE_PORT)}
+    env = {
+        **CELERY_SMALL_STEPS,
+        "CLIPSEARCH_BROKER__PROBE_PORT": str(PROBE_PORT),
+        "CLIPSEARCH_STARTUP__GC_FREEZE": "true",  # the default (tests/conftest.py turns it off)
+    }
     with celery_deployment(tmp_path, tiny_bundle_dir, N_IMAGES, env=env, workers=("w1",)) as d:
         yield d
 
@@ -41,6 +45,14 @@ def _sample(text: str, name: str, labels: str) -> float:
     found = re.search(rf"^{name}\{{{labels}\}} (\S+)$", text, re.MULTILINE)
     assert found, f"{name}{{{labels}}} not in:\n{text}"
     return float(found.group(1))
+
+
+def _started_objects_are_frozen(text: str) -> None:
+    """Once started, the process froze what it keeps (service.core.collector): many objects,
+    and the full collection before the freeze was measured."""
+    frozen = re.search(r"^clipsearch_gc_frozen_objects (\S+)$", text, re.MULTILINE)
+    assert frozen and float(frozen.group(1)) > 10_000, text
+    assert _sample(text, "clipsearch_gc_pause_seconds_count", 'generation="2"') >= 1
 
 
 @pytest.mark.timeout(600)
@@ -78,8 +90,10 @@ def test_the_indexer_answers_probes_and_metrics_and_progress_is_honest(d: Deploy
     ok = 'outcome="ok",task="clipsearch.index_batch"'
     assert _sample(text, "clipsearch_indexer_tasks_total", ok) == batches
     assert re.search(r"^clipsearch_indexer_ready 1\.0$", text, re.MULTILINE)
+    _started_objects_are_frozen(text)
     gateway = httpx.get(f"{d.url}/metrics", timeout=10)
     assert gateway.status_code == 200 and "clipsearch_ready 1.0" in gateway.text
+    _started_objects_are_frozen(gateway.text)
     # One family per name (Prometheus refuses an exposition holding one twice).
     families = [f.name for f in text_string_to_metric_families(gateway.text)]
     assert len(families) == len(set(families))

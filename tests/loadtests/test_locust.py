@@ -117,3 +117,42 @@ def test_make_loadtest_runs_the_module_with_the_profile() -> None:
         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert "-m loadtests.loadtest search" in dry.stdout, dry.stdout
+
+
+def test_a_run_reports_the_garbage_collections_it_saw(
+    gateway: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's collector pauses are read from its /metrics before and after the run."""
+    import json
+
+    monkeypatch.setenv("CLIPSEARCH_API_KEY", KEY)
+    out = tmp_path / "gc"
+    args = ["search", "--host", gateway, "--run-time", "3s", "--users", "2", "--out", str(out)]
+    assert loadtest_main(args) == 0
+    during = json.loads((out / "gc.json").read_text())
+    assert during["0"]["collections"] > 0  # requests allocate: young collections ran
+    assert during["0"]["longest_at_most_ms"] > 0
+
+
+def test_collections_during_a_run_are_the_difference_of_two_readings() -> None:
+    from loadtests.loadtest import gc_during, gc_line
+
+    before = {"2": {"0.001": 1.0, "0.1": 3.0, "0.25": 3.0, "+Inf": 3.0}}
+    after = {
+        "2": {"0.001": 2.0, "0.1": 6.0, "0.25": 6.0, "+Inf": 6.0},  # 3 more: all <= 100 ms
+        "1": {"0.001": 0.0, "0.1": 0.0, "0.25": 0.0, "+Inf": 2.0},  # new, above every bound
+    }
+    during = gc_during(before, after)
+    assert during["2"] == {"collections": 3.0, "longest_at_most_ms": 100.0}
+    assert during["1"] == {"collections": 2.0, "longest_at_most_ms": None}
+    line = gc_line(during)
+    assert "generation 2: 3, each ≤ 100 ms" in line
+    assert "generation 1: 2, the longest above the highest bucket" in line
+    assert gc_during(before, None) == {}
+    assert gc_line({}) == "garbage collector: no figures on /metrics"
+
+
+def test_a_service_setting_without_a_value_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as exited:
+        loadtest_main(["search", "--service-env", "CLIPSEARCH_STARTUP__GC_FREEZE"])
+    assert exited.value.code == 2
