@@ -180,14 +180,12 @@ def gc_line(during: dict[str, dict[str, float | None]]) -> str:
     for generation, figures in during.items():
         longest = figures["longest_at_most_ms"]
         count = int(figures["collections"] or 0)
-        bound = (
-            ""
-            if not count
-            else f", each ≤ {longest:g} ms"
-            if longest
-            else ", the longest above the highest bucket"
-        )
-        parts.append(f"generation {generation}: {count}{bound}")
+        part = f"generation {generation}: {count}"
+        if count and longest:
+            part += f", each ≤ {longest:g} ms"
+        elif count:
+            part += ", the longest above the highest bucket"
+        parts.append(part)
     return "garbage collections during the run: " + "; ".join(parts)
 
 
@@ -399,12 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or RESULTS / profile.name).resolve()
     api_key = os.environ.get("CLIPSEARCH_API_KEY") or None
     if args.host:
-        before = gc_pauses(args.host.rstrip("/"), api_key)
+        host = args.host.rstrip("/")
+        before = gc_pauses(host, api_key)
         run = run_locust(
-            profile, args.host.rstrip("/"), out, api_key=api_key, run_time=args.run_time,
-            users=args.users,
-        )  # fmt: skip
-        during = gc_during(before, gc_pauses(args.host.rstrip("/"), api_key))
+            profile, host, out, api_key=api_key, run_time=args.run_time, users=args.users
+        )
+        during = gc_during(before, gc_pauses(host, api_key))
     else:
         with tempfile.TemporaryDirectory(prefix="clipsearch-loadtest-") as tmp:
             data = Path(tmp) / "data"

@@ -1,12 +1,14 @@
 """Python's cyclic garbage collector in a long-running clipsearch process (issue 16).
 
 A full (generation 2) collection traverses every object the collector tracks and holds the GIL
-throughout. A started gateway tracks ~150k objects that it keeps for its whole life (FastAPI's
-routes, pydantic's validators, the loaded modules): under the embeddings load test a full
-collection came every ~8 s, took 85-120 ms, freed nothing, and every request in flight waited
-for it — the tail of the latency. :func:`freeze_started` (a collection, then ``gc.freeze()``, as
-the ``gc`` documentation advises once a server has started) moves those objects to the permanent
-generation, which collections skip: full collections then took 0.6-4.5 ms. Objects made later
+throughout. A started gateway tracks ~134k objects that it keeps for its whole life (FastAPI's
+routes, pydantic's validators, the loaded modules; ``make run`` logs the count it freezes):
+under the embeddings load test (``python -m loadtests.loadtest embeddings --service-env
+CLIPSEARCH_STARTUP__GC_FREEZE=false``, its ``gc.json``) 7-8 full collections a minute, the
+longest of them 100-250 ms, held every request in flight — the tail of the latency.
+:func:`freeze_started` (a collection, then ``gc.freeze()``, as the ``gc`` documentation advises
+once a server has started) moves those objects to the permanent generation, which collections
+skip: full collections then took 25 ms at most (the same run with ``=true``). Objects made later
 are collected as before. A cycle among frozen objects is never freed, so a bundle dropped at run
 time thaws them once (:func:`refreeze`): its objects are collected, the rest frozen again.
 
@@ -45,15 +47,13 @@ class GcPauses(Collector):
         # generation -> (count per bucket, the last one above every bound; sum of the pauses)
         self._by_generation: dict[int, tuple[tuple[int, ...], float]] = {}
         self._started = 0.0
-        self._installed = False
         self._lock = threading.Lock()  # install() only, never in the callback
 
     def install(self) -> GcPauses:
         """Start measuring (once per process; later calls do nothing)."""
         with self._lock:
-            if not self._installed:
+            if self._callback not in gc.callbacks:  # bound methods of one object compare equal
                 gc.callbacks.append(self._callback)
-                self._installed = True
         return self
 
     def expose(self, registry: CollectorRegistry) -> None:

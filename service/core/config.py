@@ -254,8 +254,8 @@ class StartupSettings(BaseModel):
     gc_freeze: bool = Field(
         True,
         description="once started, move the objects the process keeps for life out of Python's "
-        "garbage-collector scans (gc.freeze): a full collection of them held the GIL ~100 ms "
-        "every few seconds under load (service/core/collector.py)",
+        "garbage-collector scans (gc.freeze): full collections of them held the GIL up to "
+        "100-250 ms several times a minute under load (service/core/collector.py)",
     )
 
 

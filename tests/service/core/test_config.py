@@ -55,3 +55,17 @@ def test_bad_values_fail_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
     with pytest.raises(ValidationError):
         Settings(collection="Bad Name!")
+
+
+def test_a_gc_freeze_that_is_not_a_boolean_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from clipsearch.cli.main import app
+
+    monkeypatch.setenv("CLIPSEARCH_STARTUP__GC_FREEZE", "maybe")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "invalid setting startup.gc_freeze" in result.output
+    assert "Traceback" not in result.output
