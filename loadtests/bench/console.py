@@ -42,6 +42,13 @@ def print_encoder(report: dict[str, Any], written: Path) -> None:
         f"text padding: batch-longest {p['batch_longest_items_per_s']:.0f}/s vs model max "
         f"{p['model_max_items_per_s']:.0f}/s = x{p['speedup']:.1f}"
     )
+    image = report["ceiling"]["image"]
+    stages = image.get("preprocess_ms", {})
+    console.print(
+        f"image: decode + infer {image['decode_and_infer_items_per_s']:.0f}/s; preprocessing "
+        + ", ".join(f"{stage} {ms:.2f} ms" for stage, ms in stages.items())
+        + " per image"
+    )
     if "overload" in report:
         o = report["overload"]
         console.print(

@@ -91,7 +91,31 @@ def ceilings(engine: EncoderEngine, inputs: Inputs, seconds: float) -> dict[str,
         out[tower] = {"best_batch": best, "items_per_s": rates[best], "by_batch": rates}
     best = out["image"]["best_batch"]
     out["image"]["decode_and_infer_items_per_s"] = best_rate(lambda: image_e2e(best), per * 2)
+    out["image"]["preprocess_ms"] = preprocess_stages(engine, inputs)
     return out
+
+
+def preprocess_stages(engine: EncoderEngine, inputs: Inputs, rounds: int = 3) -> dict[str, float]:
+    """Median milliseconds per image of each preprocessing stage on one thread: decode (bytes
+    to an upright RGB image), resize + crop to the tower's size, normalise (pixels to the
+    float32 CHW tensor: ``image_to_tensor`` of an image already at size)."""
+    from service.core.bundle.preprocess import decode_image, image_to_tensor, resize_and_crop
+
+    tower = engine.bundle.manifest.image_tower
+    limit = engine.settings.limits.max_image_pixels
+    times: dict[str, list[float]] = {"decode": [], "resize": [], "normalise": []}
+    for _ in range(rounds):
+        for data in inputs.pngs:
+            t0 = time.perf_counter()
+            img = decode_image(data, limit)
+            t1 = time.perf_counter()
+            img = resize_and_crop(img, tower.image_size, tower.resize, tower.interpolation)
+            t2 = time.perf_counter()
+            image_to_tensor(img, tower)
+            t3 = time.perf_counter()
+            for stage, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                times[stage].append(seconds)
+    return {stage: round(1000 * float(np.median(v)), 3) for stage, v in times.items()}
 
 
 def _forward_texts(engine: EncoderEngine, tokens: list[TokenizedText], i: int, b: int) -> int:

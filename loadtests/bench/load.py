@@ -1,8 +1,11 @@
 """Closed-loop load generators and the statistics the benchmarks report.
 
-Each client thread calls ``call`` in a loop; a call returns how many items it completed. Only
-calls that start and end inside the measuring window count, so warm-up and ramp-down do not
-dilute the figures.
+Each client thread calls ``call`` in a loop; a call returns how many items it completed.
+Throughput counts every call that *ends* inside the measuring window (items completed per second
+of the window, whenever the call began); latency counts only calls that start and end inside it,
+so warm-up and ramp-down dilute neither. (Counting only whole calls inside the window for
+throughput too would miss the calls under way at its start: with calls as long as 0.7 s — 64
+clients of the photo bundle's image tower — that under-counts a 4 s window by about a sixth.)
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ class Sample:
 @dataclass
 class LoadResult:
     seconds: float
-    samples: list[Sample] = field(default_factory=list)  # served calls
+    samples: list[Sample] = field(default_factory=list)  # served calls inside the window
+    completed: int = 0  # items of the served calls that ended inside the window
     # Refusals come by the ten thousand per second: kept as 4-byte floats, so that the memory
     # of the load generator does not pass for the memory of the service under test.
     refused_ms: array[float] = field(default_factory=lambda: array("f"))
@@ -45,7 +49,7 @@ class LoadResult:
 
     @property
     def items_per_s(self) -> float:
-        return sum(s.items for s in self.samples) / self.seconds
+        return self.completed / self.seconds
 
     def latencies_ms(self, *, refused: bool = False) -> np.ndarray:
         if refused:
@@ -62,6 +66,12 @@ def percentiles(ms: np.ndarray) -> dict[str, float]:
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "max_ms": round(float(ms.max()), 3),
     }
+
+
+def in_window(started: float, ended: float, begin: float, end: float) -> tuple[bool, bool]:
+    """Whether a call counts towards (throughput, latency) of the window ``[begin, end]``."""
+    ends_inside = begin <= ended <= end
+    return ends_inside, ends_inside and started >= begin
 
 
 def closed_loop(
@@ -83,6 +93,7 @@ def closed_loop(
 
     def client(index: int) -> None:
         mine: list[Sample] = []
+        completed = 0
         refusals = array("f")
         errors: dict[str, int] = {}
         while not stop.is_set():
@@ -94,7 +105,10 @@ def closed_loop(
                 if not refused:
                     errors[exc.type.value] = errors.get(exc.type.value, 0) + 1
             t1 = time.monotonic()
-            if t0 >= begin and t1 <= end:
+            throughput, latency = in_window(t0, t1, begin, end)
+            if throughput and not refused:
+                completed += n
+            if latency:
                 if refused:
                     refusals.append(1000 * (t1 - t0))
                 else:
@@ -103,6 +117,7 @@ def closed_loop(
                 stop.wait(backoff_s)
         with lock:
             result.samples += mine
+            result.completed += completed
             result.refused_ms.extend(refusals)
             for key, count in errors.items():
                 result.errors[key] = result.errors.get(key, 0) + count

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clipsearch.cli.main import app
-from loadtests.bench.load import closed_loop, percentiles
+from loadtests.bench.load import closed_loop, in_window, percentiles
 from service.core.errors import ClipsearchError, ErrorType
 
 
@@ -20,6 +20,20 @@ def test_percentiles_of_known_latencies() -> None:
     assert stats["n"] == 100 and stats["max_ms"] == 100.0
     assert stats["p50_ms"] == pytest.approx(50.5) and stats["p99_ms"] == pytest.approx(99.01)
     assert percentiles(np.asarray([])) == {"n": 0}
+
+
+def test_a_call_counts_for_throughput_when_it_ends_in_the_window() -> None:
+    """Window [10, 14]: a call under way when it opens completes its items inside it (counted
+    for throughput, not for latency); one that ends after it closes counts for neither."""
+    assert in_window(10.5, 11.0, 10.0, 14.0) == (True, True)
+    assert in_window(9.3, 10.4, 10.0, 14.0) == (True, False)
+    assert in_window(13.8, 14.2, 10.0, 14.0) == (False, False)
+    assert in_window(9.0, 9.9, 10.0, 14.0) == (False, False)
+    # In a closed loop of 0.7 s calls, 4 s window: whole calls inside miss about a sixth.
+    calls = [(t, t + 0.7) for t in np.arange(9.05, 15.0, 0.7)]
+    ended = sum(in_window(a, b, 10.0, 14.0)[0] for a, b in calls)
+    whole = sum(in_window(a, b, 10.0, 14.0)[1] for a, b in calls)
+    assert (ended, whole) == (6, 5)
 
 
 def test_closed_loop_counts_items_and_refusals_inside_the_window() -> None:
@@ -41,7 +55,10 @@ def test_closed_loop_counts_items_and_refusals_inside_the_window() -> None:
     served = result.samples
     refused = result.latencies_ms(refused=True)
     assert served and refused.size
-    assert result.items_per_s == pytest.approx(sum(s.items for s in served) / 0.3)
+    # Throughput also counts the one call per client that was under way when the window opened.
+    inside = sum(s.items for s in served)
+    assert inside <= result.completed <= inside + 3 * 2
+    assert result.items_per_s == pytest.approx(result.completed / 0.3)
     assert {s.items for s in served} == {0, 3}  # failed calls complete nothing
     assert result.errors.get("timeout", 0) > 0  # other errors are counted, not hidden
     assert refused.min() >= 2.0  # each refusal took the call's 2 ms
@@ -77,5 +94,7 @@ def test_a_short_real_run_writes_the_report(tiny_bundle_dir: Path, tmp_path: Pat
             assert entry["latency_idle"]["n"] > 0 and entry["latency_under_bulk"]["n"] > 0
             assert entry["errors"] == {}
     assert report["padding"]["speedup"] > 0
+    stages = report["ceiling"]["image"]["preprocess_ms"]
+    assert set(stages) == {"decode", "resize", "normalise"} and all(v > 0 for v in stages.values())
     assert report["overload"]["refused"]["n"] > 0  # 10x the lane: the excess was refused
     assert "ratio" in result.output

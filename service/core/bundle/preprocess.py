@@ -169,16 +169,32 @@ def resize_and_crop(img: Image.Image, size: int, mode: str, interpolation: str) 
     return img
 
 
+_SCALE = np.float32(255.0)
+
+
 def image_to_tensor(img: Image.Image, tower: ImageTower) -> np.ndarray:
-    """float32 [3, S, S]: resize/crop per the manifest, scale to [0, 1], normalise, CHW."""
+    """float32 [3, S, S]: resize/crop per the manifest, scale to [0, 1], normalise, CHW.
+
+    Each channel plane is filled from the uint8 pixels and scaled, shifted and divided in place
+    with float32 scalars: the same operations, in the same order and precision, as
+    ``((pixels / 255) - mean) / std`` over the whole HWC array followed by a transpose, so the
+    result is bit for bit the same (the training side's ``normalise`` computes it that way),
+    but with no temporary arrays and no broadcasting it costs a seventh of the time (0.23 vs
+    1.6 ms at 224 px) — on a CPU node that was the largest share of an image's preprocessing,
+    more than decoding and resizing together, and every served image, ingested photo and video
+    frame pays it."""
     if img.mode != "RGB":
         img = _to_rgb(img)
     img = resize_and_crop(img, tower.image_size, tower.resize, tower.interpolation)
-    arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-    mean = np.asarray(tower.mean, dtype=np.float32)
-    std = np.asarray(tower.std, dtype=np.float32)
-    arr = (arr - mean) / std
-    return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+    pixels = np.asarray(img)  # uint8 [S, S, 3]
+    out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+    for c in range(3):
+        plane = out[c]
+        plane[...] = pixels[:, :, c]
+        plane /= _SCALE
+        plane -= np.float32(tower.mean[c])
+        plane /= np.float32(tower.std[c])
+    return out
 
 
 def preprocess_image(data: bytes, tower: ImageTower, max_pixels: int) -> np.ndarray:

@@ -62,6 +62,23 @@ def test_exact_parity_without_resize() -> None:
     np.testing.assert_allclose(out, reference(np.asarray(img)), rtol=0, atol=1e-5)
 
 
+def test_bit_for_bit_the_float32_whole_array_formula() -> None:
+    """The per-plane in-place arithmetic is the float32 formula training normalises with
+    (``models.train.dataset.normalise``), to the last bit, not merely close to it; and the
+    tensor owns its memory (nothing aliases the decoded image)."""
+    for seed, size in ((3, 32), (4, 224), (5, 7)):
+        img = noise(size, size, seed=seed)
+        out = image_to_tensor(img, tower(size))
+        rgb = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+        whole = (rgb - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+        assert np.array_equal(out, whole.transpose(2, 0, 1))
+        assert out.dtype == np.float32 and out.flags.c_contiguous and out.flags.owndata
+    grey = image_to_tensor(Image.fromarray(np.full((8, 8), 200, np.uint8), "L"), tower(8))
+    for c in range(3):  # each plane has its own channel's mean and std
+        value = (np.float32(200) / np.float32(255) - np.float32(MEAN[c])) / np.float32(STD[c])
+        assert np.all(grey[c] == value)
+
+
 def test_parity_with_shortest_edge_resize_and_centre_crop() -> None:
     img = noise(64, 48, seed=1)
     out = image_to_tensor(decode_image(encode(img), LIMIT), tower())
